@@ -1,0 +1,2 @@
+"""What the ListBoss services share: configuration, logging, the gRPC server
+bootstrap, authentication, errors, the bus, the database, paging and filters."""

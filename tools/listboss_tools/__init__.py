@@ -1,0 +1,1 @@
+"""Developer tools: code generation, the local suite runner, the demo and benchmarks."""
