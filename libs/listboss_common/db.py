@@ -1,0 +1,107 @@
+"""Databases through SQLAlchemy 2: engines for SQLite and PostgreSQL, and versioned migrations.
+
+Services use SQLAlchemy Core on a synchronous engine and run their
+transactions in a worker thread (``asyncio.to_thread``), so the event loop
+keeps serving while the database works. Times are stored as integer
+microseconds since the epoch (UTC): portable, exact and cheap to compare.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL lets readers run beside the one writer; NORMAL sync is durable
+            # across process crashes, which is the failure we guard against.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step. ``upgrade`` receives a connection inside the migration's transaction."""
+
+    version: int
+    description: str
+    upgrade: Callable[[Connection], None]
+
+
+def sql_migration(version: int, description: str, *statements: str) -> Migration:
+    """A migration made of portable SQL statements. ``{id}`` in a statement becomes
+    the dialect's auto-increment primary key column type."""
+
+    def upgrade(connection: Connection) -> None:
+        ident = "BIGSERIAL PRIMARY KEY" if is_postgres(connection) else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        for statement in statements:
+            connection.exec_driver_sql(statement.replace("{id}", ident))
+
+    return Migration(version, description, upgrade)
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration], *, namespace: str) -> list[int]:
+    """Applies the migrations not yet applied, in order; returns the versions applied.
+
+    On PostgreSQL an advisory lock keyed by ``namespace`` makes concurrent
+    replicas starting together apply each migration once.
+    """
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError("migration versions must be unique and ascending")
+    applied_now: list[int] = []
+    with engine.begin() as connection:
+        if is_postgres(connection):
+            key = int.from_bytes(hashlib.sha256(namespace.encode()).digest()[:8], "big", signed=True)
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        connection.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+        )
+        done = {row[0] for row in connection.exec_driver_sql("SELECT version FROM schema_migrations")}
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            migration.upgrade(connection)
+            connection.execute(
+                sa.text("INSERT INTO schema_migrations (version, description, applied_at) VALUES (:v, :d, :t)"),
+                {"v": migration.version, "d": migration.description, "t": to_micros(now())},
+            )
+            applied_now.append(migration.version)
+    return applied_now
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def to_micros(moment: dt.datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=micros)

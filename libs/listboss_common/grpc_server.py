@@ -1,0 +1,173 @@
+"""The gRPC server bootstrap every service uses.
+
+One ``grpc.aio`` server with: the standard health service (NOT_SERVING during
+graceful shutdown), server reflection (so grpcurl needs no .proto files), and
+one interceptor that gives each RPC a request id, authenticates the bearer
+token, maps :class:`ServiceError` to a rich ``google.rpc.Status`` and writes one
+log line per request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from listboss_common.auth import TokenVerifier, current_principal
+from listboss_common.errors import ServiceError
+
+log = structlog.get_logger("listboss.grpc")
+
+# Health and reflection answer without a token: they reveal no producer's data
+# and grpcurl / orchestrators must reach them unauthenticated.
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to serve: its full name (for health and reflection) and how to add it."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+def _abort_args(error: ServiceError) -> tuple[grpc.StatusCode, str, tuple]:
+    from grpc_status import rpc_status
+
+    status = rpc_status.to_status(error.to_status())
+    return status.code, status.details, status.trailing_metadata
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, verifier: TokenVerifier):
+        self._verifier = verifier
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._server_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client streaming: none of our services use it
+
+    def _begin(self, context: grpc.aio.ServicerContext, method: str) -> dict:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        principal = self._verifier.verify(metadata.get("authorization"))
+        current_principal.set(principal)
+        structlog.contextvars.bind_contextvars(caller=principal.producer or "internal")
+        return metadata
+
+    def _unary(self, behavior, method: str):
+        async def wrapper(request, context):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._begin(context, method)
+                return await behavior(request, context)
+            except ServiceError as error:
+                code = error.code
+                await context.abort(*_abort_args(error))
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc failed")
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                _log_rpc(code, started)
+
+        return wrapper
+
+    def _server_stream(self, behavior, method: str):
+        async def wrapper(request, context):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._begin(context, method)
+                async for item in behavior(request, context):
+                    yield item
+            except ServiceError as error:
+                code = error.code
+                await context.abort(*_abort_args(error))
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc failed")
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                _log_rpc(code, started)
+
+        return wrapper
+
+
+def _log_rpc(code: grpc.StatusCode, started: float) -> None:
+    log.info("rpc", code=code.name, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
+
+
+class GrpcServer:
+    """Serves the given bindings plus health and reflection on ``address``."""
+
+    def __init__(self, address: str, bindings: Sequence[ServiceBinding], verifier: TokenVerifier):
+        self._address = address
+        self._bindings = list(bindings)
+        self._verifier = verifier
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        server = grpc.aio.server(
+            interceptors=[RequestInterceptor(self._verifier)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        for binding in self._bindings:
+            binding.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [b.name for b in self._bindings]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
+        self.port = server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind gRPC address {self._address}")
+        await server.start()
+        for name in ["", *names]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Reports NOT_SERVING, stops taking RPCs and lets in-flight ones finish for ``grace`` seconds."""
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None

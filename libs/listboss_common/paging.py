@@ -1,0 +1,55 @@
+"""AIP-158 pagination: page sizes and opaque, filter-bound page tokens.
+
+A page token carries the keyset position of the last item returned (so page
+10,000 costs what page 1 costs) and a fingerprint of the request's filter and
+ordering: a token reused with a different filter is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from listboss_common.errors import invalid_field
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
+    if requested < 0:
+        raise invalid_field("page_size", "must not be negative")
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+def _fingerprint(*binding: str) -> str:
+    return hashlib.sha256("\x00".join(binding).encode()).hexdigest()[:16]
+
+
+def encode_page_token(position: list[Any], *binding: str) -> str:
+    body = json.dumps({"p": position, "b": _fingerprint(*binding)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, *binding: str) -> list[Any] | None:
+    """The keyset position in ``token``, or None for the first page.
+
+    ``binding`` is what the token must have been issued for (parent, filter,
+    order); anything else is INVALID_ARGUMENT on ``page_token``.
+    """
+    if not token:
+        return None
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        position, fingerprint = body["p"], body["b"]
+    except (ValueError, KeyError, TypeError):
+        raise invalid_field("page_token", "is not a page token issued by this service") from None
+    if not isinstance(position, list) or fingerprint != _fingerprint(*binding):
+        raise invalid_field(
+            "page_token", "was issued for a different request; keep parent, filter and order_by while paging"
+        )
+    return position

@@ -1,0 +1,1 @@
+"""The contacts service: contacts, their tags and each product's history, served to Send."""

@@ -1,0 +1,46 @@
+"""The bus entrypoint: applies batches of contact-change messages in one transaction each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from sqlalchemy.engine import Engine
+
+from listboss.changes.v1 import contact_change_pb2
+from listboss_common.bus import PoisonMessage
+from listboss_contacts.apply import TagIds, apply_changes
+
+log = structlog.get_logger("listboss.contacts.changes")
+
+
+def decode_changes(messages: Sequence[Msg]) -> list[contact_change_pb2.ContactChange]:
+    changes: list[contact_change_pb2.ContactChange] = []
+    for message in messages:
+        batch = contact_change_pb2.ContactChangeBatch()
+        try:
+            batch.ParseFromString(message.data)
+        except DecodeError as error:
+            raise PoisonMessage(f"not a ContactChangeBatch: {error}") from error
+        changes.extend(batch.changes)
+    return changes
+
+
+class ChangeApplier:
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._tag_ids = TagIds()
+
+    def apply(self, changes: Sequence[contact_change_pb2.ContactChange]):
+        with self._engine.begin() as connection:
+            result = apply_changes(connection, changes, self._tag_ids)
+        self._tag_ids.commit(result.tag_ids)
+        return result
+
+    async def handle(self, messages: Sequence[Msg]) -> None:
+        changes = decode_changes(messages)
+        result = await asyncio.to_thread(self.apply, changes)
+        log.info("changes applied", applied=result.applied, skipped=result.skipped, messages=len(messages))

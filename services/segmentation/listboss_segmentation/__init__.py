@@ -1,0 +1,1 @@
+"""The segmentation service: products, their segmentations, and the tag decisions for each event."""

@@ -1,0 +1,46 @@
+"""``listboss-segmentation``: the segmentation service process.
+
+Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50052), LISTBOSS_NATS_URL,
+LISTBOSS_AUTH_SECRET, LISTBOSS_DATABASE_URL (default sqlite:///segmentation.db).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from listboss.segmentation.v1 import segmentation_service_pb2, segmentation_service_pb2_grpc
+from listboss_common import bus
+from listboss_common.config import ServiceConfig, env
+from listboss_common.db import create_engine
+from listboss_common.grpc_server import ServiceBinding
+from listboss_common.logs import configure_logging
+from listboss_common.service import run_service
+from listboss_segmentation import storage
+from listboss_segmentation.events import EventProcessor
+from listboss_segmentation.grpc_api import SegmentationServicer
+
+SERVICE_NAME = segmentation_service_pb2.DESCRIPTOR.services_by_name["SegmentationService"].full_name
+EVENTS_WORKER = bus.WorkerSpec(stream=bus.EVENTS, durable="segmentation")
+
+
+async def run() -> None:
+    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50052")
+    engine = create_engine(env("LISTBOSS_DATABASE_URL", "sqlite:///segmentation.db"))
+    storage.migrate_database(engine)
+
+    nc = await bus.connect(config.nats_url, name="listboss-segmentation")
+    js = nc.jetstream()
+    await bus.ensure_streams(js, [bus.EVENTS, bus.CHANGES, bus.DEADLETTER])
+    worker = bus.PullWorker(js, EVENTS_WORKER, EventProcessor(js, engine).handle)
+    servicer = SegmentationServicer(engine)
+    binding = ServiceBinding(SERVICE_NAME, lambda server: segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server))
+    await run_service(config, [binding], nc, [worker], on_stopped=engine.dispose)
+
+
+def main() -> None:
+    configure_logging("segmentation")
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
