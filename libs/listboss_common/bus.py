@@ -143,18 +143,25 @@ class PullWorker:
         if self._subscription is None:
             await self.subscribe()
         assert self._subscription is not None
-        while not stop.is_set():
-            try:
-                messages = await self._subscription.fetch(self._spec.batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                return
-            except Exception as error:  # NATS reconnecting, JetStream leader change...
-                log.warning("fetch failed", error=repr(error))
-                await asyncio.sleep(0.5)
-                continue
-            await self.process(messages)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await self._subscription.fetch(self._spec.batch_size, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                    return
+                except Exception as error:  # NATS reconnecting, JetStream leader change...
+                    log.warning("fetch failed", error=repr(error))
+                    await asyncio.sleep(0.5)
+                    continue
+                await self.process(messages)
+        finally:
+            # Drop the inbox so draining the connection does not wait on an expired
+            # pull request. The durable consumer stays; anything delivered to the
+            # inbox but not handled is redelivered after ack_wait.
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
 
     async def process(self, messages: Sequence[Msg]) -> None:
         try:

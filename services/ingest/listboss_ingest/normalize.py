@@ -1,0 +1,855 @@
+"""Validation and normalization of canonical events, and conversion of the platform's webhooks.
+
+Two entry points:
+
+* :func:`normalize_event` checks a canonical ``Event`` (as sent over gRPC) and returns a
+  normalized copy, or raises :class:`~listboss_common.errors.InvalidArgument` naming every
+  wrong field (paths relative to the event: ``person.email``, ``occur_time``...).
+* :func:`event_from_webhook` turns one webhook payload (format 2.0.0, JSON) into a canonical
+  ``Event`` with ``source = EVENT_SOURCE_WEBHOOK`` and runs the same normalization.
+
+Rules enforced by :func:`normalize_event`
+-----------------------------------------
+
+::
+
+    field                           | rule
+    --------------------------------+--------------------------------------------------------------------------
+    id                              | required, trimmed, at most 128 characters, printable, no whitespace
+    producer                        | required, exactly ^[a-z0-9][a-z0-9_-]{0,62}$: lower-case letters, digits,
+                                    | '-' and '_', 1-63 characters, starting with a letter or digit. Not
+                                    | trimmed or lower-cased: it names the tenant, so it must be exact
+    type                            | not EVENT_TYPE_UNSPECIFIED, and a value the enum defines
+    occur_time                      | required, valid nanos, not before 2000-01-01T00:00:00Z, not more than
+                                    | 1 day after the current time
+    product.id                      | required, trimmed, at most 128 characters; an all-digits id loses its
+                                    | leading zeros ("00000" -> "0", "0042" -> "42")
+    person.email                    | required, trimmed, lower-cased; at most 254 characters, exactly one '@',
+                                    | a non-empty local part, a domain with a dot (not at either end, no
+                                    | ".."), no spaces or control characters
+    purchase.price, .full_price     | when present: value finite and >= 0; currency code upper case
+    purchase.installments,          | must be >= 0
+    .recurrence_number              |
+    *.country_code, checkout_...    | trimmed, upper case (ISO 3166-1 / ISO 4217)
+    purchase.status, .payment_type, | trimmed, upper case: the platform's enum-like codes
+    subscription.status             |
+    every other string              | trimmed; offer and coupon codes keep their case (case-sensitive on
+                                    | the platform)
+
+Webhook mapping (:func:`event_from_webhook`)
+--------------------------------------------
+
+Paths are in the payload; ``data`` is the payload's ``data`` object. Where several paths are
+listed the first one that holds a usable value wins. Every intermediate object may be missing,
+null, a list or of a wrong type: it then counts as absent. Numbers may arrive as strings and
+ids as numbers. No key named ``hottok`` is ever read, at any depth: the producer's secret token
+never reaches the event (nor an error message).
+
+::
+
+    webhook path                                              | canonical field
+    ----------------------------------------------------------+----------------------------------------
+    id                                                        | id
+    (argument producer)                                       | producer
+    event ("PURCHASE_APPROVED" ...)                           | type (EVENT_TYPE_<event>)
+    creation_date, else creationDate                          | occur_time
+    (argument receive_time)                                   | receive_time
+    (constant)                                                | source = EVENT_SOURCE_WEBHOOK
+    data.product.id, data.subscription.product.id             | product.id
+    data.product.name, data.subscription.product.name         | product.name
+    P.email  (P = the person object, see below)               | person.email
+    P.name / P.first_name / P.last_name                       | person.name / first_name / last_name
+    P.checkout_phone_code + P.checkout_phone, else P.phone    | person.phone (parts joined by one
+    (text), else P.phone.dddCell + P.phone.cell, else         | space; empty strings skipped)
+    P.phone.dddPhone + P.phone.phone                          |
+    P.document / P.document_type                              | person.document / document_type
+    P.address.address (or .street)                            | person.address.street
+    P.address.number / .complement / .neighborhood /          | person.address.number / complement /
+      .city / .state / .country                               |   neighborhood / city / state / country
+    P.address.zipcode (or .zip_code)                          | person.address.zip_code
+    P.address.country_iso (or .country_code)                  | person.address.country_code
+    P.address.country_iso, data.checkout_country.iso,         | person.country_code
+      data.purchase.checkout_country.iso                      |
+    data.purchase.transaction                                 | purchase.transaction
+    data.purchase.status                                      | purchase.status
+    data.purchase.payment.type                                | purchase.payment_type
+    data.purchase.payment.installments_number                 | purchase.installments
+    data.purchase.recurrence_number                           | purchase.recurrence_number
+    data.purchase.offer.code, data.offer.code (cart)          | purchase.offer_code
+    data.purchase.offer.coupon_code, data.offer.coupon_code   | purchase.coupon_code
+    data.purchase.price.value + .currency_value               | purchase.price
+    data.purchase.full_price.value + .currency_value          | purchase.full_price
+    data.purchase.checkout_country.iso,                       | purchase.checkout_country_code
+      data.checkout_country.iso (cart)                        |
+    data.purchase.order_date                                  | purchase.order_time
+    data.purchase.approved_date                               | purchase.approved_time
+    data.subscription.id                                      | subscription.id
+    data.subscription.status                                  | subscription.status
+    data.subscription.subscriber.code,                        | subscription.subscriber_code
+      data.subscription.subscriber_code, data.subscriber.code |
+    L.id / L.name  (L = the plan object, see below)           | subscription.plan.id / name
+    L.offer.code (or L.offer.key)                             | subscription.plan.offer_code
+    data.date_next_charge, data.subscription.dateNextCharge,  | subscription.next_charge_time
+      data.subscription.date_next_charge                      |
+    data.module.id / data.module.name                         | module.id / module.name
+
+The person object ``P`` is the first of these objects that holds an email, in an order that
+depends on the event family: ``data.buyer`` (purchases, cart), ``data.user`` (club),
+``data.subscriber`` (subscription cancellation, charge date), ``data.subscription.user``
+(switch plan); the family's own path is tried first, then the others. The plan object ``L`` is,
+for ``SWITCH_PLAN``, the element of ``data.plans`` whose ``current`` is true, otherwise
+``data.subscription.plan`` then ``data.plan`` (then the current element of ``data.plans``).
+
+Times (``creation_date``, ``order_date`` ...) are epoch milliseconds; a number below 10^11 is
+taken as epoch seconds (10^11 ms is March 1973, 10^11 s is year 5138, so the two never
+overlap for plausible dates); numeric strings and ISO-8601 strings (naive = UTC) are accepted.
+
+Errors: malformed JSON, empty payload or a top level that is not an object -> violation on
+``payload``; an unknown ``event`` name -> violation on ``event``; a missing email -> violation on
+``person.email`` naming the paths searched; everything :func:`normalize_event` checks -> its
+canonical field paths. All violations are reported together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Final
+
+from google.protobuf import timestamp_pb2
+
+from listboss.events.v1 import event_pb2
+from listboss_common.errors import FieldViolation, InvalidArgument
+
+__all__ = [
+    "MAX_EMAIL_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_PRODUCT_ID_LENGTH",
+    "PRODUCER_PATTERN",
+    "event_from_webhook",
+    "normalize_event",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Rules of the canonical event
+# ---------------------------------------------------------------------------------------------
+
+#: A producer id: lower-case letters, digits, "-" and "_", 1-63 characters, starting with a
+#: letter or digit (it is the {producer} of resource names, so it must be URL-friendly).
+#: Used with ``fullmatch`` (``$`` would accept a trailing newline).
+PRODUCER_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+MAX_ID_LENGTH: Final = 128
+MAX_PRODUCT_ID_LENGTH: Final = 128
+MAX_EMAIL_LENGTH: Final = 254  # RFC 5321 path limit minus the angle brackets
+
+_MIN_OCCUR_SECONDS: Final = 946_684_800  # 2000-01-01T00:00:00Z
+_MAX_FUTURE_SECONDS: Final = 86_400  # clocks drift; a day is generous, more is a bug
+_MAX_NANOS: Final = 999_999_999
+
+_UNSPECIFIED: Final = event_pb2.EVENT_TYPE_UNSPECIFIED
+_KNOWN_TYPES: Final = frozenset(v for v in event_pb2.EventType.values() if v != _UNSPECIFIED)
+
+# Field names grouped by treatment, so each message is normalized with one tight loop.
+_ID_NAME: Final = ("id", "name")
+_PERSON_TRIM: Final = ("name", "first_name", "last_name", "phone", "document", "document_type")
+_ADDRESS_TRIM: Final = ("street", "number", "complement", "neighborhood", "city", "state", "zip_code", "country")
+_PURCHASE_TRIM: Final = ("transaction", "offer_code", "coupon_code")
+_PURCHASE_UPPER: Final = ("status", "payment_type", "checkout_country_code")
+_PLAN_TRIM: Final = ("id", "name", "offer_code")
+
+
+def normalize_event(event: event_pb2.Event) -> event_pb2.Event:
+    """Return a validated, normalized copy of a canonical ``event``; the argument is not changed.
+
+    Raises :class:`InvalidArgument` listing every violation (see the module docstring). The
+    result is a fixed point: normalizing it again returns an equal event.
+    """
+    out = event_pb2.Event()
+    out.CopyFrom(event)  # the only copy: everything below edits ``out`` in place
+    violations = _normalize_in_place(out, time.time())
+    if violations:
+        raise InvalidArgument(violations)
+    return out
+
+
+def _normalize_in_place(event: event_pb2.Event, now: float) -> list[FieldViolation]:
+    """Normalize ``event`` in place and return what is wrong with it (empty when valid)."""
+    violations: list[FieldViolation] = []
+    _check_id(event, violations)
+    _check_producer(event.producer, violations)
+    _check_type(event.type, violations)
+    _check_occur_time(event, now, violations)
+    _normalize_product(event, violations)
+    _normalize_person(event, violations)
+    # HasField guards keep absent sub-messages absent (reading is free, writing would create them).
+    if event.HasField("purchase"):
+        _normalize_purchase(event.purchase, violations)
+    if event.HasField("subscription"):
+        _normalize_subscription(event.subscription)
+    if event.HasField("module"):
+        _trim(event.module, _ID_NAME)
+    return violations
+
+
+def _trim(message: Any, names: tuple[str, ...]) -> None:
+    """Strip surrounding whitespace from the string fields ``names``, writing only on change."""
+    for name in names:
+        value = getattr(message, name)
+        if value:
+            stripped = value.strip()
+            if len(stripped) != len(value):
+                setattr(message, name, stripped)
+
+
+def _upper(message: Any, names: tuple[str, ...]) -> None:
+    """Trim and upper-case the code-like string fields ``names``, writing only on change."""
+    for name in names:
+        value = getattr(message, name)
+        if value:
+            fixed = value.strip().upper()
+            if fixed != value:
+                setattr(message, name, fixed)
+
+
+def _check_id(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
+    event_id = event.id.strip()
+    if event_id != event.id:
+        event.id = event_id
+    if not event_id:
+        violations.append(FieldViolation("id", "required"))
+    elif len(event_id) > MAX_ID_LENGTH:
+        violations.append(FieldViolation("id", f"must be at most {MAX_ID_LENGTH} characters"))
+    # isprintable() is False for every whitespace character except the ASCII space.
+    elif " " in event_id or not event_id.isprintable():
+        violations.append(FieldViolation("id", "must be printable and contain no whitespace"))
+
+
+def _check_producer(producer: str, violations: list[FieldViolation]) -> None:
+    if not producer:
+        violations.append(FieldViolation("producer", "required"))
+    elif PRODUCER_PATTERN.fullmatch(producer) is None:
+        violations.append(
+            FieldViolation(
+                "producer",
+                "must match ^[a-z0-9][a-z0-9_-]{0,62}$ (lower-case letters, digits, '-' and '_', "
+                "starting with a letter or digit, at most 63 characters)",
+            )
+        )
+
+
+def _check_type(event_type: int, violations: list[FieldViolation]) -> None:
+    if event_type == _UNSPECIFIED:
+        violations.append(FieldViolation("type", "required: must not be EVENT_TYPE_UNSPECIFIED"))
+    elif event_type not in _KNOWN_TYPES:
+        # proto3 enums are open: a newer client may send a number this server does not know.
+        violations.append(FieldViolation("type", f"unknown event type {event_type}"))
+
+
+def _check_occur_time(event: event_pb2.Event, now: float, violations: list[FieldViolation]) -> None:
+    if not event.HasField("occur_time"):
+        violations.append(FieldViolation("occur_time", "required"))
+        return
+    seconds, nanos = event.occur_time.seconds, event.occur_time.nanos
+    if not 0 <= nanos <= _MAX_NANOS:
+        violations.append(FieldViolation("occur_time", "nanos must be between 0 and 999999999"))
+    elif seconds < _MIN_OCCUR_SECONDS:
+        violations.append(FieldViolation("occur_time", "must not be before 2000-01-01T00:00:00Z"))
+    elif seconds > now + _MAX_FUTURE_SECONDS:
+        violations.append(FieldViolation("occur_time", "must not be more than 1 day in the future"))
+
+
+def _normalize_product(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
+    if not event.HasField("product"):
+        violations.append(FieldViolation("product.id", "required"))
+        return
+    product = event.product
+    _trim(product, ("name",))
+    product_id = product.id.strip()
+    # The platform sends the same product as 0, "0" or "00000": one canonical spelling keeps
+    # tags and history on one product. isascii() excludes non-ASCII digits such as "²".
+    if product_id.isdigit() and product_id.isascii():
+        product_id = product_id.lstrip("0") or "0"
+    if product_id != product.id:
+        product.id = product_id
+    if not product_id:
+        violations.append(FieldViolation("product.id", "required"))
+    elif len(product_id) > MAX_PRODUCT_ID_LENGTH:
+        violations.append(FieldViolation("product.id", f"must be at most {MAX_PRODUCT_ID_LENGTH} characters"))
+
+
+def _normalize_person(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
+    if not event.HasField("person"):
+        violations.append(FieldViolation("person.email", "required"))
+        return
+    person = event.person
+    email = person.email.strip().lower()
+    if email != person.email:
+        person.email = email
+    problem = _email_problem(email)
+    if problem is not None:
+        # The address itself is personal data: the description never repeats it.
+        violations.append(FieldViolation("person.email", problem))
+    _trim(person, _PERSON_TRIM)
+    _upper(person, ("country_code",))
+    if person.HasField("address"):
+        _trim(person.address, _ADDRESS_TRIM)
+        _upper(person.address, ("country_code",))
+
+
+def _email_problem(email: str) -> str | None:
+    """Why ``email`` (already trimmed and lower-cased) is not a plausible address, or None."""
+    if not email:
+        return "required"
+    if len(email) > MAX_EMAIL_LENGTH:
+        return f"must be at most {MAX_EMAIL_LENGTH} characters"
+    if " " in email or not email.isprintable():
+        return "must not contain spaces or control characters"
+    local, at, domain = email.partition("@")
+    if not at or "@" in domain:
+        return "must contain exactly one '@'"
+    if not local:
+        return "must have a non-empty part before '@'"
+    if "." not in domain or domain[0] == "." or domain[-1] == "." or ".." in domain:
+        return "must have a domain with a dot after '@', e.g. example.com"
+    return None
+
+
+def _normalize_purchase(purchase: event_pb2.Purchase, violations: list[FieldViolation]) -> None:
+    _trim(purchase, _PURCHASE_TRIM)
+    _upper(purchase, _PURCHASE_UPPER)
+    for name in ("price", "full_price"):
+        if purchase.HasField(name):
+            money = getattr(purchase, name)
+            _upper(money, ("currency_code",))
+            if not math.isfinite(money.value) or money.value < 0:
+                violations.append(FieldViolation(f"purchase.{name}.value", "must be a finite number >= 0"))
+    if purchase.installments < 0:
+        violations.append(FieldViolation("purchase.installments", "must be >= 0"))
+    if purchase.recurrence_number < 0:
+        violations.append(FieldViolation("purchase.recurrence_number", "must be >= 0"))
+
+
+def _normalize_subscription(subscription: event_pb2.Subscription) -> None:
+    _trim(subscription, ("id", "subscriber_code"))
+    _upper(subscription, ("status",))
+    if subscription.HasField("plan"):
+        _trim(subscription.plan, _PLAN_TRIM)
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook payloads
+# ---------------------------------------------------------------------------------------------
+
+_WEBHOOK_TYPES: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        name.removeprefix("EVENT_TYPE_"): value
+        for name, value in event_pb2.EventType.items()
+        if value != _UNSPECIFIED
+    }
+)
+
+# Where the person sits, by event family; the family's own path first, the others as fallback.
+_BUYER: Final = ("buyer",)
+_USER: Final = ("user",)
+_SUBSCRIBER: Final = ("subscriber",)
+_SUBSCRIPTION_USER: Final = ("subscription", "user")
+_PERSON_PATHS_DEFAULT: Final = (_BUYER, _USER, _SUBSCRIBER, _SUBSCRIPTION_USER)
+_PERSON_PATHS: Final[Mapping[int, tuple[tuple[str, ...], ...]]] = MappingProxyType(
+    {
+        event_pb2.EVENT_TYPE_CLUB_FIRST_ACCESS: (_USER, _BUYER, _SUBSCRIBER, _SUBSCRIPTION_USER),
+        event_pb2.EVENT_TYPE_CLUB_MODULE_COMPLETED: (_USER, _BUYER, _SUBSCRIBER, _SUBSCRIPTION_USER),
+        event_pb2.EVENT_TYPE_SUBSCRIPTION_CANCELLATION: (_SUBSCRIBER, _SUBSCRIPTION_USER, _BUYER, _USER),
+        event_pb2.EVENT_TYPE_UPDATE_SUBSCRIPTION_CHARGE_DATE: (_SUBSCRIBER, _SUBSCRIPTION_USER, _BUYER, _USER),
+        event_pb2.EVENT_TYPE_SWITCH_PLAN: (_SUBSCRIPTION_USER, _SUBSCRIBER, _USER, _BUYER),
+    }
+)
+
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_UTC: Final = timezone.utc
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
+# Timestamp's valid range (0001-01-01 .. 9999-12-31); anything outside is garbage, not a time.
+_MIN_TIMESTAMP: Final = -62_135_596_800
+_MAX_TIMESTAMP: Final = 253_402_300_799
+_SECONDS_BELOW: Final = 10**11  # see the module docstring: smaller epoch numbers are seconds
+_MAX_EPOCH_NUMBER: Final = 10**16  # year 9999 is 2.5e14 ms
+_MAX_NUMBER_TEXT: Final = 64  # longer "numbers" are junk; also bounds the parsing work
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
+_INTEGER_TEXT: Final = re.compile(r"[+-]?[0-9]+")
+# Plain decimal notation only: float() alone would also take "nan", "inf" and "1_000".
+_DECIMAL_TEXT: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TIME_HINT: Final = "expected epoch milliseconds, epoch seconds or an ISO-8601 string"
+
+
+def event_from_webhook(
+    payload: bytes | str | Mapping[str, Any],
+    producer: str,
+    *,
+    receive_time: datetime | None = None,
+) -> event_pb2.Event:
+    """Convert one webhook payload (format 2.0.0) of ``producer`` into a normalized canonical Event.
+
+    ``payload`` is the raw body (bytes or str, JSON) or an already decoded object; a mapping is
+    only read, never changed. ``receive_time`` (naive = UTC) is stored as the event's
+    ``receive_time``; when None the field stays unset for the caller to stamp. See the module
+    docstring for the mapping. Raises :class:`InvalidArgument` listing every violation; never
+    anything else for any input.
+    """
+    document = _parse_payload(payload)
+    data = _object(document.get("data"))
+    violations: list[FieldViolation] = []
+
+    # The producer comes from the caller (URL, token), but a non-str must still end as a violation.
+    producer_text = _valid_unicode(producer) if isinstance(producer, str) else ""
+    event = event_pb2.Event(producer=producer_text, source=event_pb2.EVENT_SOURCE_WEBHOOK)
+    event.id = _text(document.get("id"))
+    event.type = _webhook_type(document.get("event"), violations)
+    _set_occur_time(event, document, violations)
+    if isinstance(receive_time, datetime):
+        _set_timestamp(event.receive_time, _datetime_to_timestamp(receive_time))
+    _set_product(event.product, data)
+    _set_person(event, data, violations)
+    _set_purchase(event.purchase, data)
+    _set_subscription(event.subscription, data, event.type)
+    _set_strings(event.module, _object(data.get("module")), (("id", ("id",)), ("name", ("name",))))
+
+    violations = _merge(violations, _normalize_in_place(event, time.time()))
+    if violations:
+        raise InvalidArgument(violations)
+    return event
+
+
+def _merge(own: list[FieldViolation], rules: list[FieldViolation]) -> list[FieldViolation]:
+    """The converter's own violations, plus the rule violations they do not already explain.
+
+    The converter knows the payload path ("no creation_date or creationDate"), so its message
+    wins over the generic "occur_time: required"; an unknown ``event`` explains the missing type.
+    """
+    if not own:
+        return rules
+    covered = {violation.field for violation in own}
+    if "event" in covered:
+        covered.add("type")
+    return own + [violation for violation in rules if violation.field not in covered]
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _parse_payload(payload: object) -> Mapping[str, Any]:
+    """The payload's top-level JSON object; any other input is a violation on ``payload``."""
+    if isinstance(payload, Mapping):
+        return payload
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        text: bytes | str = bytes(payload)
+    elif isinstance(payload, str):
+        text = payload.lstrip("\ufeff")  # json.loads rejects a BOM in str input; senders add one
+    else:
+        raise _payload_error(f"expected JSON text (bytes or str) or a mapping, got {type(payload).__name__}")
+    if not text.strip():
+        raise _payload_error("empty: expected a JSON object")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Position only: echoing the text could leak the hottok or personal data into logs.
+        raise _payload_error(
+            f"malformed JSON at line {exc.lineno}, column {exc.colno} (offset {exc.pos}): {exc.msg}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise _payload_error(f"not valid {exc.encoding} text at byte offset {exc.start}") from None
+    except RecursionError:
+        raise _payload_error("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise _payload_error(f"malformed JSON: {str(exc).split(':', 1)[0]}") from None
+    if not isinstance(document, Mapping):
+        raise _payload_error(f"the top level must be a JSON object, got {_json_kind(document)}")
+    return document
+
+
+def _payload_error(description: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("payload", description)])
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+# --- tolerant access to JSON values ----------------------------------------------------------
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: wrong types count as absent."""
+    # The dict test first: isinstance() against the Mapping ABC is slow on this hot path.
+    return value if type(value) is dict or isinstance(value, Mapping) else _EMPTY
+
+
+def _at(root: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` below ``root``, or None when any step is missing or not an object."""
+    node: Any = root
+    for key in path:
+        if type(node) is not dict and not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _text(value: Any) -> str:
+    """A JSON scalar as trimmed text ("" when absent or not a scalar); ids may be numbers."""
+    if isinstance(value, str):
+        text = value.strip()
+        # JSON "\ud800" decodes to a lone surrogate, which protobuf refuses to encode.
+        return text if text.isascii() else _valid_unicode(text)
+    if isinstance(value, bool):  # before int: bool is an int subclass, and True is no id
+        return ""
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's int-to-str digit limit: junk, not an id
+            return ""
+    if isinstance(value, float) and math.isfinite(value):
+        # 123.0 is the id 123; other floats keep their shortest exact spelling.
+        return str(int(value)) if value.is_integer() and abs(value) < 1e18 else repr(value)
+    return ""
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
+    return text
+
+
+def _first_text(*values: Any) -> str:
+    for value in values:
+        text = _text(value)
+        if text:
+            return text
+    return ""
+
+
+def _number(value: Any) -> int | float | None:
+    """A JSON number, or a string holding one in plain decimal notation; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) <= _MAX_NUMBER_TEXT:
+            if _INTEGER_TEXT.fullmatch(text):
+                return int(text)
+            if _DECIMAL_TEXT.fullmatch(text):
+                return float(text)
+    return None
+
+
+def _float(value: Any) -> float | None:
+    number = _number(value)
+    if number is None:
+        return None
+    try:
+        return float(number)
+    except OverflowError:  # an int too large for a double: keep it, normalize rejects inf
+        return math.inf if number > 0 else -math.inf
+
+
+def _int32(value: Any) -> int | None:
+    """An integral number that fits int32 (proto refuses more); anything else is absent."""
+    number = _number(value)
+    if isinstance(number, float):
+        if not number.is_integer():  # also False for inf and nan
+            return None
+        number = int(number)
+    if number is None or not _INT32_MIN <= number <= _INT32_MAX:
+        return None
+    return number
+
+
+# --- times -----------------------------------------------------------------------------------
+
+
+def _timestamp(value: Any) -> tuple[int, int] | None:
+    """(seconds, nanos) of an epoch number (ms, or s below 10^11), numeric or ISO-8601 string."""
+    number = _number(value)
+    if number is not None:
+        return _epoch_timestamp(number)
+    if isinstance(value, str):
+        return _iso_timestamp(value.strip())
+    return None
+
+
+def _epoch_timestamp(number: int | float) -> tuple[int, int] | None:
+    # Far outside Timestamp's range in any unit; the bound also keeps float maths finite.
+    if not -_MAX_EPOCH_NUMBER < number < _MAX_EPOCH_NUMBER:  # False for nan
+        return None
+    nanos_per_unit = 1_000_000_000 if abs(number) < _SECONDS_BELOW else 1_000_000
+    if isinstance(number, int):
+        total_nanos = number * nanos_per_unit  # exact: ints are arbitrary precision
+    else:
+        total_nanos = round(number * nanos_per_unit)
+    seconds, nanos = divmod(total_nanos, 1_000_000_000)
+    if not _MIN_TIMESTAMP <= seconds <= _MAX_TIMESTAMP:
+        return None
+    return seconds, nanos
+
+
+def _iso_timestamp(text: str) -> tuple[int, int] | None:
+    if not text or len(text) > _MAX_NUMBER_TEXT:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+        return _datetime_to_timestamp(moment)
+    except (ValueError, OverflowError):  # not ISO-8601, or the offset leaves datetime's range
+        return None
+
+
+def _datetime_to_timestamp(moment: datetime) -> tuple[int, int]:
+    """(seconds, nanos) of ``moment``; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_UTC)
+    delta = moment - _EPOCH
+    return delta.days * 86_400 + delta.seconds, delta.microseconds * 1_000
+
+
+def _set_timestamp(target: timestamp_pb2.Timestamp, value: tuple[int, int] | None) -> bool:
+    if value is None:
+        return False
+    target.seconds, target.nanos = value  # writing marks the field present, even for the epoch
+    return True
+
+
+def _set_occur_time(event: event_pb2.Event, document: Mapping[str, Any], violations: list[FieldViolation]) -> None:
+    present = [key for key in ("creation_date", "creationDate") if document.get(key) is not None]
+    for key in present:
+        if _set_timestamp(event.occur_time, _timestamp(document[key])):
+            return
+    if present:
+        violations.append(FieldViolation("occur_time", f"{' / '.join(present)} is not a valid time: {_TIME_HINT}"))
+    else:
+        violations.append(FieldViolation("occur_time", "required: the payload has no creation_date or creationDate"))
+
+
+# --- event type ------------------------------------------------------------------------------
+
+
+def _webhook_type(name: Any, violations: list[FieldViolation]) -> int:
+    if not isinstance(name, str) or not name.strip():
+        violations.append(FieldViolation("event", "required: the webhook event name, e.g. PURCHASE_APPROVED"))
+        return _UNSPECIFIED
+    event_type = _WEBHOOK_TYPES.get(name.strip().upper())
+    if event_type is None:
+        shown = name.strip()[:80]
+        violations.append(
+            FieldViolation("event", f"unknown event {shown!r}; expected one of {', '.join(_WEBHOOK_TYPES)}")
+        )
+        return _UNSPECIFIED
+    return event_type
+
+
+# --- product, person -------------------------------------------------------------------------
+
+
+def _set_strings(target: Any, source: Mapping[str, Any], fields: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    """Copy each canonical field from the first of its source keys with a value.
+
+    Only non-empty values are written, so a target sub-message with nothing to hold stays unset.
+    """
+    for name, keys in fields:
+        for key in keys:
+            text = _text(source.get(key))
+            if text:
+                setattr(target, name, text)
+                break
+
+
+def _set_product(product: event_pb2.Product, data: Mapping[str, Any]) -> None:
+    candidates = [_object(data.get("product")), _object(_at(data, ("subscription", "product")))]
+    # The first object that names the product; failing that, the first with anything in it.
+    source = next((c for c in candidates if _text(c.get("id"))), None) or next((c for c in candidates if c), _EMPTY)
+    _set_strings(product, source, (("id", ("id",)), ("name", ("name",))))
+
+
+_ADDRESS_FIELDS: Final = (
+    ("street", ("address", "street")),
+    ("number", ("number",)),
+    ("complement", ("complement",)),
+    ("neighborhood", ("neighborhood",)),
+    ("city", ("city",)),
+    ("state", ("state",)),
+    ("zip_code", ("zipcode", "zip_code")),
+    ("country", ("country",)),
+    ("country_code", ("country_iso", "country_code")),
+)
+_PERSON_FIELDS: Final = (
+    ("name", ("name",)),
+    ("first_name", ("first_name",)),
+    ("last_name", ("last_name",)),
+    ("document", ("document",)),
+    ("document_type", ("document_type",)),
+)
+
+
+def _set_person(event: event_pb2.Event, data: Mapping[str, Any], violations: list[FieldViolation]) -> None:
+    paths = _PERSON_PATHS.get(event.type, _PERSON_PATHS_DEFAULT)
+    for path in paths:
+        source = _object(_at(data, path))
+        email = _text(source.get("email"))
+        if email:
+            break
+    else:
+        searched = ", ".join("data." + ".".join(path) + ".email" for path in paths)
+        violations.append(FieldViolation("person.email", f"required: no email at {searched}"))
+        return
+    person = event.person
+    person.email = email
+    _set_strings(person, source, _PERSON_FIELDS)
+    phone = _phone(source)
+    if phone:
+        person.phone = phone
+    address = _object(source.get("address"))
+    _set_strings(person.address, address, _ADDRESS_FIELDS)
+    country = _first_text(
+        address.get("country_iso"),
+        _at(data, ("checkout_country", "iso")),
+        _at(data, ("purchase", "checkout_country", "iso")),
+    )
+    if country:
+        person.country_code = country
+
+
+def _phone(person: Mapping[str, Any]) -> str:
+    """The person's phone: checkout code + number, a plain phone, or the subscriber phone object."""
+    checkout = _join(_text(person.get("checkout_phone_code")), _text(person.get("checkout_phone")))
+    if checkout:
+        return checkout
+    phone = person.get("phone")
+    if isinstance(phone, Mapping):
+        # Subscriber payloads split it into area code + number; the mobile is the better contact.
+        return _join(_text(phone.get("dddCell")), _text(phone.get("cell"))) or _join(
+            _text(phone.get("dddPhone")), _text(phone.get("phone"))
+        )
+    return _text(phone)
+
+
+def _join(prefix: str, number: str) -> str:
+    """``prefix number`` (one space keeps the parts recoverable); "" without a number."""
+    if not number:
+        return ""
+    return f"{prefix} {number}" if prefix else number
+
+
+# --- purchase, subscription ------------------------------------------------------------------
+
+
+def _set_purchase(purchase: event_pb2.Purchase, data: Mapping[str, Any]) -> None:
+    source = _object(data.get("purchase"))
+    payment = _object(source.get("payment"))
+    offer = _object(source.get("offer"))
+    cart_offer = _object(data.get("offer"))  # the cart event carries offer/country at data level
+    _set_strings(purchase, source, (("transaction", ("transaction",)), ("status", ("status",))))
+    _set_strings(purchase, payment, (("payment_type", ("type",)),))
+    texts = (
+        ("offer_code", _first_text(offer.get("code"), cart_offer.get("code"))),
+        ("coupon_code", _first_text(offer.get("coupon_code"), cart_offer.get("coupon_code"))),
+        (
+            "checkout_country_code",
+            _first_text(_at(source, ("checkout_country", "iso")), _at(data, ("checkout_country", "iso"))),
+        ),
+    )
+    for name, text in texts:
+        if text:
+            setattr(purchase, name, text)
+    _set_money(purchase.price, source.get("price"))
+    _set_money(purchase.full_price, source.get("full_price"))
+    # Zero is proto3's "absent"; writing it would create an empty purchase on non-purchase events.
+    installments = _int32(payment.get("installments_number"))
+    if installments:
+        purchase.installments = installments
+    recurrence = _int32(source.get("recurrence_number"))
+    if recurrence:
+        purchase.recurrence_number = recurrence
+    _set_timestamp(purchase.order_time, _timestamp(source.get("order_date")))
+    _set_timestamp(purchase.approved_time, _timestamp(source.get("approved_date")))
+
+
+def _set_money(money: event_pb2.Money, value: Any) -> None:
+    source = _object(value)
+    amount = _float(source.get("value"))
+    if amount is None:  # a currency without an amount says nothing
+        return
+    money.value = amount
+    money.SetInParent()  # a price of 0 is a real price: keep the message present
+    currency = _first_text(source.get("currency_value"), source.get("currency_code"))
+    if currency:
+        money.currency_code = currency
+
+
+def _set_subscription(subscription: event_pb2.Subscription, data: Mapping[str, Any], event_type: int) -> None:
+    source = _object(data.get("subscription"))
+    _set_strings(subscription, source, (("id", ("id",)), ("status", ("status",))))
+    code = _first_text(
+        _at(source, ("subscriber", "code")),
+        source.get("subscriber_code"),
+        _at(data, ("subscriber", "code")),
+    )
+    if code:
+        subscription.subscriber_code = code
+    _set_plan(subscription.plan, _plan_source(data, source, event_type))
+    _set_timestamp(
+        subscription.next_charge_time,
+        _first_timestamp(data.get("date_next_charge"), source.get("dateNextCharge"), source.get("date_next_charge")),
+    )
+
+
+def _plan_source(data: Mapping[str, Any], subscription: Mapping[str, Any], event_type: int) -> Mapping[str, Any]:
+    current = _current_plan(data.get("plans"))
+    candidates = [_object(subscription.get("plan")), _object(data.get("plan"))]
+    # SWITCH_PLAN lists old and new plans; the event is about the one now current.
+    candidates.insert(0 if event_type == event_pb2.EVENT_TYPE_SWITCH_PLAN else 2, current)
+    return next((c for c in candidates if _text(c.get("id")) or _text(c.get("name"))), _EMPTY)
+
+
+def _current_plan(plans: Any) -> Mapping[str, Any]:
+    if isinstance(plans, list):
+        for plan in plans:
+            if isinstance(plan, Mapping) and _truthy(plan.get("current")):
+                return plan
+    return _EMPTY
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _set_plan(plan: event_pb2.Plan, source: Mapping[str, Any]) -> None:
+    _set_strings(plan, source, (("id", ("id",)), ("name", ("name",))))
+    offer = _object(source.get("offer"))
+    # SWITCH_PLAN names the offer "key"; the other payloads call it "code".
+    offer_code = _first_text(offer.get("code"), offer.get("key"))
+    if offer_code:
+        plan.offer_code = offer_code
+
+
+def _first_timestamp(*values: Any) -> tuple[int, int] | None:
+    for value in values:
+        parsed = _timestamp(value)
+        if parsed is not None:
+            return parsed
+    return None

@@ -1,0 +1,261 @@
+"""End to end: the three services as processes, a real nats-server, the example
+webhooks in, and what Send would see out — through gRPC and through grpcurl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
+from listboss.contacts.v1 import contacts_service_pb2_grpc as contacts_grpc
+from listboss.ingest.v1 import ingest_service_pb2 as ingest_pb
+from listboss.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from listboss.segmentation.v1 import segmentation_service_pb2 as segmentation_pb
+from listboss.segmentation.v1 import segmentation_service_pb2_grpc as segmentation_grpc
+from listboss_common.auth import issue_token
+from listboss_tools.suite import Suite
+
+pytestmark = pytest.mark.e2e
+
+FIXTURES = sorted((Path(__file__).parent / "data" / "hotmart").glob("*.json"))
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+
+BUYER = "testecomprador271101postman15@example.com"
+EXPECTED_TAGS = {
+    # The purchase events, decided by their creation times: the chargeback removed approved and
+    # complete, the refund removed refund-requested, the later protest added it back.
+    BUYER: {
+        ("0", "purchase-canceled"),
+        ("0", "purchase-chargeback"),
+        ("0", "purchase-delayed"),
+        ("0", "purchase-expired"),
+        ("0", "purchase-refunded"),
+        ("0", "refund-requested"),
+    },
+    "teste@hotmart.com.br": {
+        ("0", "members-area-accessed"),
+        ("0", "module-completed"),
+        ("0", "plan-switched"),
+        ("123456", "cart-abandoned"),
+    },
+    "test@hotmart.com": {("0", "charge-date-changed"), ("788921", "subscription-canceled")},
+}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    suite = Suite(
+        tmp_path_factory.mktemp("suite"),
+        nats_port=0,
+        ingest_port=0,
+        segmentation_port=0,
+        contacts_port=0,
+        http_port=0,
+        output=None,
+    )
+    suite.start()
+    yield suite
+    codes = suite.stop()
+    # Every service shut down cleanly on SIGTERM.
+    assert codes == {"ingest": 0, "segmentation": 0, "contacts": 0, "nats": 0}
+
+
+def auth(suite: Suite, producer: str | None = "demo"):
+    return (("authorization", f"Bearer {issue_token(suite.secret, producer)}"),)
+
+
+@pytest.fixture(scope="module")
+def ingested(suite):
+    """Feeds every example webhook once; returns the canonical events."""
+    with grpc.insecure_channel(suite.ingest_address) as channel:
+        stub = ingest_grpc.IngestServiceStub(channel)
+        replies = [
+            stub.IngestWebhook(
+                ingest_pb.IngestWebhookRequest(parent="producers/demo", payload=path.read_text()),
+                metadata=auth(suite),
+                timeout=10,
+            )
+            for path in FIXTURES
+        ]
+    assert not any(reply.duplicate for reply in replies)
+    return [reply.event for reply in replies]
+
+
+def contacts_stub(suite):
+    return contacts_grpc.ContactsServiceStub(grpc.insecure_channel(suite.contacts_address))
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def all_history(stub, suite, product):
+    return stub.ListEvents(
+        contacts_pb.ListEventsRequest(parent=f"producers/demo/products/{product}", page_size=100),
+        metadata=auth(suite),
+    ).events
+
+
+def test_example_webhooks_become_contacts_with_standard_tags(suite, ingested):
+    assert len(ingested) == 15
+    stub = contacts_stub(suite)
+
+    def settled():
+        found = stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=auth(suite))
+        return len(all_history(stub, suite, "0")) == 13 and found.contacts
+
+    contacts = wait_for(settled)
+    assert contacts, "the events never reached the contacts service"
+    assert {c.email: {(t.product.split("/")[-1], t.key) for t in c.tags} for c in contacts} == EXPECTED_TAGS
+    assert all(c.source == contacts_pb.CONTACT_SOURCE_AUTO for c in contacts)
+    buyer = next(c for c in contacts if c.email == BUYER)
+    assert buyer.display_name == "Teste Comprador"
+    assert all(t.kind == contacts_pb.TAG_KIND_AUTOMATIC for t in buyer.tags)
+    refunded = next(t for t in buyer.tags if t.key == "purchase-refunded")
+    assert refunded.segmentation == "producers/demo/products/0/segmentations/auto-purchase-refunded"
+    assert stub.GetContact(contacts_pb.GetContactRequest(name=buyer.name), metadata=auth(suite)) == buyer
+
+
+def test_history_tells_what_each_event_did(suite, ingested):
+    stub = contacts_stub(suite)
+    assert wait_for(lambda: len(all_history(stub, suite, "0")) == 13)
+    history = {entry.name.split("/")[-1]: entry for entry in all_history(stub, suite, "0")}
+    approved = history["545e7d21-8fc4-4906-8fba-dcd7889f6481"]
+    assert approved.email == BUYER and approved.type == 3
+    assert list(approved.added_tags) == ["purchase-approved"]
+    assert set(approved.removed_tags) == {
+        "cart-abandoned", "billet-printed", "purchase-canceled", "purchase-expired", "purchase-delayed"
+    }
+    assert list(approved.fired_segmentations) == ["producers/demo/products/0/segmentations/auto-purchase-approved"]
+    cart = all_history(stub, suite, "123456")
+    assert [e.email for e in cart] == ["teste@hotmart.com.br"]
+    everything = [*history.values(), *cart, *all_history(stub, suite, "788921")]
+    # Each of the three people was captured by exactly one event.
+    captured = sorted(entry.email for entry in everything if entry.contact_created)
+    assert captured == sorted(EXPECTED_TAGS)
+
+
+def test_filter_counts_and_tags_for_send(suite, ingested):
+    stub = contacts_stub(suite)
+    wait_for(lambda: len(all_history(stub, suite, "0")) == 13)
+    found = stub.ListContacts(
+        contacts_pb.ListContactsRequest(
+            parent="producers/demo", filter='tag = "purchase-refunded" AND NOT tag = "cart-abandoned"'
+        ),
+        metadata=auth(suite),
+    )
+    assert [c.email for c in found.contacts] == [BUYER]
+    tags = stub.ListTags(contacts_pb.ListTagsRequest(parent="producers/demo"), metadata=auth(suite)).tags
+    counts = {t.name: t.contact_count for t in tags}
+    assert counts["producers/demo/tags/0.purchase-refunded"] == 1
+    assert counts["producers/demo/tags/0.purchase-approved"] == 0
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ListContacts(
+            contacts_pb.ListContactsRequest(parent="producers/demo", filter='tag = "x" AND'), metadata=auth(suite)
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_repeated_webhook_is_a_duplicate_and_changes_nothing(suite, ingested):
+    stub = contacts_stub(suite)
+    wait_for(lambda: len(all_history(stub, suite, "0")) == 13)
+    with grpc.insecure_channel(suite.ingest_address) as channel:
+        reply = ingest_grpc.IngestServiceStub(channel).IngestWebhook(
+            ingest_pb.IngestWebhookRequest(parent="producers/demo", payload=FIXTURES[0].read_text()),
+            metadata=auth(suite),
+        )
+    assert reply.duplicate
+    time.sleep(0.5)
+    assert len(all_history(stub, suite, "0")) == 13
+
+
+def test_one_producer_cannot_see_anothers_contacts(suite, ingested):
+    stub = contacts_stub(suite)
+    wait_for(lambda: len(all_history(stub, suite, "0")) == 13)
+    for call in (
+        lambda md: stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=md),
+        lambda md: stub.ListTags(contacts_pb.ListTagsRequest(parent="producers/demo"), metadata=md),
+        lambda md: stub.GetContact(contacts_pb.GetContactRequest(name="producers/demo/contacts/1"), metadata=md),
+        lambda md: stub.ListEvents(contacts_pb.ListEventsRequest(parent="producers/demo/products/0"), metadata=md),
+    ):
+        with pytest.raises(grpc.RpcError) as error:
+            call(auth(suite, "intruder"))
+        assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "@" not in error.value.details()
+        with pytest.raises(grpc.RpcError) as error:
+            call(())
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    own = stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/intruder"), metadata=auth(suite, "intruder"))
+    assert list(own.contacts) == []
+
+
+def test_products_and_their_automatic_segmentations(suite, ingested):
+    with grpc.insecure_channel(suite.segmentation_address) as channel:
+        stub = segmentation_grpc.SegmentationServiceStub(channel)
+        products = wait_for(
+            lambda: stub.ListProducts(
+                segmentation_pb.ListProductsRequest(parent="producers/demo"), metadata=auth(suite)
+            ).products
+            if len(stub.ListProducts(segmentation_pb.ListProductsRequest(parent="producers/demo"), metadata=auth(suite)).products) == 3
+            else None
+        )
+        assert {p.name for p in products} == {
+            "producers/demo/products/0", "producers/demo/products/123456", "producers/demo/products/788921"
+        }
+        registered = stub.RegisterProduct(
+            segmentation_pb.RegisterProductRequest(
+                parent="producers/demo", product_id="999", display_name="Live webinar", kind=2
+            ),
+            metadata=auth(suite, None),
+        )
+        assert registered.name == "producers/demo/products/999"
+        segmentations = stub.ListSegmentations(
+            segmentation_pb.ListSegmentationsRequest(parent=registered.name, page_size=100), metadata=auth(suite)
+        ).segmentations
+    assert len(segmentations) == 15
+    assert all(s.kind == segmentation_pb.SEGMENTATION_KIND_AUTOMATIC for s in segmentations)
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=30)
+
+
+def test_grpcurl_lists_every_service_through_reflection(suite):
+    for name, address in suite.grpc_addresses.items():
+        listed = grpcurl("-plaintext", address, "list")
+        assert listed.returncode == 0, listed.stderr
+        services = set(listed.stdout.split())
+        assert f"listboss.{name}.v1.{name.capitalize()}Service" in services
+        assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+        health = grpcurl("-plaintext", address, "grpc.health.v1.Health/Check")
+        assert json.loads(health.stdout) == {"status": "SERVING"}
+
+
+def test_grpcurl_calls_a_method_with_no_proto_files(suite, ingested):
+    stub = contacts_stub(suite)
+    wait_for(lambda: len(all_history(stub, suite, "0")) == 13)
+    token = issue_token(suite.secret, "demo")
+    result = grpcurl(
+        "-plaintext", "-H", f"authorization: Bearer {token}",
+        "-d", json.dumps({"parent": "producers/demo", "filter": 'tag = "cart-abandoned"'}),
+        suite.contacts_address, "listboss.contacts.v1.ContactsService/ListContacts",
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert [c["email"] for c in body["contacts"]] == ["teste@hotmart.com.br"]
+    denied = grpcurl(
+        "-plaintext", "-d", json.dumps({"parent": "producers/demo"}),
+        suite.contacts_address, "listboss.contacts.v1.ContactsService/ListContacts",
+    )
+    assert denied.returncode != 0 and "Unauthenticated" in denied.stderr

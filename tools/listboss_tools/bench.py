@@ -1,0 +1,150 @@
+"""End-to-end benchmark: events per second through the running suite, and the lag
+from ingest to tags committed. Prints figures; passes or fails on nothing.
+
+    ./dev bench                                   # SQLite
+    ./dev bench --database postgresql+psycopg://postgres@127.0.0.1:5432/
+    ./dev bench --events 50000 --batch 1000 --concurrency 4
+
+It starts its own suite (nats-server and the three services as processes) in a
+temporary folder, sends generated events through ``BatchIngestEvents`` and
+watches the contacts database until every event is in the history. Each event's
+``occur_time`` is the moment its batch was sent, so ``record_time - occur_time``
+in the history is the lag from ingest to committed tags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import tempfile
+import time
+import uuid
+
+import grpc
+import sqlalchemy as sa
+
+from listboss.events.v1 import event_pb2
+from listboss.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from listboss_common.db import create_engine
+from listboss_tools.suite import Suite
+
+EVENT_TYPES = [value for value in event_pb2.EventType.values() if value != event_pb2.EVENT_TYPE_UNSPECIFIED]
+
+
+def make_batch(count: int, people: int, rng: random.Random) -> list[event_pb2.Event]:
+    now = time.time()
+    events = []
+    for _ in range(count):
+        person = rng.randrange(people)
+        event = event_pb2.Event(
+            id=uuid.uuid4().hex,
+            producer="bench",
+            type=rng.choice(EVENT_TYPES),
+            product=event_pb2.Product(id=str(rng.randrange(5)), name="Benchmark course"),
+            person=event_pb2.Person(email=f"person{person}@example.com", name=f"Person {person}"),
+        )
+        event.occur_time.FromNanoseconds(int(now * 1e9))
+        events.append(event)
+    return events
+
+
+async def send(suite: Suite, total: int, batch: int, concurrency: int, people: int) -> float:
+    """Sends ``total`` events; returns the seconds until the last batch was acknowledged."""
+    rng = random.Random(7)
+    metadata = (("authorization", f"Bearer {suite.internal_token}"),)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for start in range(0, total, batch):
+        queue.put_nowait(min(batch, total - start))
+    started = time.perf_counter()
+    async with grpc.aio.insecure_channel(suite.ingest_address) as channel:
+        stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
+
+        async def sender() -> None:
+            while not queue.empty():
+                count = queue.get_nowait()
+                request = ingest_service_pb2.BatchIngestEventsRequest(
+                    request_id=uuid.uuid4().hex, events=make_batch(count, people, rng)
+                )
+                reply = await stub.BatchIngestEvents(request, metadata=metadata, timeout=60)
+                if reply.accepted_count != count:
+                    raise RuntimeError(f"only {reply.accepted_count} of {count} accepted")
+
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def wait_until_applied(engine: sa.Engine, total: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            done = connection.exec_driver_sql("SELECT count(*) FROM history").scalar()
+        if done >= total:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"only {done} of {total} events applied after {timeout}s")
+
+
+def figures(engine: sa.Engine) -> dict[str, float]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT occur_time, record_time FROM history").all()
+    lags = sorted((record - occur) / 1000 for occur, record in rows)
+    first_sent = min(occur for occur, _ in rows)
+    last_committed = max(record for _, record in rows)
+
+    def percentile(p: float) -> float:
+        return lags[min(len(lags) - 1, int(p * len(lags)))]
+
+    return {
+        "span_s": (last_committed - first_sent) / 1e6,
+        "lag_p50_ms": percentile(0.50),
+        "lag_p99_ms": percentile(0.99),
+        "lag_max_ms": lags[-1],
+    }
+
+
+def drop_databases(suite: Suite) -> None:
+    for service in ("segmentation", "contacts"):
+        url = sa.make_url(suite.database_url(service))
+        admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default="sqlite", help="sqlite, or a PostgreSQL URL prefix")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1_000, help="events per BatchIngestEvents call")
+    parser.add_argument("--concurrency", type=int, default=4, help="calls in flight")
+    parser.add_argument("--people", type=int, default=5_000, help="distinct contacts the events are about")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="listboss-bench-") as data_dir:
+        suite = Suite(
+            data_dir, nats_port=0, ingest_port=0, segmentation_port=0, contacts_port=0, http_port=0,
+            database=args.database, output=None, extra_env={"LISTBOSS_LOG_LEVEL": "WARNING"},
+        )
+        if args.database != "sqlite":
+            drop_databases(suite)
+        with suite:
+            engine = create_engine(suite.database_url("contacts"))
+            ingest_seconds = asyncio.run(send(suite, args.events, args.batch, args.concurrency, args.people))
+            wait_until_applied(engine, args.events, timeout=600)
+            result = figures(engine)
+            engine.dispose()
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; {args.events} events, "
+          f"batches of {args.batch}, {args.concurrency} in flight, {args.people} contacts")
+    print(f"ingest (acknowledged by JetStream): {args.events / ingest_seconds:,.0f} events/s")
+    print(f"end to end (sent -> tags committed): {args.events / result['span_s']:,.0f} events/s")
+    print(f"lag ingest -> committed: p50 {result['lag_p50_ms']:,.0f} ms, p99 {result['lag_p99_ms']:,.0f} ms, "
+          f"max {result['lag_max_ms']:,.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
