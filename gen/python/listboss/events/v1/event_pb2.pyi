@@ -28,6 +28,9 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_UPDATE_SUBSCRIPTION_CHARGE_DATE: _ClassVar[EventType]
     EVENT_TYPE_CLUB_FIRST_ACCESS: _ClassVar[EventType]
     EVENT_TYPE_CLUB_MODULE_COMPLETED: _ClassVar[EventType]
+    EVENT_TYPE_CONTENT_PROGRESS: _ClassVar[EventType]
+    EVENT_TYPE_WEBINAR_REGISTRATION: _ClassVar[EventType]
+    EVENT_TYPE_WEBINAR_ATTENDANCE: _ClassVar[EventType]
 
 class EventSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +59,9 @@ EVENT_TYPE_SWITCH_PLAN: EventType
 EVENT_TYPE_UPDATE_SUBSCRIPTION_CHARGE_DATE: EventType
 EVENT_TYPE_CLUB_FIRST_ACCESS: EventType
 EVENT_TYPE_CLUB_MODULE_COMPLETED: EventType
+EVENT_TYPE_CONTENT_PROGRESS: EventType
+EVENT_TYPE_WEBINAR_REGISTRATION: EventType
+EVENT_TYPE_WEBINAR_ATTENDANCE: EventType
 EVENT_SOURCE_UNSPECIFIED: EventSource
 EVENT_SOURCE_GRPC: EventSource
 EVENT_SOURCE_WEBHOOK: EventSource
@@ -64,7 +70,7 @@ PRODUCT_KIND_PRODUCT: ProductKind
 PRODUCT_KIND_WEBINAR: ProductKind
 
 class Event(_message.Message):
-    __slots__ = ("id", "producer", "type", "occur_time", "product", "person", "purchase", "subscription", "module", "source", "receive_time")
+    __slots__ = ("id", "producer", "type", "occur_time", "product", "person", "purchase", "subscription", "module", "source", "receive_time", "content_progress", "webinar")
     ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +82,8 @@ class Event(_message.Message):
     MODULE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    WEBINAR_FIELD_NUMBER: _ClassVar[int]
     id: str
     producer: str
     type: EventType
@@ -87,7 +95,9 @@ class Event(_message.Message):
     module: ClubModule
     source: EventSource
     receive_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., producer: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., person: _Optional[_Union[Person, _Mapping]] = ..., purchase: _Optional[_Union[Purchase, _Mapping]] = ..., subscription: _Optional[_Union[Subscription, _Mapping]] = ..., module: _Optional[_Union[ClubModule, _Mapping]] = ..., source: _Optional[_Union[EventSource, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    content_progress: ContentProgress
+    webinar: WebinarSession
+    def __init__(self, id: _Optional[str] = ..., producer: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., person: _Optional[_Union[Person, _Mapping]] = ..., purchase: _Optional[_Union[Purchase, _Mapping]] = ..., subscription: _Optional[_Union[Subscription, _Mapping]] = ..., module: _Optional[_Union[ClubModule, _Mapping]] = ..., source: _Optional[_Union[EventSource, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_progress: _Optional[_Union[ContentProgress, _Mapping]] = ..., webinar: _Optional[_Union[WebinarSession, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("events",)
@@ -216,3 +226,29 @@ class ClubModule(_message.Message):
     id: str
     name: str
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ContentProgress(_message.Message):
+    __slots__ = ("content_id", "content_name", "percentage", "completed_lessons", "total_lessons")
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_LESSONS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LESSONS_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    content_name: str
+    percentage: float
+    completed_lessons: int
+    total_lessons: int
+    def __init__(self, content_id: _Optional[str] = ..., content_name: _Optional[str] = ..., percentage: _Optional[float] = ..., completed_lessons: _Optional[int] = ..., total_lessons: _Optional[int] = ...) -> None: ...
+
+class WebinarSession(_message.Message):
+    __slots__ = ("id", "name", "start_time", "attended_minutes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTENDED_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    start_time: _timestamp_pb2.Timestamp
+    attended_minutes: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attended_minutes: _Optional[int] = ...) -> None: ...
