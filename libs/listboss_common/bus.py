@@ -184,11 +184,18 @@ class PullWorker:
     async def _fail(self, message: Msg, error: Exception) -> None:
         deliveries = message.metadata.num_delivered or 1
         if isinstance(error, PoisonMessage) or deliveries >= self._spec.max_deliver:
-            await self._dead_letter(message, error)
-            return
-        log.warning("message failed; will retry", deliveries=deliveries, error=repr(error))
+            try:
+                await self._dead_letter(message, error)
+                return
+            except Exception as dead_letter_error:
+                # NATS unreachable: the worker must not die; keep the message and let
+                # its redelivery try the dead-letter path again.
+                log.error("dead-lettering failed; will retry", deliveries=deliveries, error=repr(dead_letter_error))
+        else:
+            log.warning("message failed; will retry", deliveries=deliveries, error=repr(error))
         # Back off so a passing outage (database restart) is not hammered.
-        await message.nak(delay=min(30.0, 0.5 * 2**deliveries))
+        with contextlib.suppress(Exception):  # a lost nak only means a redelivery after ack_wait
+            await message.nak(delay=min(30.0, 0.5 * 2**deliveries))
 
     async def _dead_letter(self, message: Msg, error: Exception) -> None:
         metadata = message.metadata

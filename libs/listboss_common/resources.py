@@ -37,3 +37,21 @@ SEGMENTATION = ResourcePattern("producers/{producer}/products/{product}/segmenta
 CONTACT = ResourcePattern("producers/{producer}/contacts/{contact}")
 TAG = ResourcePattern("producers/{producer}/tags/{tag}")
 HISTORY_EVENT = ResourcePattern("producers/{producer}/products/{product}/events/{event}")
+
+
+_ID = re.compile("^" + _SEGMENT + "$")
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` can be one segment of a resource name."""
+    return _ID.match(value) is not None
+
+
+def canonical_product_id(raw: str) -> str:
+    """The one spelling of a product id: the platform sends the same product as
+    0, "0" or "00000", and tags and history must land on one product.
+    isascii() keeps non-ASCII digits such as "²" out of the rewrite."""
+    product_id = raw.strip()
+    if product_id.isdigit() and product_id.isascii():
+        product_id = product_id.lstrip("0") or "0"
+    return product_id

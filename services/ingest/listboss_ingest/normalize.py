@@ -125,6 +125,7 @@ from google.protobuf import timestamp_pb2
 
 from listboss.events.v1 import event_pb2
 from listboss_common.errors import FieldViolation, InvalidArgument
+from listboss_common.resources import canonical_product_id, is_valid_id
 
 __all__ = [
     "MAX_EMAIL_LENGTH",
@@ -270,17 +271,18 @@ def _normalize_product(event: event_pb2.Event, violations: list[FieldViolation])
         return
     product = event.product
     _trim(product, ("name",))
-    product_id = product.id.strip()
-    # The platform sends the same product as 0, "0" or "00000": one canonical spelling keeps
-    # tags and history on one product. isascii() excludes non-ASCII digits such as "²".
-    if product_id.isdigit() and product_id.isascii():
-        product_id = product_id.lstrip("0") or "0"
+    product_id = canonical_product_id(product.id)
     if product_id != product.id:
         product.id = product_id
     if not product_id:
         violations.append(FieldViolation("product.id", "required"))
     elif len(product_id) > MAX_PRODUCT_ID_LENGTH:
         violations.append(FieldViolation("product.id", f"must be at most {MAX_PRODUCT_ID_LENGTH} characters"))
+    elif not is_valid_id(product_id):
+        # It becomes a segment of resource names (producers/p/products/{id}).
+        violations.append(
+            FieldViolation("product.id", "must start with a letter or digit and hold only letters, digits, '-', '_', '.'")
+        )
 
 
 def _normalize_person(event: event_pb2.Event, violations: list[FieldViolation]) -> None:

@@ -652,12 +652,19 @@ def test_normalize_trims_and_upper_cases() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("00000", "0"), ("0", "0"), ("007", "7"), ("123", "123"), (" 0042 ", "42"), ("0042a", "0042a"), ("０１", "０１")],
+    [("00000", "0"), ("0", "0"), ("007", "7"), ("123", "123"), (" 0042 ", "42"), ("0042a", "0042a")],
 )
 def test_product_id_leading_zeros(raw: str, expected: str) -> None:
     event = canonical()
     event.product.id = raw
     assert normalize_event(event).product.id == expected
+
+
+@pytest.mark.parametrize("raw", ["０１", "a b", "-1", "x/y", "ç"])
+def test_product_id_must_fit_in_a_resource_name(raw: str) -> None:
+    event = canonical()
+    event.product.id = raw
+    assert violated(lambda: normalize_event(event)) == {"product.id"}
 
 
 def test_empty_event_reports_every_required_field() -> None:

@@ -13,7 +13,7 @@ from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common.auth import require_internal, require_producer_access
 from listboss_common.errors import FieldViolation, InvalidArgument, not_found
 from listboss_common.paging import decode_page_token, encode_page_token, page_size
-from listboss_common.resources import PRODUCER, PRODUCT, SEGMENTATION
+from listboss_common.resources import PRODUCER, PRODUCT, SEGMENTATION, canonical_product_id, is_valid_id
 from listboss_segmentation import domain, storage
 
 _MAX_DISPLAY_NAME = 200
@@ -76,10 +76,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         (producer,) = PRODUCER.parse(request.parent, "parent")
         require_internal(request.parent)
         violations = []
-        product_name = PRODUCT.format(producer, request.product_id)
-        try:
-            PRODUCT.parse(product_name, "product_id")
-        except InvalidArgument:
+        product_id = canonical_product_id(request.product_id)
+        if not is_valid_id(product_id):
             violations.append(FieldViolation("product_id", "must be 1-128 letters, digits, '-', '_' or '.'"))
         if not request.display_name.strip():
             violations.append(FieldViolation("display_name", "is required"))
@@ -93,7 +91,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         def write():
             with self._engine.begin() as connection:
                 return storage.register_product(
-                    connection, producer, request.product_id, request.display_name.strip(), request.kind
+                    connection, producer, product_id, request.display_name.strip(), request.kind
                 )
 
         return product_message(await asyncio.to_thread(write))
