@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "listboss.dev"
 
@@ -106,6 +106,3 @@ def failed_precondition(message: str, reason: str, **metadata: str) -> ServiceEr
 def unavailable(message: str, reason: str = "UNAVAILABLE") -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message, reason)
 
-
-# Re-exported for tests and clients that decode details.
-CODE = code_pb2

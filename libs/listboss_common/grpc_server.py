@@ -18,6 +18,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from listboss_common.auth import TokenVerifier, current_principal
 from listboss_common.errors import ServiceError
@@ -40,8 +41,6 @@ class ServiceBinding:
 
 
 def _abort_args(error: ServiceError) -> tuple[grpc.StatusCode, str, tuple]:
-    from grpc_status import rpc_status
-
     status = rpc_status.to_status(error.to_status())
     return status.code, status.details, status.trailing_metadata
 
