@@ -252,3 +252,21 @@ def test_grpcurl_calls_a_method_with_no_proto_files(suite, ingested):
         suite.contacts_address, "listboss.contacts.v1.ContactsService/ListContacts",
     )
     assert denied.returncode != 0 and "Unauthenticated" in denied.stderr
+
+
+def test_a_node_client_generated_from_the_protos(suite, ingested):
+    script = Path(__file__).parent / "node" / "contacts_client.js"
+    token = issue_token(suite.secret, "demo")
+    run = subprocess.run(
+        ["node", str(script), suite.contacts_address, token, "producers/demo", 'tag = "module-completed"'],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    assert [c["email"] for c in body["contacts"]] == ["teste@hotmart.com.br"]
+    assert body["contacts"][0]["source"] == "CONTACT_SOURCE_AUTO"
+    denied = subprocess.run(
+        ["node", str(script), suite.contacts_address, issue_token(suite.secret, "intruder"), "producers/demo"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert denied.returncode == 1 and json.loads(denied.stderr)["code"] == "PERMISSION_DENIED"
