@@ -270,3 +270,49 @@ def test_a_node_client_generated_from_the_protos(suite, ingested):
         capture_output=True, text=True, timeout=60,
     )
     assert denied.returncode == 1 and json.loads(denied.stderr)["code"] == "PERMISSION_DENIED"
+
+
+def read_tag_changes(stub, suite, cursor="", limit=None, seconds=3.0):
+    """The demo producer's tag changes after ``cursor``: up to ``limit`` of them, or all
+    that arrive within ``seconds``."""
+    call = stub.WatchTagChanges(
+        contacts_pb.WatchTagChangesRequest(parent="producers/demo", cursor=cursor), metadata=auth(suite), timeout=seconds
+    )
+    got = []
+    try:
+        for item in call:
+            got.append(item)
+            if limit is not None and len(got) == limit:
+                call.cancel()
+                break
+    except grpc.RpcError as error:
+        assert error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), error
+    return got
+
+
+def test_tag_changes_stream_follows_the_tags_and_resumes_after_a_disconnect(suite, ingested):
+    stub = contacts_stub(suite)
+    names = {
+        c.name: c.email
+        for c in stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=auth(suite)).contacts
+    }
+
+    def replayed(items):
+        """The tags each contact has after every change in the stream, in its order."""
+        state: dict[str, set] = {email: set() for email in EXPECTED_TAGS}
+        for item in items:
+            change = item.change
+            tag = (change.tag.split("/")[-1].rsplit(".", 1)[0], change.tag_key)
+            target = state[names[change.contact]]
+            (target.add if change.action == contacts_pb.TagChange.ACTION_ADDED else target.discard)(tag)
+        return state
+
+    everything = wait_for(lambda: (items := read_tag_changes(stub, suite)) and replayed(items) == EXPECTED_TAGS and items)
+    assert everything, "the tag changes never matched the contacts' tags"
+    ids = [int(item.change.id) for item in everything]
+    assert ids == sorted(set(ids))
+    assert all("@" not in str(item.change) for item in everything)
+
+    first = read_tag_changes(stub, suite, limit=4)
+    rest = read_tag_changes(stub, suite, cursor=first[-1].cursor)
+    assert [item.change.id for item in first + rest] == [item.change.id for item in everything]

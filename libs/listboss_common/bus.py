@@ -253,3 +253,61 @@ def content_id(*parts: str) -> str:
     content is recognised as a duplicate."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return digest[:32]
+
+
+# --- Broadcasts on core NATS and replays of a stream (appended for segmentation rules and backfills).
+
+
+async def broadcast(nc: NatsClient, subject: str, payload: bytes) -> None:
+    """Publishes on core NATS (every subscriber of every replica receives it, none
+    stores it) and waits until the server has it, so a caller that answers
+    afterwards knows the others are being told."""
+    await nc.publish(subject, payload)
+    await nc.flush(timeout=5)
+
+
+async def listen(nc: NatsClient, subject: str, handler: Callable[[bytes], None]):
+    """Calls ``handler(payload)`` for every message on ``subject``; returns the subscription."""
+
+    async def on_message(message: Msg) -> None:
+        try:
+            handler(message.data)
+        except Exception as error:  # a bad broadcast must not stop the others
+            log.warning("broadcast handler failed", subject=subject, error=repr(error))
+
+    return await nc.subscribe(subject, cb=on_message)
+
+
+async def replay(js: JetStreamContext, stream: StreamSpec, subject: str, idle_timeout: float = 5.0):
+    """Yields the messages stored on ``subject`` in ``stream``, oldest first, up to
+    the last one stored when the replay started, through an ordered ephemeral
+    consumer (no ack, nothing left behind)."""
+    info = await js.stream_info(stream.name, subjects_filter=subject)
+    if not info.state.subjects or not any(info.state.subjects.values()):
+        return
+    last = info.state.last_seq
+    subscription = await js.subscribe(
+        subject, stream=stream.name, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    try:
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=idle_timeout)
+            except nats.errors.TimeoutError:
+                return  # nothing more arrives: the remaining ones were removed meanwhile
+            yield message
+            if message.metadata.sequence.stream >= last or message.metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+# Committed tag changes for automations, one subject per producer:
+# listboss.tagchanges.<producer>. Published from the contacts service's outbox
+# with Nats-Msg-Id = tagchange/<outbox id>; consumers deduplicate by that id.
+TAG_CHANGES = StreamSpec("LISTBOSS_TAG_CHANGES", ("listboss.tagchanges.>",))
+
+
+def tag_changes_subject(producer: str) -> str:
+    return f"listboss.tagchanges.{producer}"

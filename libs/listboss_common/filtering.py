@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -372,6 +372,29 @@ class _Parser:
                 return f"'{op}'"
         char = self.text[self.pos]
         return f"'{char}'" if char.isprintable() else repr(char)
+
+
+def comparisons(node: Node | None) -> Iterator[Comparison]:
+    """Every comparison in ``node``, left to right (none for an empty filter)."""
+    if node is None:
+        return
+    if isinstance(node, Comparison):
+        yield node
+    elif isinstance(node, Not):
+        yield from comparisons(node.term)
+    else:
+        for term in node.terms:
+            yield from comparisons(term)
+
+
+def conjuncts(node: Node | None) -> tuple[Node, ...]:
+    """The terms that must all hold: ``a AND b`` -> (a, b), ``a`` -> (a,), empty -> ().
+
+    A query planner can pick one of them to drive a query (an index) and check the rest.
+    """
+    if node is None:
+        return ()
+    return node.terms if isinstance(node, And) else (node,)
 
 
 # --------------------------------------------------------------------------- validation

@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from listboss_common.errors import invalid_field
@@ -53,3 +56,34 @@ def decode_page_token(token: str, *binding: str) -> list[Any] | None:
             "page_token", "was issued for a different request; keep parent, filter and order_by while paging"
         )
     return position
+
+
+@dataclass(frozen=True)
+class SortOrder:
+    """One ``order_by`` field (AIP-132) and its direction."""
+
+    field: str
+    descending: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.field} desc" if self.descending else self.field
+
+
+_ORDER_RE = re.compile(r"\s*([a-z_][a-z0-9_]*)(?:\s+(asc|desc))?\s*")
+
+
+def parse_order_by(text: str, allowed: Collection[str], default: SortOrder) -> SortOrder:
+    """``order_by`` such as ``"create_time desc"``: one of ``allowed`` fields,
+    optionally followed by ``asc`` or ``desc``; empty means ``default``.
+
+    The id always breaks ties, so one field is all a keyset order needs.
+    """
+    if not text.strip():
+        return default
+    match = _ORDER_RE.fullmatch(text)
+    if match is None:
+        raise invalid_field("order_by", f"expected one field optionally followed by asc or desc, got {text!r}")
+    name, direction = match.groups()
+    if name not in allowed:
+        raise invalid_field("order_by", f"cannot order by {name!r}; supported: {', '.join(sorted(allowed))}")
+    return SortOrder(name, direction == "desc")

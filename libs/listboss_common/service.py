@@ -1,14 +1,16 @@
 """The life of a service process: start serving, consume, and shut down gracefully.
 
-On SIGTERM/SIGINT: health turns NOT_SERVING, the gRPC server stops taking calls
-and lets in-flight ones finish, each bus worker finishes the batch in hand (its
-acks follow the commit), and the NATS connection drains.
+On SIGTERM/SIGINT: health turns NOT_SERVING, the gRPC server (and any companion
+server, e.g. an HTTP receiver) stops taking calls and lets in-flight ones finish,
+each bus worker finishes the batch in hand (its acks follow the commit), and the
+NATS connection drains.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -22,24 +24,51 @@ from listboss_common.lifecycle import shutdown_event
 log = structlog.get_logger("listboss.service")
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A server living beside the gRPC server in the same process (e.g. an HTTP receiver).
+
+    ``start`` runs before the gRPC server starts, so a SERVING health status implies the
+    companion is up (a failed start fails the process). ``stop(grace)`` runs together with
+    the gRPC server's stop, after health turned NOT_SERVING and before NATS drains: it stops
+    accepting and lets in-flight work finish within ``grace`` seconds.
+    """
+
+    name: str
+    start: Callable[[], Awaitable[object]]
+    stop: Callable[[float], Awaitable[None]]
+
+
 async def run_service(
     config: ServiceConfig,
     bindings: Sequence[ServiceBinding],
     nc: NatsClient,
     workers: Sequence[PullWorker] = (),
     on_stopped: Callable[[], None] | None = None,
+    companions: Sequence[Companion] = (),
 ) -> None:
     for worker in workers:
         await worker.subscribe()
+    started: list[Companion] = []
+    try:
+        for companion in companions:
+            await companion.start()
+            started.append(companion)
+    except BaseException:
+        for companion in reversed(started):
+            await companion.stop(0)
+        raise
     server = GrpcServer(config.grpc_address, bindings, TokenVerifier(config.auth_secret))
     port = await server.start()
     stop = shutdown_event()
     consuming = [asyncio.create_task(worker.run(stop)) for worker in workers]
-    log.info("service started", grpc_port=port, services=[b.name for b in bindings])
+    log.info("service started", grpc_port=port, services=[b.name for b in bindings],
+             companions=[c.name for c in started])
 
     await stop.wait()
     log.info("shutting down")
-    await server.stop(config.shutdown_grace)
+    # gRPC first in the gather: its stop turns health NOT_SERVING before anything else yields.
+    await asyncio.gather(server.stop(config.shutdown_grace), *(c.stop(config.shutdown_grace) for c in started))
     if consuming:
         await asyncio.wait(consuming, timeout=config.shutdown_grace + 5)
     await nc.drain()

@@ -585,3 +585,13 @@ def test_parse_is_total_on_arbitrary_text(text):
 )
 def test_parse_is_total_on_filter_like_text(text):
     check_total(text)
+
+
+def test_comparisons_and_conjuncts():
+    from listboss_common.filtering import comparisons, conjuncts
+
+    node = parse('a = 1 AND (b = 2 OR NOT c = 3) d = 4')
+    assert [c.field for c in comparisons(node)] == ["a", "b", "c", "d"]
+    assert [c.field for c in comparisons(None)] == []
+    assert len(conjuncts(node)) == 3 and conjuncts(None) == ()
+    assert conjuncts(parse("a = 1")) == (parse("a = 1"),)

@@ -42,6 +42,7 @@ from listboss_common.auth import issue_token
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "var"
 SECRET_FILE_NAME = "auth-secret"
+WEBHOOK_TOKENS_FILE_NAME = "webhook-tokens.json"
 SUITE_FILE_NAME = "suite.json"
 DEMO_PRODUCER = "demo"
 
@@ -89,6 +90,29 @@ def read_or_create_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     return secret
+
+
+def read_or_create_webhook_tokens(path: Path, producer: str) -> dict[str, str]:
+    """The producers' webhook tokens kept in ``path`` (JSON), with a random one for
+    ``producer`` added on first use. Ingest reads the file at start."""
+    tokens: dict[str, str] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text())
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            tokens = {str(k): str(v) for k, v in loaded.items()}
+    if tokens.get(producer):
+        return tokens
+    tokens[producer] = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Private: a hottok lets anyone post webhooks as the producer.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(tokens, handle, indent=2)
+        handle.write("\n")
+    return tokens
 
 
 def nats_server_binary() -> Path:
@@ -375,6 +399,15 @@ class Suite:
         return self.data_dir / SUITE_FILE_NAME
 
     @property
+    def webhook_tokens_file(self) -> Path:
+        return self.data_dir / WEBHOOK_TOKENS_FILE_NAME
+
+    @property
+    def demo_hottok(self) -> str:
+        """The development webhook token of producer ``demo`` (X-HOTMART-HOTTOK)."""
+        return read_or_create_webhook_tokens(self.webhook_tokens_file, DEMO_PRODUCER)[DEMO_PRODUCER]
+
+    @property
     def secret(self) -> str:
         if self._secret is None:
             self._secret = read_or_create_secret(self.secret_file)
@@ -408,7 +441,7 @@ class Suite:
                 "contacts": {"grpc": self.contacts_address},
             },
             "producer": DEMO_PRODUCER,
-            "tokens": {"producer": self.demo_token, "internal": self.internal_token},
+            "tokens": {"producer": self.demo_token, "internal": self.internal_token, "hottok": self.demo_hottok},
         }
 
     # -- starting ---------------------------------------------------------------
@@ -427,6 +460,7 @@ class Suite:
             self._check_ports_free()
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._secret = read_or_create_secret(self.secret_file)
+            read_or_create_webhook_tokens(self.webhook_tokens_file, DEMO_PRODUCER)
             self._prepare_databases()
             self._start_nats()
             for name in SERVICE_NAMES:
@@ -504,6 +538,7 @@ class Suite:
             env["LISTBOSS_DATABASE_URL"] = self.database_url(name)
         if name == "ingest":
             env["LISTBOSS_HTTP_ADDRESS"] = self.http_address
+            env["LISTBOSS_WEBHOOK_TOKENS_FILE"] = str(self.webhook_tokens_file)
         env.update(self.extra_env)
         return env
 
@@ -671,6 +706,11 @@ def _banner(suite: Suite) -> str:
         f"-d '{{\"parent\":\"producers/{DEMO_PRODUCER}\"}}' "
         f"{suite.contacts_address} listboss.contacts.v1.ContactsService/ListContacts"
     )
+    webhook_call = (
+        f"curl -i -H 'Content-Type: application/json' -H 'X-HOTMART-HOTTOK: {suite.demo_hottok}' "
+        f"--data-binary @{show(REPO_ROOT / 'tests' / 'data' / 'hotmart' / 'PURCHASE_APPROVED.json')} "
+        f"{suite.webhook_url(DEMO_PRODUCER)}"
+    )
     database = "SQLite" if suite.database == "sqlite" else "PostgreSQL"
     lines = [
         "",
@@ -687,10 +727,13 @@ def _banner(suite: Suite) -> str:
         f"  producer {DEMO_PRODUCER}:  {suite.demo_token}",
         f"  internal:       {suite.internal_token}",
         "  more:           listboss-token --producer NAME  |  listboss-token --internal",
+        f"Webhook token (X-HOTMART-HOTTOK) of producer {DEMO_PRODUCER}: {suite.demo_hottok}",
+        f"  (producers' hottoks in {show(suite.webhook_tokens_file)}; ingest reads it at start)",
         "",
         "Try:",
         f"  grpcurl -plaintext {suite.contacts_address} list",
         f"  {contacts_call}",
+        f"  {webhook_call}",
         "  ./dev demo      # send the example webhooks and show the contacts, tags and history",
         "",
         f"Addresses and tokens are in {show(suite.suite_file)} while the suite runs. Ctrl-C stops everything.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -22,7 +22,15 @@ from listboss.changes.v1 import contact_change_pb2
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss_common.db import is_postgres, now, to_micros
 from listboss_contacts import domain
-from listboss_contacts.schema import contact_tags, contacts, history, tags
+from listboss_contacts.schema import (
+    contact_products,
+    contact_tags,
+    contacts,
+    history,
+    product_daily,
+    tag_change_outbox,
+    tags,
+)
 
 _ADD = contact_change_pb2.TagOperation.ACTION_ADD
 # Bound parameters per IN (...) list: far below SQLite's and PostgreSQL's limits.
@@ -111,9 +119,36 @@ def _stamp(change: contact_change_pb2.ContactChange) -> domain.Stamp:
     return (occur.seconds * 1_000_000 + occur.nanos // 1000, change.event.id)
 
 
-def _display_name(change: contact_change_pb2.ContactChange) -> str:
-    person = change.event.person
-    return person.name or " ".join(part for part in (person.first_name, person.last_name) if part)
+def _merge_attributes(
+    into: dict[str, tuple[str, domain.Stamp]], incoming: dict[str, tuple[str, domain.Stamp]]
+) -> bool:
+    """Merges chosen contact data key by key, the newest stamp winning (order-independent,
+    idempotent); says whether anything changed."""
+    changed = False
+    for key, (value, stamp) in incoming.items():
+        if key not in into or stamp > into[key][1]:
+            into[key] = (value, stamp)
+            changed = True
+    return changed
+
+
+def _stored_attributes(stamps_json: str) -> dict[str, tuple[str, domain.Stamp]]:
+    return {key: (value, (time, event)) for key, (value, time, event) in json.loads(stamps_json or "{}").items()}
+
+
+def _contact_columns(attributes: dict[str, tuple[str, domain.Stamp]]) -> dict:
+    """The contact's columns from the data segmentations chose to send, and nothing else."""
+    values = {key: value for key, (value, _) in attributes.items()}
+    name = values.get("name") or " ".join(v for v in (values.get("first_name"), values.get("last_name")) if v)
+    return dict(
+        display_name=name,
+        phone=values.get("phone", ""),
+        country_code=values.get("country_code", ""),
+        attributes=json.dumps(values, sort_keys=True),
+        attribute_stamps=json.dumps(
+            {key: [value, stamp[0], stamp[1]] for key, (value, stamp) in attributes.items()}, sort_keys=True
+        ),
+    )
 
 
 def apply_changes(
@@ -125,6 +160,9 @@ def apply_changes(
     if not fresh:
         return result
     contact_ids, created = _capture_contacts(connection, fresh)
+    # Backfill changes re-apply tag operations and contact data of recorded events:
+    # they count as no new event, write no history and never capture a contact.
+    live = [change for change in fresh if not change.backfill]
     wanted: dict[TagKey, tuple[str, bool]] = {}
     for change in fresh:
         event = change.event
@@ -135,7 +173,9 @@ def apply_changes(
             )
     result.tag_ids = tag_ids.lookup(connection, wanted)
     _store_tag_links(connection, fresh, contact_ids, result.tag_ids)
-    _record_history(connection, fresh, contact_ids, created)
+    if live:
+        _record_history(connection, live, contact_ids, created)
+        _count_product_events(connection, live, _link_products(connection, live, contact_ids))
     result.applied = len(fresh)
     return result
 
@@ -143,10 +183,15 @@ def apply_changes(
 def _unapplied(
     connection: Connection, changes: Sequence[contact_change_pb2.ContactChange]
 ) -> list[contact_change_pb2.ContactChange]:
-    """The changes whose events are not in the history yet, each once."""
+    """The changes whose events are not in the history yet, each once; and every
+    backfill change whose contact exists (or is captured by a live change of the batch)."""
     unique: dict[tuple[str, str], contact_change_pb2.ContactChange] = {}
+    backfills: dict[tuple[str, str, str], contact_change_pb2.ContactChange] = {}
     for change in changes:
-        unique.setdefault((change.event.producer, change.event.id), change)
+        if change.backfill:
+            backfills.setdefault((change.event.producer, change.event.id, change.backfill), change)
+        else:
+            unique.setdefault((change.event.producer, change.event.id), change)
     ids_by_producer: dict[str, list[str]] = defaultdict(list)
     for producer, event_id in unique:
         ids_by_producer[producer].append(event_id)
@@ -157,7 +202,24 @@ def _unapplied(
             )
             for row in rows:
                 del unique[(producer, row.event_id)]
-    return list(unique.values())
+    return list(unique.values()) + _with_contact(connection, list(backfills.values()), unique.values())
+
+
+def _with_contact(
+    connection: Connection,
+    backfills: Sequence[contact_change_pb2.ContactChange],
+    live: Iterable[contact_change_pb2.ContactChange],
+) -> list[contact_change_pb2.ContactChange]:
+    """The backfill changes whose person is a contact already (an erased person stays erased)."""
+    if not backfills:
+        return []
+    present = {(c.event.producer, c.event.person.email) for c in live}
+    emails: dict[str, list[str]] = defaultdict(list)
+    for change in backfills:
+        emails[change.event.producer].append(change.event.person.email)
+    for producer, wanted in emails.items():
+        present.update((producer, email) for email in _select_contacts(connection, producer, sorted(set(wanted))))
+    return [c for c in backfills if (c.event.producer, c.event.person.email) in present]
 
 
 def _select_contacts(connection: Connection, producer: str, emails: Sequence[str]) -> dict[str, sa.Row]:
@@ -171,6 +233,7 @@ def _select_contacts(connection: Connection, producer: str, emails: Sequence[str
                 contacts.c.data_event,
                 contacts.c.first_event_time,
                 contacts.c.last_event_time,
+                contacts.c.attribute_stamps,
             ).where(contacts.c.producer == producer, contacts.c.email.in_(chunk))
         )
         found.update({row.email: row for row in rows})
@@ -184,9 +247,11 @@ def _capture_contacts(
     newest: dict[tuple[str, str], contact_change_pb2.ContactChange] = {}
     first: dict[tuple[str, str], int] = {}
     last: dict[tuple[str, str], int] = {}
+    chosen: dict[tuple[str, str], dict[str, tuple[str, domain.Stamp]]] = defaultdict(dict)
     for change in changes:
         key = (change.event.producer, change.event.person.email)
         stamp = _stamp(change)
+        _merge_attributes(chosen[key], {k: (v, stamp) for k, v in change.contact_data.items()})
         if key not in newest or stamp > _stamp(newest[key]):
             newest[key] = change
         first[key] = min(first.get(key, stamp[0]), stamp[0])
@@ -207,9 +272,10 @@ def _capture_contacts(
             key = (producer, email)
             change = newest[key]
             stamp = _stamp(change)
-            person = change.event.person
-            data = dict(display_name=_display_name(change), phone=person.phone, country_code=person.country_code)
             row = existing.get(email)
+            attributes = _stored_attributes(row.attribute_stamps) if row is not None else {}
+            attributes_changed = _merge_attributes(attributes, chosen[key])
+            data = _contact_columns(attributes)
             if row is None:
                 new_rows.append(
                     dict(
@@ -233,8 +299,10 @@ def _capture_contacts(
                 last_event_time=max(row.last_event_time, last[key]),
                 update_time=moment,
             )
+            if attributes_changed:
+                update.update(data)
             if stamp > (row.data_time, row.data_event):
-                update.update(data, data_time=stamp[0], data_event=stamp[1])
+                update.update(data_time=stamp[0], data_event=stamp[1])
             updates.append(update)
         if new_rows:
             connection.execute(_insert(connection, contacts).on_conflict_do_nothing(), new_rows)
@@ -296,7 +364,9 @@ def _store_tag_links(
 
     inserts, updates = [], []
     deltas: dict[int, int] = defaultdict(int)
-    for (contact_id, tag_id), link in incoming.items():
+    outbox: list[dict] = []
+    tag_keys = {tag_id: key for key, tag_id in tag_ids.items()}
+    for (contact_id, tag_id), link in sorted(incoming.items()):
         before = current.get((contact_id, tag_id))
         stored = domain.resolve(before, link)
         if stored is None:
@@ -310,7 +380,10 @@ def _store_tag_links(
             segmentation=stored.segmentation,
         )
         (updates if before is not None else inserts).append(row)
-        deltas[tag_id] += domain.count_delta(before, stored)
+        delta = domain.count_delta(before, stored)
+        deltas[tag_id] += delta
+        if delta:  # the present state changed: automations hear of it (tag_changes.py)
+            outbox.append(outbox_row(tag_keys[tag_id], contact_id, stored))
 
     if inserts:
         connection.execute(
@@ -333,6 +406,8 @@ def _store_tag_links(
             ),
             updates,
         )
+    if outbox:
+        connection.execute(tag_change_outbox.insert(), outbox)
     changed = [dict(b_id=tag_id, delta=delta) for tag_id, delta in sorted(deltas.items()) if delta]
     if changed:
         connection.execute(
@@ -377,3 +452,77 @@ def _record_history(
             )
         )
     connection.execute(history.insert(), rows)
+
+
+def outbox_row(tag: TagKey, contact_id: int, stored: domain.TagLink) -> dict:
+    """A tag_change_outbox row: resource ids only, no personal data (see README, erasure)."""
+    producer, product, key = tag
+    return dict(
+        producer=producer,
+        contact_id=contact_id,
+        product=product,
+        tag_key=key,
+        added=stored.present,
+        event_id=stored.stamp[1],
+        segmentation=stored.segmentation,
+        occur_time=stored.stamp[0],
+        commit_time=to_micros(now()),
+    )
+
+
+MICROS_PER_DAY = 86_400 * 1_000_000
+
+
+def _link_products(
+    connection: Connection,
+    changes: Sequence[contact_change_pb2.ContactChange],
+    contact_ids: dict[tuple[str, str], int],
+) -> set[tuple[str, str]]:
+    """Records which products each contact had events of (for `product = ...` filters);
+    returns the (producer, event id) of the events that linked a contact to a product for the first time."""
+    firsts: dict[tuple[int, str], contact_change_pb2.ContactChange] = {}
+    for change in changes:
+        event = change.event
+        pair = (contact_ids[(event.producer, event.person.email)], event.product.id)
+        if pair not in firsts or _stamp(change) < _stamp(firsts[pair]):
+            firsts[pair] = change
+    rows = [
+        dict(contact_id=contact_id, producer=change.event.producer, product=product, first_event_time=_stamp(change)[0])
+        for (contact_id, product), change in sorted(firsts.items())
+    ]
+    statement = (
+        _insert(connection, contact_products)
+        .on_conflict_do_nothing()
+        .returning(contact_products.c.contact_id, contact_products.c.product)
+    )
+    linked: set[tuple[str, str]] = set()
+    for chunk in chunks(rows):
+        for row in connection.execute(statement, list(chunk)):
+            event = firsts[(row.contact_id, row.product)].event
+            linked.add((event.producer, event.id))
+    return linked
+
+
+def _count_product_events(
+    connection: Connection, changes: Sequence[contact_change_pb2.ContactChange], linking: set[tuple[str, str]]
+) -> None:
+    """Adds the batch to the per-product daily counters the dashboard reads."""
+    counts: dict[tuple[str, str, int, int], list[int]] = defaultdict(lambda: [0, 0])
+    for change in changes:
+        event = change.event
+        key = (event.producer, event.product.id, _stamp(change)[0] // MICROS_PER_DAY, event.type)
+        counts[key][0] += 1
+        counts[key][1] += (event.producer, event.id) in linking
+    statement = _insert(connection, product_daily)
+    statement = statement.on_conflict_do_update(
+        index_elements=[product_daily.c.producer, product_daily.c.product, product_daily.c.day, product_daily.c.event_type],
+        set_=dict(
+            events=product_daily.c.events + statement.excluded.events,
+            captured=product_daily.c.captured + statement.excluded.captured,
+        ),
+    )
+    rows = [
+        dict(producer=producer, product=product, day=day, event_type=event_type, events=events, captured=captured)
+        for (producer, product, day, event_type), (events, captured) in sorted(counts.items())
+    ]
+    connection.execute(statement, rows)

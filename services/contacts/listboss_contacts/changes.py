@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -30,9 +30,11 @@ def decode_changes(messages: Sequence[Msg]) -> list[contact_change_pb2.ContactCh
 
 
 class ChangeApplier:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, on_committed: Callable[[], None] | None = None):
         self._engine = engine
         self._tag_ids = TagIds()
+        # Called after each commit (the outbox relay's wake-up).
+        self._on_committed = on_committed
 
     def apply(self, changes: Sequence[contact_change_pb2.ContactChange]):
         with self._engine.begin() as connection:
@@ -43,4 +45,6 @@ class ChangeApplier:
     async def handle(self, messages: Sequence[Msg]) -> None:
         changes = decode_changes(messages)
         result = await asyncio.to_thread(self.apply, changes)
+        if self._on_committed is not None:
+            self._on_committed()
         log.info("changes applied", applied=result.applied, skipped=result.skipped, messages=len(messages))

@@ -1,4 +1,15 @@
-"""Reads for Send: contacts by filter, one contact, tags with counts, a product's history."""
+"""Reads for Send: contacts by filter (list, count, export), one contact, tags with
+counts, a product's history and dashboard.
+
+Contact filters compile to SQL over the contacts table with correlated
+``EXISTS`` terms for tags and products. Pages are keyset positions on (order
+column, id). When the default order (by id) meets a filter whose top level
+requires one tag (or one product), the query is driven by that tag's index
+``contact_tags (tag_id, present, contact_id)`` (or ``contact_products (producer,
+product, contact_id)``), which is already in id order: the first page of
+``tag = A AND NOT tag = B`` reads A's index from the page position and probes
+B by primary key, so its cost does not grow with the number of contacts.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +17,67 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
+from listboss.events.v1 import event_pb2
 from listboss_common import filtering
+from listboss_common.db import to_micros
 from listboss_common.errors import invalid_field
 from listboss_common.filtering import FieldSpec
-from listboss_contacts.schema import contact_tags, contacts, history, tags
+from listboss_common.paging import SortOrder
+from listboss_contacts.schema import contact_products, contact_tags, contacts, history, product_daily, tags
 
 _EQUALITY = frozenset({"=", "!="})
+_COMPARISON = frozenset({"=", "!=", "<", "<=", ">", ">="})
+_TIMES = ("create_time", "update_time", "first_event_time", "last_event_time")
 
 # The fields a contact filter may name (AIP-160). README.md documents them.
 CONTACT_FILTER_FIELDS: dict[str, FieldSpec] = {
     "tag": FieldSpec("tag", _EQUALITY, "string"),
+    "product": FieldSpec("product", _EQUALITY, "string"),
     "email": FieldSpec("email", _EQUALITY | {":"}, "string"),
     "source": FieldSpec("source", _EQUALITY, "enum", frozenset({"AUTO"})),
+    **{name: FieldSpec(name, _COMPARISON, "timestamp") for name in _TIMES},
+}
+
+# order_by names -> the contacts column the keyset uses ("name" is the id order).
+CONTACT_ORDERS = {"name": "id", "create_time": "create_time", "email": "email"}
+DEFAULT_ORDER = SortOrder("name", False)
+
+_EVENT_TYPES = {
+    name.removeprefix("EVENT_TYPE_"): number
+    for name, number in event_pb2.EventType.items()
+    if number != event_pb2.EVENT_TYPE_UNSPECIFIED
+}
+_EVENT_TYPES.update({f"EVENT_TYPE_{name}": number for name, number in list(_EVENT_TYPES.items())})
+
+HISTORY_FILTER_FIELDS: dict[str, FieldSpec] = {
+    "type": FieldSpec("type", _EQUALITY, "enum", frozenset(_EVENT_TYPES)),
+    "email": FieldSpec("email", _EQUALITY | {":"}, "string"),
+    "contact": FieldSpec("contact", _EQUALITY, "string"),
+    "occur_time": FieldSpec("occur_time", _COMPARISON, "timestamp"),
+    "record_time": FieldSpec("record_time", _COMPARISON, "timestamp"),
 }
 
 
-def parse_contact_filter(text: str) -> filtering.Node | None:
+def _parse(text: str, fields: dict[str, FieldSpec]) -> filtering.Node | None:
     try:
-        return filtering.validate(filtering.parse(text), CONTACT_FILTER_FIELDS)
+        return filtering.validate(filtering.parse(text), fields)
     except filtering.FilterError as error:
         raise invalid_field("filter", str(error)) from None
+
+
+def parse_contact_filter(text: str) -> filtering.Node | None:
+    return _parse(text, CONTACT_FILTER_FIELDS)
+
+
+def parse_history_filter(text: str) -> filtering.Node | None:
+    return _parse(text, HISTORY_FILTER_FIELDS)
 
 
 def _split_tag_id(tag_id: str) -> tuple[str, str]:
@@ -43,10 +90,16 @@ def tag_id(product: str, key: str) -> str:
     return f"{product}.{key}"
 
 
-def _tag_ids_named(connection: Connection, producer: str, value: str) -> list[int]:
-    """The ids of the producer's tags a filter value names: a key (every product's
-    tag with that key) or a resource name producers/{producer}/tags/{product}.{key}."""
-    query = sa.select(tags.c.id).where(tags.c.producer == producer)
+@dataclass(frozen=True)
+class NamedTag:
+    id: int
+    contact_count: int
+
+
+def tags_named(connection: Connection, producer: str, value: str) -> list[NamedTag]:
+    """The producer's tags a filter value names: a key (every product's tag with
+    that key) or a resource name producers/{producer}/tags/{product}.{key}."""
+    query = sa.select(tags.c.id, tags.c.contact_count).where(tags.c.producer == producer)
     prefix = f"producers/{producer}/tags/"
     if value.startswith("producers/"):
         if not value.startswith(prefix):
@@ -55,44 +108,251 @@ def _tag_ids_named(connection: Connection, producer: str, value: str) -> list[in
         query = query.where(tags.c.product == product, tags.c.key == key)
     else:
         query = query.where(tags.c.key == value)
-    return [row.id for row in connection.execute(query)]
+    return [NamedTag(row.id, row.contact_count) for row in connection.execute(query.order_by(tags.c.id))]
 
 
-def _compile(connection: Connection, producer: str, node: filtering.Node) -> sa.ColumnElement[bool]:
-    if isinstance(node, filtering.And):
-        return sa.and_(*(_compile(connection, producer, term) for term in node.terms))
-    if isinstance(node, filtering.Or):
-        return sa.or_(*(_compile(connection, producer, term) for term in node.terms))
-    if isinstance(node, filtering.Not):
-        return sa.not_(_compile(connection, producer, node.term))
-    assert isinstance(node, filtering.Comparison)
-    if node.field == "tag":
-        ids = _tag_ids_named(connection, producer, str(node.value))
-        has_tag = contacts.c.id.in_(
-            sa.select(contact_tags.c.contact_id).where(contact_tags.c.tag_id.in_(ids), contact_tags.c.present)
-        )
-        condition = has_tag if ids else sa.false()
-    elif node.field == "email":
-        value = str(node.value).strip().lower()
-        if node.op == ":":
-            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            condition = contacts.c.email.like(f"%{escaped}%", escape="\\")
+def _product_named(producer: str, value: str) -> str | None:
+    """A product id or resource name -> the product id; None for another producer's product."""
+    if value.startswith("producers/"):
+        prefix = f"producers/{producer}/products/"
+        return value.removeprefix(prefix) if value.startswith(prefix) else None
+    return value
+
+
+def _micros(value: filtering.Value) -> int:
+    assert isinstance(value, datetime)
+    return to_micros(value)
+
+
+def _compare(column: sa.ColumnElement, op: str, value) -> sa.ColumnElement[bool]:
+    return {
+        "=": column == value,
+        "!=": column != value,
+        "<": column < value,
+        "<=": column <= value,
+        ">": column > value,
+        ">=": column >= value,
+    }[op]
+
+
+def _like_contains(column: sa.ColumnElement, value: str) -> sa.ColumnElement[bool]:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(f"%{escaped}%", escape="\\")
+
+
+class ContactFilter:
+    """A validated contact filter compiled for one producer: SQL conditions, plus
+    the single tag or product (if any) that every match must have, to drive the query."""
+
+    def __init__(self, connection: Connection, producer: str, node: filtering.Node | None):
+        self.producer = producer
+        self._connection = connection
+        self._tags: dict[str, list[NamedTag]] = {}
+        terms = list(filtering.conjuncts(node))
+        self.driver: tuple[str, object] | None = None  # ("tag", NamedTag) or ("product", product id)
+        self.rest: list[filtering.Node] = terms
+        # A required single tag drives (the rarest one); else a required product.
+        best: tuple[int, int] | None = None
+        for index, term in enumerate(terms):
+            if isinstance(term, filtering.Comparison) and term.op == "=":
+                if term.field == "tag":
+                    named = self._named(str(term.value))
+                    if len(named) == 1 and (best is None or named[0].contact_count < best[0]):
+                        best = (named[0].contact_count, index)
+        if best is not None:
+            term = terms[best[1]]
+            self.driver = ("tag", self._named(str(term.value))[0])
+            self.rest = terms[: best[1]] + terms[best[1] + 1 :]
         else:
-            condition = contacts.c.email == value
-    else:  # source
-        condition = contacts.c.source == contacts_pb.CONTACT_SOURCE_AUTO
-    return sa.not_(condition) if node.op == "!=" else condition
+            for index, term in enumerate(terms):
+                if isinstance(term, filtering.Comparison) and term.field == "product" and term.op == "=":
+                    product = _product_named(producer, str(term.value))
+                    if product is not None:
+                        self.driver = ("product", product)
+                        self.rest = terms[:index] + terms[index + 1 :]
+                        break
+
+    def _named(self, value: str) -> list[NamedTag]:
+        if value not in self._tags:
+            self._tags[value] = tags_named(self._connection, self.producer, value)
+        return self._tags[value]
+
+    @property
+    def single_tag(self) -> NamedTag | None:
+        """The tag when the whole filter is `tag = X` naming exactly one tag."""
+        if self.driver is not None and self.driver[0] == "tag" and not self.rest:
+            return self.driver[1]  # type: ignore[return-value]
+        return None
+
+    def uses_contact_columns(self) -> bool:
+        return any(
+            comparison.field not in ("tag", "product") for term in self.rest for comparison in filtering.comparisons(term)
+        )
+
+    def conditions(self, subject: sa.ColumnElement) -> list[sa.ColumnElement[bool]]:
+        """The conditions besides the driver; ``subject`` is the contact id column they correlate to."""
+        return [self._compile(term, subject) for term in self.rest]
+
+    def _compile(self, node: filtering.Node, subject: sa.ColumnElement) -> sa.ColumnElement[bool]:
+        if isinstance(node, filtering.And):
+            return sa.and_(*(self._compile(term, subject) for term in node.terms))
+        if isinstance(node, filtering.Or):
+            return sa.or_(*(self._compile(term, subject) for term in node.terms))
+        if isinstance(node, filtering.Not):
+            return sa.not_(self._compile(node.term, subject))
+        assert isinstance(node, filtering.Comparison)
+        if node.field == "tag":
+            ids = [tag.id for tag in self._named(str(node.value))]
+            linked = contact_tags.alias()
+            condition = (
+                sa.exists()
+                .where(
+                    linked.c.contact_id == subject,
+                    linked.c.tag_id.in_(ids) if len(ids) > 1 else linked.c.tag_id == ids[0],
+                    linked.c.present == sa.true(),
+                )
+                if ids
+                else sa.false()
+            )
+        elif node.field == "product":
+            product = _product_named(self.producer, str(node.value))
+            linked = contact_products.alias()
+            condition = (
+                sa.exists().where(linked.c.contact_id == subject, linked.c.product == product)
+                if product is not None
+                else sa.false()
+            )
+        elif node.field == "email":
+            value = str(node.value).strip().lower()
+            condition = _like_contains(contacts.c.email, value) if node.op == ":" else contacts.c.email == value
+        elif node.field == "source":
+            condition = contacts.c.source == contacts_pb.CONTACT_SOURCE_AUTO
+        else:  # a time
+            return _compare(contacts.c[node.field], node.op, _micros(node.value))
+        return sa.not_(condition) if node.op == "!=" else condition
+
+    def _driven(self, columns: Sequence) -> tuple[sa.Select, sa.ColumnElement]:
+        """SELECT ``columns`` over the matching contacts; returns the query and its id column."""
+        if self.driver is None:
+            query = sa.select(*columns).select_from(contacts).where(contacts.c.producer == self.producer)
+            return query.where(*self.conditions(contacts.c.id)), contacts.c.id
+        kind, value = self.driver
+        if kind == "tag":
+            driver = contact_tags.alias("driver")
+            subject = driver.c.contact_id
+            query = sa.select(*columns).select_from(driver).where(
+                driver.c.tag_id == value.id, driver.c.present == sa.true()  # type: ignore[union-attr]
+            )
+        else:
+            driver = contact_products.alias("driver")
+            subject = driver.c.contact_id
+            query = sa.select(*columns).select_from(driver).where(
+                driver.c.producer == self.producer, driver.c.product == value
+            )
+        return query.where(*self.conditions(subject)), subject
+
+    def page_query(self, order: SortOrder, after: Sequence | None, limit: int) -> sa.Select:
+        column = CONTACT_ORDERS[order.field]
+        if column == "id" and self.driver is not None:
+            query, subject = self._driven(CONTACT_COLUMNS)
+            query = query.join(contacts, contacts.c.id == subject).where(contacts.c.producer == self.producer)
+            key: list[sa.ColumnElement] = [subject]
+        else:
+            query = sa.select(*CONTACT_COLUMNS).where(contacts.c.producer == self.producer)
+            query = query.where(*self._all_conditions())
+            key = [contacts.c.id] if column == "id" else [contacts.c[column], contacts.c.id]
+        if after is not None:
+            bound = sa.tuple_(*key) if len(key) > 1 else key[0]
+            position = sa.tuple_(*after) if len(key) > 1 else after[-1]
+            query = query.where(bound < position if order.descending else bound > position)
+            if key[0] is not contacts.c.id and column == "id":
+                # The same bound on the joined contacts: PostgreSQL does not carry an
+                # inequality across the join, and a merge join would read contacts from the start.
+                query = query.where(contacts.c.id < after[-1] if order.descending else contacts.c.id > after[-1])
+        ordering = [k.desc() if order.descending else k.asc() for k in key]
+        return query.order_by(*ordering).limit(limit)
+
+    def _all_conditions(self) -> list[sa.ColumnElement[bool]]:
+        conditions = self.conditions(contacts.c.id)
+        if self.driver is not None:
+            kind, value = self.driver
+            if kind == "tag":
+                linked = contact_tags.alias()
+                conditions.append(
+                    sa.exists().where(
+                        linked.c.contact_id == contacts.c.id,
+                        linked.c.tag_id == value.id,  # type: ignore[union-attr]
+                        linked.c.present == sa.true(),
+                    )
+                )
+            else:
+                linked = contact_products.alias()
+                conditions.append(sa.exists().where(linked.c.contact_id == contacts.c.id, linked.c.product == value))
+        return conditions
+
+    def count(self) -> int:
+        single = self.single_tag
+        if single is not None:
+            # Kept by apply.py as links change: one row read, however many contacts carry the tag.
+            return single.contact_count
+        if self.driver is None and len(self.rest) == 1:
+            term = self.rest[0]
+            if isinstance(term, filtering.Comparison) and term.field == "tag" and term.op == "=":
+                # A key several products use: the union of their links, read from the tag index.
+                ids = [tag.id for tag in self._named(str(term.value))]
+                if not ids:
+                    return 0
+                return self._connection.execute(
+                    sa.select(sa.func.count(sa.distinct(contact_tags.c.contact_id))).where(
+                        contact_tags.c.tag_id.in_(ids), contact_tags.c.present == sa.true()
+                    )
+                ).scalar_one()
+        if self.driver is None:
+            query = sa.select(sa.func.count()).select_from(contacts).where(contacts.c.producer == self.producer)
+            return self._connection.execute(query.where(*self.conditions(contacts.c.id))).scalar_one()
+        query, subject = self._driven([sa.func.count()])
+        if self.uses_contact_columns():
+            query = query.join(contacts, contacts.c.id == subject)
+        return self._connection.execute(query).scalar_one()
 
 
-@dataclass(frozen=True)
-class ContactTagRow:
+def position_of(row: ContactRow, order: SortOrder) -> list:
+    """The keyset position after ``row`` in ``order`` (what a page token carries)."""
+    column = CONTACT_ORDERS[order.field]
+    return [row.id] if column == "id" else [getattr(row, column), row.id]
+
+
+class ContactRow(NamedTuple):
+    """What reads return of a contact. A named tuple, not a SQLAlchemy Row: its
+    fields read in nanoseconds, which matters at export rates."""
+
+    id: int
+    email: str
+    display_name: str
+    phone: str
+    country_code: str
+    source: int
+    attributes: str  # JSON {key: value}: the contact data segmentations chose to send
+    first_event_time: int
+    last_event_time: int
+    create_time: int
+    update_time: int
+
+
+CONTACT_COLUMNS = tuple(contacts.c[name] for name in ContactRow._fields)
+
+
+class ContactTagRow(NamedTuple):
+    """A present tag link with its tag."""
+
+    contact_id: int
+    stamp_time: int
+    stamp_event: str
+    segmentation: str
     product: str
     key: str
     display_name: str
     automatic: bool
-    stamp_time: int
-    stamp_event: str
-    segmentation: str
 
 
 def _contact_tags(connection: Connection, contact_ids: Sequence[int]) -> dict[int, list[ContactTagRow]]:
@@ -111,37 +371,48 @@ def _contact_tags(connection: Connection, contact_ids: Sequence[int]) -> dict[in
             tags.c.automatic,
         )
         .join(tags, tags.c.id == contact_tags.c.tag_id)
-        .where(contact_tags.c.contact_id.in_(contact_ids), contact_tags.c.present)
+        .where(contact_tags.c.contact_id.in_(contact_ids), contact_tags.c.present == sa.true())
         .order_by(contact_tags.c.contact_id, tags.c.product, tags.c.key)
-    )
+    ).all()
+    make = ContactTagRow._make
     for row in rows:
-        found[row.contact_id].append(
-            ContactTagRow(
-                row.product, row.key, row.display_name, row.automatic, row.stamp_time, row.stamp_event, row.segmentation
-            )
-        )
+        found[row[0]].append(make(row))
     return found
 
 
 def list_contacts(
-    connection: Connection, producer: str, node: filtering.Node | None, after_id: int | None, limit: int
-) -> list[tuple[sa.Row, list[ContactTagRow]]]:
-    query = sa.select(contacts).where(contacts.c.producer == producer)
-    if node is not None:
-        query = query.where(_compile(connection, producer, node))
-    if after_id is not None:
-        query = query.where(contacts.c.id > after_id)
-    rows = connection.execute(query.order_by(contacts.c.id).limit(limit)).all()
+    connection: Connection,
+    producer: str,
+    node: filtering.Node | None,
+    after: Sequence | int | None,
+    limit: int,
+    order: SortOrder = DEFAULT_ORDER,
+    with_tags: bool = True,
+) -> list[tuple[ContactRow, list[ContactTagRow]]]:
+    """One page of matching contacts after the keyset position ``after``
+    (:func:`position_of` of the previous page's last row; an int is an id)."""
+    if isinstance(after, int):
+        after = [after]
+    query = ContactFilter(connection, producer, node).page_query(order, after, limit)
+    make = ContactRow._make
+    rows = [make(row) for row in connection.execute(query)]
+    if not with_tags:
+        return [(row, []) for row in rows]
     tag_rows = _contact_tags(connection, [row.id for row in rows])
     return [(row, tag_rows.get(row.id, [])) for row in rows]
 
 
-def get_contact(connection: Connection, producer: str, contact_id: int) -> tuple[sa.Row, list[ContactTagRow]] | None:
+def count_contacts(connection: Connection, producer: str, node: filtering.Node | None) -> int:
+    return ContactFilter(connection, producer, node).count()
+
+
+def get_contact(connection: Connection, producer: str, contact_id: int) -> tuple[ContactRow, list[ContactTagRow]] | None:
     row = connection.execute(
-        sa.select(contacts).where(contacts.c.producer == producer, contacts.c.id == contact_id)
+        sa.select(*CONTACT_COLUMNS).where(contacts.c.producer == producer, contacts.c.id == contact_id)
     ).first()
     if row is None:
         return None
+    row = ContactRow._make(row)
     return row, _contact_tags(connection, [row.id]).get(row.id, [])
 
 
@@ -172,11 +443,41 @@ class HistoryRow:
     fired_segmentations: list[str]
 
 
+def _history_condition(producer: str, node: filtering.Node) -> sa.ColumnElement[bool]:
+    if isinstance(node, filtering.And):
+        return sa.and_(*(_history_condition(producer, term) for term in node.terms))
+    if isinstance(node, filtering.Or):
+        return sa.or_(*(_history_condition(producer, term) for term in node.terms))
+    if isinstance(node, filtering.Not):
+        return sa.not_(_history_condition(producer, node.term))
+    assert isinstance(node, filtering.Comparison)
+    if node.field == "type":
+        condition = history.c.event_type == _EVENT_TYPES[str(node.value)]
+    elif node.field == "email":
+        value = str(node.value).strip().lower()
+        condition = _like_contains(history.c.email, value) if node.op == ":" else history.c.email == value
+    elif node.field == "contact":
+        value = str(node.value)
+        prefix = f"producers/{producer}/contacts/"
+        ident = value.removeprefix(prefix)
+        condition = history.c.contact_id == int(ident) if value.startswith(prefix) and ident.isdigit() else sa.false()
+    else:
+        return _compare(history.c[node.field], node.op, _micros(node.value))
+    return sa.not_(condition) if node.op == "!=" else condition
+
+
 def list_history(
-    connection: Connection, producer: str, product: str, before_id: int | None, limit: int
+    connection: Connection,
+    producer: str,
+    product: str,
+    before_id: int | None,
+    limit: int,
+    node: filtering.Node | None = None,
 ) -> list[HistoryRow]:
     """Newest recorded first."""
     query = sa.select(history).where(history.c.producer == producer, history.c.product == product)
+    if node is not None:
+        query = query.where(_history_condition(producer, node))
     if before_id is not None:
         query = query.where(history.c.id < before_id)
     rows = connection.execute(query.order_by(history.c.id.desc()).limit(limit))
@@ -197,3 +498,56 @@ def list_history(
         )
         for row in rows
     ]
+
+
+MICROS_PER_DAY = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    start_day: int
+    end_day: int  # exclusive
+    contact_count: int
+    events_by_type: list[tuple[int, int]]  # (event type, count), most frequent first
+    days: list[tuple[int, int, int]]  # (day, events, captured)
+    tags: list[sa.Row]
+
+
+def product_dashboard(connection: Connection, producer: str, product: str, start_day: int, end_day: int) -> Dashboard:
+    contact_count = connection.execute(
+        sa.select(sa.func.count())
+        .select_from(contact_products)
+        .where(contact_products.c.producer == producer, contact_products.c.product == product)
+    ).scalar_one()
+    in_range = (
+        product_daily.c.producer == producer,
+        product_daily.c.product == product,
+        product_daily.c.day >= start_day,
+        product_daily.c.day < end_day,
+    )
+    by_type = connection.execute(
+        sa.select(product_daily.c.event_type, sa.func.sum(product_daily.c.events).label("events"))
+        .where(*in_range)
+        .group_by(product_daily.c.event_type)
+    ).all()
+    days = connection.execute(
+        sa.select(
+            product_daily.c.day,
+            sa.func.sum(product_daily.c.events).label("events"),
+            sa.func.sum(product_daily.c.captured).label("captured"),
+        )
+        .where(*in_range)
+        .group_by(product_daily.c.day)
+        .order_by(product_daily.c.day)
+    ).all()
+    tag_rows = connection.execute(
+        sa.select(tags).where(tags.c.producer == producer, tags.c.product == product).order_by(tags.c.key)
+    ).all()
+    return Dashboard(
+        start_day,
+        end_day,
+        contact_count,
+        sorted(((row.event_type, int(row.events)) for row in by_type), key=lambda item: (-item[1], item[0])),
+        [(row.day, int(row.events), int(row.captured)) for row in days],
+        tag_rows,
+    )

@@ -77,6 +77,85 @@ MIGRATIONS = [
         "CREATE INDEX history_product ON history (producer, product, id)",
         "CREATE INDEX history_contact ON history (contact_id)",
     ),
+    # Keyset orders: (producer, id) is the default order, (producer, create_time, id)
+    # serves order_by create_time; email order uses contacts_producer_email.
+    sql_migration(
+        2,
+        "contact ordering indexes",
+        "CREATE INDEX contacts_producer_id ON contacts (producer, id)",
+        "CREATE INDEX contacts_producer_create ON contacts (producer, create_time, id)",
+    ),
+    # `product = "..."` filters read this link table, kept by apply.py, instead of scanning history.
+    sql_migration(
+        3,
+        "contact-product links",
+        """CREATE TABLE contact_products (
+            contact_id BIGINT NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+            producer TEXT NOT NULL,
+            product TEXT NOT NULL,
+            first_event_time BIGINT NOT NULL,
+            PRIMARY KEY (contact_id, product)
+        )""",
+        "CREATE INDEX contact_products_product ON contact_products (producer, product, contact_id)",
+        """INSERT INTO contact_products (contact_id, producer, product, first_event_time)
+           SELECT contact_id, producer, product, MIN(occur_time) FROM history
+           WHERE contact_id IS NOT NULL GROUP BY contact_id, producer, product""",
+    ),
+    # The dashboard's figures: events and newly linked contacts per product, UTC day and event type.
+    sql_migration(
+        4,
+        "per-product daily counters",
+        """CREATE TABLE product_daily (
+            producer TEXT NOT NULL,
+            product TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            event_type SMALLINT NOT NULL,
+            events BIGINT NOT NULL,
+            captured BIGINT NOT NULL,
+            PRIMARY KEY (producer, product, day, event_type)
+        )""",
+        """INSERT INTO product_daily (producer, product, day, event_type, events, captured)
+           SELECT producer, product, occur_time / 86400000000, event_type, COUNT(*),
+                  SUM(CASE WHEN first_of_link = 1 AND contact_id IS NOT NULL THEN 1 ELSE 0 END)
+           FROM (SELECT producer, product, occur_time, event_type, contact_id,
+                        ROW_NUMBER() OVER (PARTITION BY producer, product, contact_id
+                                           ORDER BY occur_time, event_id) AS first_of_link
+                 FROM history) AS ranked
+           GROUP BY producer, product, occur_time / 86400000000, event_type""",
+    ),
+    # Transactional outbox of tag changes, written with the tag links; the relay
+    # publishes rows in id order to LISTBOSS_TAG_CHANGES and deletes them after the PubAck.
+    sql_migration(
+        5,
+        "tag-change outbox",
+        """CREATE TABLE tag_change_outbox (
+            id {id},
+            producer TEXT NOT NULL,
+            contact_id BIGINT NOT NULL,
+            product TEXT NOT NULL,
+            tag_key TEXT NOT NULL,
+            added BOOLEAN NOT NULL,
+            event_id TEXT NOT NULL,
+            segmentation TEXT NOT NULL,
+            occur_time BIGINT NOT NULL,
+            commit_time BIGINT NOT NULL
+        )""",
+    ),
+    # History filters (History tab): by email and by event type, newest first.
+    sql_migration(
+        6,
+        "history filter indexes",
+        "CREATE INDEX history_product_email ON history (producer, product, email, id)",
+        "CREATE INDEX history_product_type ON history (producer, product, event_type, id)",
+    ),
+    # Segmentation owns version 10: the contact data the fired segmentations chose to
+    # send, merged per key newest-wins (attribute_stamps holds each key's stamp).
+    sql_migration(
+        10,
+        "contact data chosen by segmentations",
+        "ALTER TABLE contacts ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE contacts ADD COLUMN attribute_stamps TEXT NOT NULL DEFAULT '{}'",
+    ),
 ]
 
 metadata = sa.MetaData()
@@ -91,6 +170,10 @@ contacts = sa.Table(
     sa.Column("phone", sa.Text, nullable=False),
     sa.Column("country_code", sa.Text, nullable=False),
     sa.Column("source", sa.SmallInteger, nullable=False),
+    # JSON {key: value} of the data segmentations chose to send ("name", "phone", "address.city", ...).
+    sa.Column("attributes", sa.Text, nullable=False, server_default="{}"),
+    # JSON {key: [occur time, event id]}: the stamp of each attribute's value (newest wins).
+    sa.Column("attribute_stamps", sa.Text, nullable=False, server_default="{}"),
     sa.Column("data_time", sa.BigInteger, nullable=False),
     sa.Column("data_event", sa.Text, nullable=False),
     sa.Column("first_event_time", sa.BigInteger, nullable=False),
@@ -139,6 +222,42 @@ history = sa.Table(
     sa.Column("added_tags", sa.Text, nullable=False),
     sa.Column("removed_tags", sa.Text, nullable=False),
     sa.Column("fired_segmentations", sa.Text, nullable=False),
+)
+
+
+contact_products = sa.Table(
+    "contact_products",
+    metadata,
+    sa.Column("contact_id", sa.BigInteger, primary_key=True),
+    sa.Column("producer", sa.Text, nullable=False),
+    sa.Column("product", sa.Text, primary_key=True),
+    sa.Column("first_event_time", sa.BigInteger, nullable=False),
+)
+
+product_daily = sa.Table(
+    "product_daily",
+    metadata,
+    sa.Column("producer", sa.Text, primary_key=True),
+    sa.Column("product", sa.Text, primary_key=True),
+    sa.Column("day", sa.Integer, primary_key=True),  # days since the epoch (UTC)
+    sa.Column("event_type", sa.SmallInteger, primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("captured", sa.BigInteger, nullable=False),
+)
+
+tag_change_outbox = sa.Table(
+    "tag_change_outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("producer", sa.Text, nullable=False),
+    sa.Column("contact_id", sa.BigInteger, nullable=False),
+    sa.Column("product", sa.Text, nullable=False),
+    sa.Column("tag_key", sa.Text, nullable=False),
+    sa.Column("added", sa.Boolean, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("segmentation", sa.Text, nullable=False),
+    sa.Column("occur_time", sa.BigInteger, nullable=False),
+    sa.Column("commit_time", sa.BigInteger, nullable=False),
 )
 
 

@@ -24,7 +24,10 @@ def change(event_id, email, seconds, adds=(), removes=(), *, producer="alice", p
         person=event_pb2.Person(email=email, name=name, phone="+55 11 9999"),
     )
     event.occur_time.FromSeconds(seconds)
-    result = contact_change_pb2.ContactChange(event=event, fired_segmentations=["seg"])
+    # As the automatic segmentations choose: email and name (contacts stores only chosen data).
+    result = contact_change_pb2.ContactChange(
+        event=event, fired_segmentations=["seg"], contact_data={"email": email, "name": name}
+    )
     for key in removes:
         result.tag_operations.add(action=REMOVE, tag_key=key, tag_display_name=key.title(), automatic=True, segmentation="seg")
     for key in adds:
@@ -65,7 +68,8 @@ def test_captures_contact_with_auto_label_tags_and_history(engine):
     with engine.connect() as connection:
         [(row, tag_rows)] = queries.list_contacts(connection, "alice", None, None, 10)
         [entry] = queries.list_history(connection, "alice", "42", None, 10)
-    assert (row.email, row.display_name, row.phone, row.source) == ("ana@example.com", "Ana", "+55 11 9999", 1)
+    # The event carries a phone, but no segmentation chose to send it: it is not stored.
+    assert (row.email, row.display_name, row.phone, row.source) == ("ana@example.com", "Ana", "", 1)
     assert [(t.key, t.product, t.automatic, t.segmentation) for t in tag_rows] == [("cart-abandoned", "42", True, "seg")]
     assert entry.event_id == "e1" and entry.contact_created and entry.added_tags == ["cart-abandoned"]
     assert entry.contact_id == row.id and entry.fired_segmentations == ["seg"]

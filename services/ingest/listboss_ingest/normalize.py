@@ -33,8 +33,22 @@ Rules enforced by :func:`normalize_event`
     *.country_code, checkout_...    | trimmed, upper case (ISO 3166-1 / ISO 4217)
     purchase.status, .payment_type, | trimmed, upper case: the platform's enum-like codes
     subscription.status             |
+    content_progress                | required for EVENT_TYPE_CONTENT_PROGRESS (may be empty: the whole
+                                    | product at 0 %)
+    content_progress.percentage     | finite, 0 to 100
+    content_progress.completed_/    | >= 0; completed_lessons <= total_lessons when total_lessons is set
+      total_lessons                 | (> 0; proto3's 0 means "not known")
+    webinar.id                      | required (non-empty after trimming) for EVENT_TYPE_WEBINAR_*; at
+                                    | most 128 characters
+    webinar.attended_minutes        | >= 0
+    webinar.start_time              | when present: valid nanos
     every other string              | trimmed; offer and coupon codes keep their case (case-sensitive on
                                     | the platform)
+    (the whole event)               | at most 256 KiB serialized (violation on "" / event / payload)
+
+CONTENT_PROGRESS and WEBINAR_* are canonical events sent over gRPC only (the members area, the
+webinar tool): no webhook carries them, and no automatic segmentation tags them; like every
+event they capture the contact.
 
 Webhook mapping (:func:`event_from_webhook`)
 --------------------------------------------
@@ -104,6 +118,9 @@ Times (``creation_date``, ``order_date`` ...) are epoch milliseconds; a number b
 taken as epoch seconds (10^11 ms is March 1973, 10^11 s is year 5138, so the two never
 overlap for plausible dates); numeric strings and ISO-8601 strings (naive = UTC) are accepted.
 
+The raw payload is not kept: only the canonical event travels on and is stored, so a payload
+field this table does not map is dropped at ingest (and a payload's ``hottok`` never leaves it).
+
 Errors: malformed JSON, empty payload or a top level that is not an object -> violation on
 ``payload``; an unknown ``event`` name -> violation on ``event``; a missing email -> violation on
 ``person.email`` naming the paths searched; everything :func:`normalize_event` checks -> its
@@ -129,11 +146,13 @@ from listboss_common.resources import canonical_product_id, is_valid_id
 
 __all__ = [
     "MAX_EMAIL_LENGTH",
+    "MAX_EVENT_BYTES",
     "MAX_ID_LENGTH",
     "MAX_PRODUCT_ID_LENGTH",
     "PRODUCER_PATTERN",
     "event_from_webhook",
     "normalize_event",
+    "normalize_in_place",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +167,8 @@ PRODUCER_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_ID_LENGTH: Final = 128
 MAX_PRODUCT_ID_LENGTH: Final = 128
 MAX_EMAIL_LENGTH: Final = 254  # RFC 5321 path limit minus the angle brackets
+#: A normalized event's serialized size; keeps every bus message under nats-server's 1 MiB.
+MAX_EVENT_BYTES: Final = 256 * 1024
 
 _MIN_OCCUR_SECONDS: Final = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_FUTURE_SECONDS: Final = 86_400  # clocks drift; a day is generous, more is a bug
@@ -179,6 +200,18 @@ def normalize_event(event: event_pb2.Event) -> event_pb2.Event:
     return out
 
 
+def normalize_in_place(event: event_pb2.Event) -> event_pb2.Event:
+    """:func:`normalize_event` without the copy: ``event`` itself is normalized and returned.
+
+    For callers that own the message (a batch request's events). On InvalidArgument the event
+    may be partly normalized.
+    """
+    violations = _normalize_in_place(event, time.time())
+    if violations:
+        raise InvalidArgument(violations)
+    return event
+
+
 def _normalize_in_place(event: event_pb2.Event, now: float) -> list[FieldViolation]:
     """Normalize ``event`` in place and return what is wrong with it (empty when valid)."""
     violations: list[FieldViolation] = []
@@ -195,6 +228,11 @@ def _normalize_in_place(event: event_pb2.Event, now: float) -> list[FieldViolati
         _normalize_subscription(event.subscription)
     if event.HasField("module"):
         _trim(event.module, _ID_NAME)
+    _normalize_content_progress(event, violations)
+    _normalize_webinar(event, violations)
+    if not violations and event.ByteSize() > MAX_EVENT_BYTES:
+        # "" is the event as a whole: callers prefix it ("event", "events[3]", "payload").
+        violations.append(FieldViolation("", f"must be at most {MAX_EVENT_BYTES} bytes once normalized"))
     return violations
 
 
@@ -337,6 +375,47 @@ def _normalize_purchase(purchase: event_pb2.Purchase, violations: list[FieldViol
         violations.append(FieldViolation("purchase.recurrence_number", "must be >= 0"))
 
 
+def _normalize_content_progress(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
+    if not event.HasField("content_progress"):
+        if event.type == event_pb2.EVENT_TYPE_CONTENT_PROGRESS:
+            violations.append(FieldViolation("content_progress", "required for EVENT_TYPE_CONTENT_PROGRESS"))
+        return
+    progress = event.content_progress
+    _trim(progress, ("content_id", "content_name"))
+    if not (math.isfinite(progress.percentage) and 0 <= progress.percentage <= 100):
+        violations.append(FieldViolation("content_progress.percentage", "must be a finite number from 0 to 100"))
+    completed, total = progress.completed_lessons, progress.total_lessons
+    if completed < 0:
+        violations.append(FieldViolation("content_progress.completed_lessons", "must be >= 0"))
+    if total < 0:
+        violations.append(FieldViolation("content_progress.total_lessons", "must be >= 0"))
+    elif total > 0 and completed > total:
+        violations.append(
+            FieldViolation("content_progress.completed_lessons", "must not be greater than total_lessons")
+        )
+
+
+_WEBINAR_TYPES: Final = frozenset({event_pb2.EVENT_TYPE_WEBINAR_REGISTRATION, event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE})
+
+
+def _normalize_webinar(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
+    if not event.HasField("webinar"):
+        if event.type in _WEBINAR_TYPES:
+            violations.append(FieldViolation("webinar.id", f"required for {event_pb2.EventType.Name(event.type)}"))
+        return
+    webinar = event.webinar
+    _trim(webinar, _ID_NAME)
+    if not webinar.id:
+        if event.type in _WEBINAR_TYPES:
+            violations.append(FieldViolation("webinar.id", f"required for {event_pb2.EventType.Name(event.type)}"))
+    elif len(webinar.id) > MAX_ID_LENGTH:
+        violations.append(FieldViolation("webinar.id", f"must be at most {MAX_ID_LENGTH} characters"))
+    if webinar.attended_minutes < 0:
+        violations.append(FieldViolation("webinar.attended_minutes", "must be >= 0"))
+    if webinar.HasField("start_time") and not 0 <= webinar.start_time.nanos <= _MAX_NANOS:
+        violations.append(FieldViolation("webinar.start_time", "nanos must be between 0 and 999999999"))
+
+
 def _normalize_subscription(subscription: event_pb2.Subscription) -> None:
     _trim(subscription, ("id", "subscriber_code"))
     _upper(subscription, ("status",))
@@ -348,11 +427,17 @@ def _normalize_subscription(subscription: event_pb2.Subscription) -> None:
 # Webhook payloads
 # ---------------------------------------------------------------------------------------------
 
+# The platform's 15 webhook events; the canonical-only types (CONTENT_PROGRESS, WEBINAR_*)
+# arrive over gRPC and are unknown as webhooks.
+_GRPC_ONLY_TYPES: Final = frozenset(
+    {event_pb2.EVENT_TYPE_CONTENT_PROGRESS, event_pb2.EVENT_TYPE_WEBINAR_REGISTRATION,
+     event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE}
+)
 _WEBHOOK_TYPES: Final[Mapping[str, int]] = MappingProxyType(
     {
         name.removeprefix("EVENT_TYPE_"): value
         for name, value in event_pb2.EventType.items()
-        if value != _UNSPECIFIED
+        if value != _UNSPECIFIED and value not in _GRPC_ONLY_TYPES
     }
 )
 
@@ -421,7 +506,8 @@ def event_from_webhook(
     _set_subscription(event.subscription, data, event.type)
     _set_strings(event.module, _object(data.get("module")), (("id", ("id",)), ("name", ("name",))))
 
-    violations = _merge(violations, _normalize_in_place(event, time.time()))
+    rules = [v if v.field else FieldViolation("payload", v.description) for v in _normalize_in_place(event, time.time())]
+    violations = _merge(violations, rules)
     if violations:
         raise InvalidArgument(violations)
     return event
@@ -497,15 +583,19 @@ def _json_kind(value: object) -> str:
 
 def _object(value: Any) -> Mapping[str, Any]:
     """``value`` if it is a JSON object, else an empty one: wrong types count as absent."""
-    # The dict test first: isinstance() against the Mapping ABC is slow on this hot path.
-    return value if type(value) is dict or isinstance(value, Mapping) else _EMPTY
+    # dict and None first: isinstance() against the Mapping ABC is slow on this hot path.
+    if type(value) is dict:
+        return value
+    if value is None:
+        return _EMPTY
+    return value if isinstance(value, Mapping) else _EMPTY
 
 
 def _at(root: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """The value at ``path`` below ``root``, or None when any step is missing or not an object."""
     node: Any = root
     for key in path:
-        if type(node) is not dict and not isinstance(node, Mapping):
+        if type(node) is not dict and (node is None or not isinstance(node, Mapping)):
             return None
         node = node.get(key)
     return node
@@ -513,6 +603,8 @@ def _at(root: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 def _text(value: Any) -> str:
     """A JSON scalar as trimmed text ("" when absent or not a scalar); ids may be numbers."""
+    if value is None:  # the common case: most mapped keys are absent from a given payload
+        return ""
     if isinstance(value, str):
         text = value.strip()
         # JSON "\ud800" decodes to a lone surrogate, which protobuf refuses to encode.
@@ -673,9 +765,15 @@ def _set_strings(target: Any, source: Mapping[str, Any], fields: tuple[tuple[str
 
     Only non-empty values are written, so a target sub-message with nothing to hold stays unset.
     """
+    if not source:
+        return
+    get = source.get
     for name, keys in fields:
         for key in keys:
-            text = _text(source.get(key))
+            value = get(key)
+            if value is None:
+                continue
+            text = _text(value)
             if text:
                 setattr(target, name, text)
                 break

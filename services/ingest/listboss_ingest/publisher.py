@@ -12,7 +12,7 @@ from nats.js.errors import NoStreamResponseError
 
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
-from listboss_common.errors import unavailable
+from listboss_common.errors import ServiceError, unavailable
 
 PUBLISH_TIMEOUT = 5.0
 
@@ -22,39 +22,110 @@ def event_message_id(event: event_pb2.Event) -> str:
     return f"{event.producer}/{event.id}"
 
 
-class EventPublisher:
-    def __init__(self, js: JetStreamContext):
-        self._js = js
+def _bus_unavailable(cause: str) -> ServiceError:
+    return unavailable(f"the event bus did not store the event; retry ({cause})", "BUS_UNAVAILABLE")
 
-    async def _publish(self, producer: str, events: Sequence[event_pb2.Event], msg_id: str) -> bool:
-        payload = event_pb2.EventBatch(events=events).SerializeToString()
+
+class EventPublisher:
+    """Publishes to JetStream and waits for its acknowledgement.
+
+    ``timeout`` bounds the wait for the acknowledgement (a publish call may pass a shorter
+    one). While the NATS connection is down a publish fails at once with UNAVAILABLE instead
+    of queueing in the client's reconnect buffer, so callers learn promptly that they must
+    retry.
+    """
+
+    def __init__(self, js: JetStreamContext, timeout: float = PUBLISH_TIMEOUT):
+        self._js = js
+        self._nc = getattr(js, "_nc", None)  # nats-py keeps the connection here; used to fail fast
+        self.timeout = timeout
+
+    async def _publish(
+        self, producer: str, payload: bytes, msg_id: str, timeout: float | None = None
+    ) -> bool:
+        if self._nc is not None and not self._nc.is_connected:
+            raise _bus_unavailable("not connected to NATS")
         try:
             ack = await self._js.publish(
-                bus.events_subject(producer), payload, timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": msg_id}
+                bus.events_subject(producer),
+                payload,
+                timeout=timeout or self.timeout,
+                headers={"Nats-Msg-Id": msg_id},
             )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError,
-                nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as error:
-            raise unavailable(f"the event bus did not store the event; retry ({type(error).__name__})",
-                              "BUS_UNAVAILABLE") from error
+                nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                nats.errors.OutboundBufferLimitError) as error:
+            raise _bus_unavailable(type(error).__name__) from error
         return bool(ack.duplicate)
 
-    async def publish_one(self, event: event_pb2.Event) -> bool:
+    async def publish_one(self, event: event_pb2.Event, timeout: float | None = None) -> bool:
         """Stores one event; True when JetStream already had it (a duplicate)."""
-        return await self._publish(event.producer, [event], event_message_id(event))
+        return await self._publish(event.producer, pack_events([event.SerializeToString()]),
+                                   event_message_id(event), timeout)
 
     async def publish_many(self, request_id: str, events: Sequence[event_pb2.Event]) -> list[bool]:
-        """Stores events packed per producer under ``request_id``; one duplicate flag per event."""
-        by_producer: dict[str, list[int]] = defaultdict(list)
-        for index, event in enumerate(events):
-            by_producer[event.producer].append(index)
+        """Stores events packed per producer under ``request_id``; one duplicate flag per event.
+
+        Each event is serialized once and the packed ``EventBatch`` is built from those bytes
+        (no protobuf copies); the packed messages are published concurrently.
+        """
+        serialized = [event.SerializeToString() for event in events]
         jobs, owners = [], []
-        for producer, indexes in by_producer.items():
-            for number, group in enumerate(bus.pack(indexes, lambda i: events[i].ByteSize())):
-                msg_id = f"{producer}/batch/{request_id}/{number}"
-                jobs.append(self._publish(producer, [events[i] for i in group], msg_id))
-                owners.append(group)
+        for producer, group, number in pack_groups(events, serialized):
+            msg_id = f"{producer}/batch/{request_id}/{number}"
+            jobs.append(self._publish(producer, pack_events([serialized[i] for i in group]), msg_id))
+            owners.append(group)
         duplicates = [False] * len(events)
         for group, duplicate in zip(owners, await asyncio.gather(*jobs)):
             for index in group:
                 duplicates[index] = duplicate
         return duplicates
+
+
+# The most a set receive_time takes in an Event: tag, length, and a Timestamp of at most
+# 1 + 10 (seconds) + 1 + 5 (nanos) bytes.
+_MAX_RECEIVE_TIME_BYTES = 2 + 17
+
+
+def _stable_size(event: event_pb2.Event, serialized_size: int) -> int:
+    """``event``'s size for packing, the same on every retry of a request.
+
+    receive_time is stamped anew on each attempt and its varints vary in length, so it counts
+    at its maximum: a retried request then packs into exactly the same messages as the first
+    attempt, which is what makes ``<producer>/batch/<request_id>/<n>`` a safe dedup key.
+    """
+    if event.HasField("receive_time"):
+        serialized_size -= 2 + event.receive_time.ByteSize()
+    return serialized_size + _MAX_RECEIVE_TIME_BYTES
+
+
+def pack_groups(
+    events: Sequence[event_pb2.Event], serialized: Sequence[bytes]
+) -> list[tuple[str, list[int], int]]:
+    """(producer, indexes of the events in one packed message, message number), deterministic
+    for a given request whatever the receive times."""
+    by_producer: dict[str, list[int]] = defaultdict(list)
+    for index, event in enumerate(events):
+        by_producer[event.producer].append(index)
+    groups = []
+    for producer, indexes in by_producer.items():
+        for number, group in enumerate(bus.pack(indexes, lambda i: _stable_size(events[i], len(serialized[i])))):
+            groups.append((producer, group, number))
+    return groups
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_EVENTS_FIELD_TAG = b"\x0a"  # EventBatch.events: field 1, length-delimited
+
+
+def pack_events(serialized: Sequence[bytes]) -> bytes:
+    """The wire form of ``EventBatch(events=...)`` from already serialized events."""
+    return b"".join(_EVENTS_FIELD_TAG + _varint(len(item)) + item for item in serialized)

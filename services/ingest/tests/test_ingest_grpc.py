@@ -21,9 +21,10 @@ from listboss.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.auth import TokenVerifier, issue_token
 from listboss_common.errors import ERROR_DOMAIN
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
+from listboss_common.grpc_server import MAX_MESSAGE_BYTES, GrpcServer, ServiceBinding
 from listboss_common.testing import AUTH_SECRET, bearer
-from listboss_ingest.grpc_api import IngestServicer
+from listboss_ingest.grpc_api import MAX_BATCH_EVENTS, IngestServicer
+from listboss_ingest.normalize import MAX_EVENT_BYTES
 from listboss_ingest.publisher import EventPublisher
 
 REPO = Path(__file__).resolve().parents[3]
@@ -362,6 +363,111 @@ async def test_empty_batch_is_invalid_argument(ingest, js):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     _, bad_request = rich_status(caught.value)
     assert violated_fields(bad_request) == {"events"}
+
+
+async def test_the_same_event_twice_in_one_batch_is_stored_once(ingest, js):
+    request = pb.BatchIngestEventsRequest(
+        request_id="req-twice",
+        events=[make_event("t-0"), make_event("t-1"), make_event(" t-0 ", email="other@example.com")],
+    )
+    response = await ingest.BatchIngestEvents(request, metadata=bearer("alice"))
+    assert [(r.event_id, r.outcome) for r in response.results] == [
+        ("t-0", Outcome.OUTCOME_ACCEPTED),
+        ("t-1", Outcome.OUTCOME_ACCEPTED),
+        ("t-0", Outcome.OUTCOME_DUPLICATE),
+    ]
+    assert (response.accepted_count, response.duplicate_count, response.rejected_count) == (2, 1, 0)
+    assert [(e.id, e.person.email) for e in await stored_events(js)] == [
+        ("t-0", "ana.silva@example.com"),
+        ("t-1", "ana.silva@example.com"),
+    ]
+
+
+async def test_an_event_repeated_in_another_batch_is_accepted_again_and_left_to_downstream(ingest, js):
+    """Documented: a packed batch is deduplicated by request id, not per event across requests;
+    contacts skips an event id already in its history (tests/test_ingest_exactly_once.py)."""
+    first = await ingest.BatchIngestEvents(
+        pb.BatchIngestEventsRequest(request_id="req-a", events=[make_event("x-0")]), metadata=bearer("alice")
+    )
+    second = await ingest.BatchIngestEvents(
+        pb.BatchIngestEventsRequest(request_id="req-b", events=[make_event("x-0"), make_event("x-1")]),
+        metadata=bearer("alice"),
+    )
+    assert first.accepted_count == 1
+    assert second.accepted_count == 2
+    assert [e.id for e in await stored_events(js)] == ["x-0", "x-0", "x-1"]
+
+
+async def test_a_batch_of_the_maximum_size_is_accepted_and_packed(ingest, js):
+    events = [make_event(f"max-{i:05d}", email=f"person{i}@example.com") for i in range(MAX_BATCH_EVENTS)]
+    response = await ingest.BatchIngestEvents(
+        pb.BatchIngestEventsRequest(request_id="req-max", events=events), metadata=bearer("alice"), timeout=60
+    )
+    assert response.accepted_count == MAX_BATCH_EVENTS
+    messages = await stream_events(js)
+    assert len(messages) > 1  # packed: no message above bus.MAX_PACKED_BYTES
+    assert [e.id for _, _, batch in messages for e in batch] == [e.id for e in events]
+    assert all(msg_id.startswith("alice/batch/req-max/") for _, msg_id, _ in messages)
+
+
+async def test_a_batch_over_the_maximum_count_is_invalid_argument(ingest, js):
+    events = [make_event(f"over-{i}") for i in range(MAX_BATCH_EVENTS + 1)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.BatchIngestEvents(pb.BatchIngestEventsRequest(events=events), metadata=bearer("alice"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    assert violated_fields(bad_request) == {"events"}
+    assert "10000" in bad_request.field_violations[0].description
+    assert await stored_events(js) == []
+
+
+async def test_a_request_over_the_message_limit_is_refused_by_the_transport(ingest, js):
+    """Past 16 MiB gRPC itself answers RESOURCE_EXHAUSTED before any handler runs (README)."""
+    big = make_event("big")
+    big.product.name = "x" * (MAX_MESSAGE_BYTES // 4)
+    request = pb.BatchIngestEventsRequest(events=[big] * 5)
+    assert request.ByteSize() > MAX_MESSAGE_BYTES
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.BatchIngestEvents(request, metadata=bearer("alice"))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await stored_events(js) == []
+
+
+async def test_an_event_too_large_for_the_bus_is_invalid_argument(ingest, js):
+    big = make_event("huge")
+    big.person.name = "x" * (MAX_EVENT_BYTES + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.IngestEvent(pb.IngestEventRequest(event=big), metadata=bearer("alice"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    assert violated_fields(bad_request) == {"event"}
+    response = await ingest.BatchIngestEvents(
+        pb.BatchIngestEventsRequest(events=[make_event("small"), big]), metadata=bearer("alice")
+    )
+    assert [r.outcome for r in response.results] == [Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_REJECTED]
+    assert [v.field for v in response.results[1].field_violations] == ["events[1]"]
+    assert [e.id for e in await stored_events(js)] == ["small"]
+
+
+async def test_canonical_events_beyond_webhooks_are_validated_and_stored(ingest, js):
+    progress = make_event("cp-1", type=event_pb2.EVENT_TYPE_CONTENT_PROGRESS)
+    progress.content_progress.percentage = 42.5
+    progress.content_progress.completed_lessons = 3
+    progress.content_progress.total_lessons = 8
+    webinar = make_event("wb-1", type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE)
+    webinar.webinar.id = " live-7 "
+    webinar.webinar.attended_minutes = 55
+    bad = make_event("wb-2", type=event_pb2.EVENT_TYPE_WEBINAR_REGISTRATION)
+    response = await ingest.BatchIngestEvents(
+        pb.BatchIngestEventsRequest(events=[progress, webinar, bad]), metadata=bearer("alice")
+    )
+    assert [r.outcome for r in response.results] == [
+        Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_REJECTED,
+    ]
+    assert [v.field for v in response.results[2].field_violations] == ["events[2].webinar.id"]
+    stored = {e.id: e for e in await stored_events(js)}
+    assert stored["cp-1"].content_progress.percentage == 42.5
+    assert stored["wb-1"].webinar.id == "live-7"
 
 
 # --- IngestWebhook -----------------------------------------------------------------------------

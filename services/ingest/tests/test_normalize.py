@@ -979,3 +979,103 @@ def test_property_webhook_shaped_objects(payload: Any) -> None:
 @given(json_values | st.text(max_size=40) | st.binary(max_size=40))
 def test_property_arbitrary_values(payload: Any) -> None:
     _assert_event_or_invalid_argument(payload)
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical events beyond the webhooks: CONTENT_PROGRESS, WEBINAR_*
+# ---------------------------------------------------------------------------------------------
+
+
+def progress_event(**fields: Any) -> event_pb2.Event:
+    event = canonical(type=event_pb2.EVENT_TYPE_CONTENT_PROGRESS)
+    event.content_progress.SetInParent()
+    for name, value in fields.items():
+        setattr(event.content_progress, name, value)
+    return event
+
+
+def webinar_event(event_type: int = event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE, **fields: Any) -> event_pb2.Event:
+    event = canonical(type=event_type)
+    event.webinar.SetInParent()
+    for name, value in fields.items():
+        setattr(event.webinar, name, value)
+    return event
+
+
+def test_content_progress_is_normalized() -> None:
+    event = normalize_event(
+        progress_event(content_id=" c-1 ", content_name=" Module A ", percentage=100.0, completed_lessons=8,
+                       total_lessons=8)
+    )
+    assert (event.content_progress.content_id, event.content_progress.content_name) == ("c-1", "Module A")
+    assert normalize_event(progress_event()).content_progress.percentage == 0  # present, all zero: valid
+    # Total unknown (0): any completed count is accepted.
+    assert normalize_event(progress_event(completed_lessons=3)).content_progress.completed_lessons == 3
+
+
+def test_content_progress_is_required_for_its_type() -> None:
+    assert violated(lambda: normalize_event(canonical(type=event_pb2.EVENT_TYPE_CONTENT_PROGRESS))) == {
+        "content_progress"
+    }
+
+
+@pytest.mark.parametrize("percentage", [-0.001, 100.001, math.inf, -math.inf, math.nan, 1e308])
+def test_content_progress_percentage_bounds(percentage: float) -> None:
+    assert violated(lambda: normalize_event(progress_event(percentage=percentage))) == {
+        "content_progress.percentage"
+    }
+
+
+@pytest.mark.parametrize(
+    ("completed", "total", "fields"),
+    [
+        (9, 8, {"content_progress.completed_lessons"}),
+        (-1, 8, {"content_progress.completed_lessons"}),
+        (0, -1, {"content_progress.total_lessons"}),
+    ],
+)
+def test_content_progress_lesson_counts(completed: int, total: int, fields: set[str]) -> None:
+    event = progress_event(completed_lessons=completed, total_lessons=total)
+    assert violated(lambda: normalize_event(event)) == fields
+
+
+@pytest.mark.parametrize(
+    "event_type", [event_pb2.EVENT_TYPE_WEBINAR_REGISTRATION, event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE]
+)
+def test_webinar_id_is_required_for_webinar_events(event_type: int) -> None:
+    assert violated(lambda: normalize_event(canonical(type=event_type))) == {"webinar.id"}
+    assert violated(lambda: normalize_event(webinar_event(event_type, id="   "))) == {"webinar.id"}
+    event = normalize_event(webinar_event(event_type, id=" w-1 ", name=" Live ", attended_minutes=0))
+    assert (event.webinar.id, event.webinar.name) == ("w-1", "Live")
+
+
+def test_webinar_rules() -> None:
+    assert violated(lambda: normalize_event(webinar_event(id="w", attended_minutes=-1))) == {
+        "webinar.attended_minutes"
+    }
+    assert violated(lambda: normalize_event(webinar_event(id="w" * 129))) == {"webinar.id"}
+    bad_start = webinar_event(id="w")
+    bad_start.webinar.start_time.nanos = -1
+    assert violated(lambda: normalize_event(bad_start)) == {"webinar.start_time"}
+
+
+def test_beyond_webhook_events_capture_the_contact_like_any_other() -> None:
+    event = normalize_event(progress_event(percentage=50))
+    event.person.email = " ANA@Example.com "
+    assert normalize_event(event).person.email == "ana@example.com"
+
+
+@pytest.mark.parametrize("name", ["CONTENT_PROGRESS", "WEBINAR_REGISTRATION", "WEBINAR_ATTENDANCE"])
+def test_grpc_only_types_are_unknown_as_webhooks(name: str) -> None:
+    payload = fixture("CLUB_FIRST_ACCESS")
+    payload["event"] = name
+    assert "event" in violated(lambda: convert(payload))
+
+
+def test_an_event_too_large_for_the_bus_is_rejected_as_a_whole() -> None:
+    event = canonical()
+    event.product.name = "x" * 300_000
+    assert violated(lambda: normalize_event(event)) == {""}
+    payload = fixture("PURCHASE_APPROVED")
+    payload["data"]["product"]["name"] = "x" * 300_000
+    assert violated(lambda: convert(payload)) == {"payload"}

@@ -4,12 +4,23 @@ Automatic segmentations are platform-defined: one per event type, adding one
 status tag and removing the tags that status supersedes (DESIGN.md's table).
 They exist for every product, cannot be changed, and are not stored: they are
 this table.
+
+Custom segmentations are the producer's: an event type, an optional condition
+(:mod:`listboss_segmentation.conditions`), the contact data to send and the
+tags to add and remove. Each segmentation compiles once into a :class:`Rule`;
+:func:`evaluate` runs a product's rules on one event.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any as AnyType
+
+from listboss_segmentation import conditions as cond
 
 
 class TagAction(Enum):
@@ -94,7 +105,7 @@ def tag_display_name(tag_key: str, product_name: str) -> str:
     return f"{label} - {product_name}" if product_name else label
 
 
-def decide(event_type: str) -> tuple[list[TagOperation], list[str]]:
+def decide_automatic(event_type: str) -> tuple[list[TagOperation], list[str]]:
     """The tag operations for one event and the ids of the segmentations that fired.
 
     Removals come before the addition so a reader of the operations sees the
@@ -106,3 +117,272 @@ def decide(event_type: str) -> tuple[list[TagOperation], list[str]]:
     operations = [TagOperation(TagAction.REMOVE, key, segmentation.id) for key in segmentation.remove_tags]
     operations.append(TagOperation(TagAction.ADD, segmentation.add_tag, segmentation.id))
     return operations, [segmentation.id]
+
+
+def decide(event_type: str) -> tuple[list[TagOperation], list[str]]:
+    """The automatic segmentations' decision for an event type (no custom rules)."""
+    return decide_automatic(event_type)
+
+
+# --------------------------------------------------------------------------- contact data
+
+
+def _name(event) -> str:
+    person = event.person
+    return person.name or " ".join(part for part in (person.first_name, person.last_name) if part)
+
+
+def _address(event) -> dict[str, str]:
+    address = event.person.address
+    parts = ("street", "number", "complement", "neighborhood", "city", "state", "zip_code", "country", "country_code")
+    return {f"address.{part}": getattr(address, part) for part in parts}
+
+
+# What a segmentation may send: name -> the entries it contributes (empty ones are dropped).
+CONTACT_DATA: dict[str, Callable[[AnyType], dict[str, str]]] = {
+    "email": lambda e: {"email": e.person.email},
+    "name": lambda e: {"name": _name(e)},
+    "first_name": lambda e: {"first_name": e.person.first_name},
+    "last_name": lambda e: {"last_name": e.person.last_name},
+    "phone": lambda e: {"phone": e.person.phone},
+    "country": lambda e: {"country_code": e.person.country_code},
+    "address": _address,
+    "document": lambda e: {"document": e.person.document, "document_type": e.person.document_type},
+    "product_name": lambda e: {"product_name": e.product.name},
+    "transaction": lambda e: {"transaction": e.purchase.transaction},
+    "offer_code": lambda e: {"offer_code": e.purchase.offer_code},
+    "subscription_plan": lambda e: {"subscription_plan": e.subscription.plan.name or e.subscription.plan.id},
+}
+# Automatic segmentations send what capture needs: who the person is.
+AUTOMATIC_CONTACT_DATA = ("email", "name")
+
+
+def contact_data(choices: Iterable[str], event) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for choice in choices:
+        for key, value in CONTACT_DATA[choice](event).items():
+            if value:
+                found[key] = value
+    return found
+
+
+# --------------------------------------------------------------------------- custom segmentations
+
+ACTIVE, INACTIVE = "ACTIVE", "INACTIVE"
+PROVIDERS = ("SEND",)
+MAX_DISPLAY_NAME = 200
+MAX_TAG_KEY = 64
+MAX_TAGS = 20
+_TAG_KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_SEGMENTATION_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+AUTOMATIC_PREFIX = "auto-"
+
+
+@dataclass(frozen=True)
+class CustomSegmentation:
+    producer: str
+    product: str
+    segmentation_id: str
+    display_name: str
+    provider: str
+    event_type: str
+    condition: cond.Condition | None
+    contact_data: tuple[str, ...]
+    add_tags: tuple[str, ...]
+    remove_tags: tuple[str, ...]
+    state: str = INACTIVE
+    revision: int = 1
+    create_time: dt.datetime | None = None
+    update_time: dt.datetime | None = None
+
+    @property
+    def etag(self) -> str:
+        return f"r{self.revision}"
+
+
+def check_segmentation_id(segmentation_id: str) -> str | None:
+    if not _SEGMENTATION_ID.match(segmentation_id):
+        return "must be 1-63 lower-case letters, digits or '-', starting with a letter"
+    if segmentation_id.startswith(AUTOMATIC_PREFIX):
+        return f"ids starting with {AUTOMATIC_PREFIX!r} are reserved for automatic segmentations"
+    return None
+
+
+def check_tag_key(key: str) -> str | None:
+    if not key:
+        return "must not be empty"
+    if len(key) > MAX_TAG_KEY:
+        return f"must be at most {MAX_TAG_KEY} characters"
+    if not _TAG_KEY.match(key):
+        return "must be a slug: lower-case letters and digits in words joined by single '-' (e.g. billet-buyers)"
+    if key in RESERVED_TAG_KEYS:
+        return f"{key!r} belongs to the automatic segmentations; choose another key"
+    return None
+
+
+def check_segmentation(segmentation: CustomSegmentation) -> list[tuple[str, str]]:
+    """Every problem of a custom segmentation, as (field path, description)."""
+    problems: list[tuple[str, str]] = []
+    name = segmentation.display_name
+    if not name.strip():
+        problems.append(("display_name", "is required"))
+    elif len(name) > MAX_DISPLAY_NAME:
+        problems.append(("display_name", f"must be at most {MAX_DISPLAY_NAME} characters"))
+    if segmentation.provider not in PROVIDERS:
+        problems.append(("provider", "must be PROVIDER_SEND"))
+    event_type_known = segmentation.event_type in cond.EVENT_TYPES
+    if not event_type_known:
+        problems.append(("event_type", "must be a known event type (DescribeEventTypes lists them)"))
+    if not segmentation.add_tags and not segmentation.remove_tags:
+        problems.append(("action", "must add or remove at least one tag"))
+    for kind in ("add_tags", "remove_tags"):
+        keys = getattr(segmentation, kind)
+        if len(keys) > MAX_TAGS:
+            problems.append((f"action.{kind}", f"at most {MAX_TAGS} tags"))
+        for index, key in enumerate(keys):
+            problem = check_tag_key(key)
+            if problem is None and key in keys[:index]:
+                problem = "is listed twice"
+            if problem is None and kind == "remove_tags" and key in segmentation.add_tags:
+                problem = "is also in add_tags: a segmentation cannot add and remove the same tag"
+            if problem:
+                problems.append((f"action.{kind}[{index}]", problem))
+    for index, choice in enumerate(segmentation.contact_data):
+        if choice not in CONTACT_DATA:
+            problems.append((f"contact_data[{index}]", "must be a known CONTACT_DATA_* value"))
+        elif choice in segmentation.contact_data[:index]:
+            problems.append((f"contact_data[{index}]", "is listed twice"))
+    condition = segmentation.condition
+    if condition is not None:
+        found = cond.clauses(condition)
+        if cond.depth(condition) > cond.MAX_DEPTH:
+            problems.append(("condition", f"is nested too deeply (at most {cond.MAX_DEPTH} levels)"))
+        if len(found) > cond.MAX_CLAUSES:
+            problems.append(("condition", f"has too many clauses (at most {cond.MAX_CLAUSES})"))
+        if event_type_known:
+            for path, clause in found:
+                for sub, description in cond.check_clause(clause, segmentation.event_type):
+                    problems.append((f"condition.{path}.{sub}", description))
+    return problems
+
+
+def normalized(segmentation: CustomSegmentation) -> CustomSegmentation:
+    """The segmentation with its condition's values normalized (codes upper-cased),
+    as it is stored. Only for a segmentation without problems."""
+    return replace(segmentation, display_name=segmentation.display_name.strip(),
+                   condition=_normalize(segmentation.condition))
+
+
+def _normalize(condition: cond.Condition | None) -> cond.Condition | None:
+    if condition is None:
+        return None
+    if isinstance(condition, cond.Clause):
+        field_def = cond.FIELDS[condition.field]
+        return cond.Clause(condition.field, condition.operator,
+                           tuple(cond.normalize_value(field_def, v) for v in condition.values))
+    if isinstance(condition, cond.Not):
+        return cond.Not(_normalize(condition.term))  # type: ignore[arg-type]
+    return type(condition)(tuple(_normalize(t) for t in condition.terms))  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A segmentation ready for evaluation: what it tests, and what it does when it fires
+    (its tag operations are fixed, so they are built once)."""
+
+    segmentation_id: str
+    event_type: str
+    automatic: bool
+    condition: cond.Condition | None
+    add_tags: tuple[str, ...]
+    remove_tags: tuple[str, ...]
+    contact_data: tuple[str, ...]
+    operations: tuple[TagOperation, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.operations:
+            # Removals before additions, so a reader of the operations sees the status move.
+            operations = [TagOperation(TagAction.REMOVE, key, self.segmentation_id) for key in self.remove_tags]
+            operations += [TagOperation(TagAction.ADD, key, self.segmentation_id) for key in self.add_tags]
+            object.__setattr__(self, "operations", tuple(operations))
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The rules of one product and event type, compiled together: each field any of
+    them tests is read once per event."""
+
+    rules: tuple[Rule, ...]
+    predicates: tuple[cond.SlotPredicate | None, ...]
+    readers: tuple[Callable[[AnyType], AnyType], ...]
+
+
+def rule_set(rules: Sequence[Rule]) -> RuleSet:
+    slots = cond.slots_for(rule.condition for rule in rules)
+    predicates = tuple(
+        None if rule.condition is None else cond.compile_slots(rule.condition, slots) for rule in rules
+    )
+    return RuleSet(tuple(rules), predicates, cond.readers(slots))
+
+
+@dataclass
+class Decision:
+    operations: list[TagOperation] = field(default_factory=list)
+    fired: list[Rule] = field(default_factory=list)
+    contact_data: dict[str, str] = field(default_factory=dict)
+
+
+def automatic_rule(segmentation: AutomaticSegmentation) -> Rule:
+    return Rule(segmentation.id, segmentation.event_type, True, None, (segmentation.add_tag,),
+                segmentation.remove_tags, AUTOMATIC_CONTACT_DATA)
+
+
+def custom_rule(segmentation: CustomSegmentation) -> Rule:
+    return Rule(segmentation.segmentation_id, segmentation.event_type, False, segmentation.condition,
+                segmentation.add_tags, segmentation.remove_tags, segmentation.contact_data)
+
+
+AUTOMATIC_RULES: dict[str, Rule] = {s.event_type: automatic_rule(s) for s in AUTOMATIC_SEGMENTATIONS}
+
+RuleIndex = dict[str, RuleSet]
+_EMPTY = RuleSet((), (), ())
+
+
+def rule_index(custom: Sequence[CustomSegmentation]) -> RuleIndex:
+    """A product's rules by event type: the automatic one first, then the ACTIVE
+    custom ones in creation order."""
+    by_event: dict[str, list[Rule]] = {t: [r] for t, r in AUTOMATIC_RULES.items()}
+    ordered = sorted(custom, key=lambda s: (s.create_time or dt.datetime.min, s.segmentation_id))
+    for segmentation in ordered:
+        if segmentation.state == ACTIVE:
+            by_event.setdefault(segmentation.event_type, []).append(custom_rule(segmentation))
+    return {event_type: rule_set(rules) for event_type, rules in by_event.items()}
+
+
+AUTOMATIC_INDEX: RuleIndex = rule_index(())
+
+
+def fire(rules: RuleSet, event) -> list[Rule]:
+    """The rules that fire for ``event``: the hot path."""
+    values = [read(event) for read in rules.readers]
+    return [rule for rule, predicate in zip(rules.rules, rules.predicates) if predicate is None or predicate(values)]
+
+
+def decision(fired: Sequence[Rule], event) -> Decision:
+    """The tag operations (per segmentation, removals first) and the contact data of the fired rules."""
+    result = Decision(fired=list(fired))
+    # Lead capture is automatic for every event that names a person (even of a type with no
+    # automatic segmentation, such as WEBINAR_ATTENDANCE): it sends what the automatic ones choose.
+    choices: dict[str, None] = dict.fromkeys(AUTOMATIC_CONTACT_DATA)
+    for rule in fired:
+        result.operations.extend(rule.operations)
+        choices.update(dict.fromkeys(rule.contact_data))
+    result.contact_data = contact_data(choices, event)
+    return result
+
+
+def evaluate(index: RuleIndex, event_type: str, event) -> Decision:
+    return decision(fire(index.get(event_type, _EMPTY), event), event)

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
-from listboss_common.resources import SEGMENTATION
 from listboss_segmentation import domain, storage
+from listboss_segmentation.rules import RuleCache
 
 log = structlog.get_logger("listboss.segmentation.events")
 
@@ -32,22 +32,35 @@ def event_type_name(event_type: int) -> str:
     return event_pb2.EventType.Name(event_type).removeprefix(_TYPE_PREFIX)
 
 
-def change_for(event: event_pb2.Event) -> contact_change_pb2.ContactChange:
-    operations, fired = domain.decide(event_type_name(event.type))
+def change_for(
+    event: event_pb2.Event, index: domain.RuleIndex = domain.AUTOMATIC_INDEX
+) -> contact_change_pb2.ContactChange:
+    """The change for one event under a product's rules (by default the automatic ones only)."""
+    return change_from(event, domain.evaluate(index, event_type_name(event.type), event))
+
+
+def change_from(event: event_pb2.Event, decision: domain.Decision, backfill: str = "") -> contact_change_pb2.ContactChange:
     product_name = event.product.name
-    change = contact_change_pb2.ContactChange(event=event)
-    for operation in operations:
-        change.tag_operations.add(
+    # SEGMENTATION.format, spelled out: this runs for every operation of every event.
+    base = f"producers/{event.producer}/products/{event.product.id}/segmentations/"
+    automatic = {rule.segmentation_id for rule in decision.fired if rule.automatic}
+    operations = [
+        contact_change_pb2.TagOperation(
             action=_ACTIONS[operation.action],
             tag_key=operation.tag_key,
             tag_display_name=domain.tag_display_name(operation.tag_key, product_name),
-            automatic=True,
-            segmentation=SEGMENTATION.format(event.producer, event.product.id, operation.segmentation_id),
+            automatic=operation.segmentation_id in automatic,
+            segmentation=base + operation.segmentation_id,
         )
-    change.fired_segmentations.extend(
-        SEGMENTATION.format(event.producer, event.product.id, segmentation_id) for segmentation_id in fired
+        for operation in decision.operations
+    ]
+    return contact_change_pb2.ContactChange(
+        event=event,
+        tag_operations=operations,
+        fired_segmentations=[base + rule.segmentation_id for rule in decision.fired],
+        contact_data=decision.contact_data,
+        backfill=backfill,
     )
-    return change
 
 
 def decode_events(messages: Sequence[Msg]) -> list[event_pb2.Event]:
@@ -66,18 +79,21 @@ class EventProcessor:
     """Handles batches of event messages: records new products, decides each
     event's tag operations and publishes the changes, packed per producer."""
 
-    def __init__(self, js: JetStreamContext, engine: Engine):
+    def __init__(self, js: JetStreamContext, engine: Engine, rules: RuleCache | None = None):
         self._js = js
         self._engine = engine
+        # Each product's automatic and ACTIVE custom rules, compiled and kept fresh.
+        self.rules = rules or RuleCache(engine)
         # Products known to exist; saves a database round trip per event.
         self._known_products: set[tuple[str, str]] = set()
 
     async def handle(self, messages: Sequence[Msg]) -> None:
         events = decode_events(messages)
         await self._record_new_products(events)
+        indexes = await self.rules.rules((event.producer, event.product.id) for event in events)
         changes: dict[str, list[contact_change_pb2.ContactChange]] = defaultdict(list)
         for event in events:
-            changes[event.producer].append(change_for(event))
+            changes[event.producer].append(change_for(event, indexes[(event.producer, event.product.id)]))
         publishes = []
         for producer, producer_changes in changes.items():
             for group in bus.pack(producer_changes, lambda c: c.ByteSize()):

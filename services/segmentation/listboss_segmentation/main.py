@@ -16,8 +16,10 @@ from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
 from listboss_common.service import run_service
 from listboss_segmentation import storage
+from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.events import EventProcessor
 from listboss_segmentation.grpc_api import SegmentationServicer
+from listboss_segmentation.rules import RULES_CHANGED_SUBJECT, RuleCache, change_message
 
 SERVICE_NAME = segmentation_service_pb2.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 EVENTS_WORKER = bus.WorkerSpec(stream=bus.EVENTS, durable="segmentation")
@@ -31,8 +33,16 @@ async def run() -> None:
     nc = await bus.connect(config.nats_url, name="listboss-segmentation")
     js = nc.jetstream()
     await bus.ensure_streams(js, [bus.EVENTS, bus.CHANGES, bus.DEADLETTER])
-    worker = bus.PullWorker(js, EVENTS_WORKER, EventProcessor(js, engine).handle)
-    servicer = SegmentationServicer(engine)
+    # Every replica hears every rule change (core NATS, no queue group) and drops its cached rules.
+    rules = RuleCache(engine)
+    await bus.listen(nc, RULES_CHANGED_SUBJECT, rules.on_broadcast)
+
+    async def notify(producer: str, product: str) -> None:
+        rules.invalidate(producer, product)  # this replica at once, the others through NATS
+        await bus.broadcast(nc, RULES_CHANGED_SUBJECT, change_message(producer, product))
+
+    worker = bus.PullWorker(js, EVENTS_WORKER, EventProcessor(js, engine, rules).handle)
+    servicer = SegmentationServicer(engine, notify=notify, backfiller=Backfiller(js, engine))
     binding = ServiceBinding(SERVICE_NAME, lambda server: segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server))
     await run_service(config, [binding], nc, [worker], on_stopped=engine.dispose)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from listboss_common.db import from_micros, is_postgres, migrate, now, sql_migration, to_micros
+from listboss_segmentation import conditions, domain
 
 MIGRATIONS = [
     sql_migration(
@@ -25,6 +27,46 @@ MIGRATIONS = [
             PRIMARY KEY (producer, product_id)
         )""",
     ),
+    sql_migration(
+        2,
+        "custom segmentations and their backfills",
+        """CREATE TABLE segmentations (
+            producer TEXT NOT NULL,
+            product_id TEXT NOT NULL,
+            segmentation_id TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            -- JSON (conditions.to_json); empty when there is no condition.
+            condition TEXT NOT NULL,
+            contact_data TEXT NOT NULL,
+            add_tags TEXT NOT NULL,
+            remove_tags TEXT NOT NULL,
+            state TEXT NOT NULL,
+            -- Bumped by every change; the etag is derived from it.
+            revision BIGINT NOT NULL,
+            -- The CreateSegmentation request_id, so a retry finds what it created.
+            request_id TEXT,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            PRIMARY KEY (producer, product_id, segmentation_id)
+        )""",
+        "CREATE UNIQUE INDEX segmentations_request ON segmentations (producer, product_id, request_id)",
+        """CREATE TABLE backfills (
+            producer TEXT NOT NULL,
+            product_id TEXT NOT NULL,
+            segmentation_id TEXT NOT NULL,
+            backfill_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            events_scanned BIGINT NOT NULL,
+            events_considered BIGINT NOT NULL,
+            events_matched BIGINT NOT NULL,
+            error TEXT NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            PRIMARY KEY (producer, product_id, segmentation_id, backfill_id)
+        )""",
+    ),
 ]
 
 metadata = sa.MetaData()
@@ -36,6 +78,41 @@ products = sa.Table(
     sa.Column("display_name", sa.Text, nullable=False),
     sa.Column("kind", sa.SmallInteger, nullable=False),
     sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("update_time", sa.BigInteger, nullable=False),
+)
+
+segmentations = sa.Table(
+    "segmentations",
+    metadata,
+    sa.Column("producer", sa.Text, primary_key=True),
+    sa.Column("product_id", sa.Text, primary_key=True),
+    sa.Column("segmentation_id", sa.Text, primary_key=True),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.Column("contact_data", sa.Text, nullable=False),
+    sa.Column("add_tags", sa.Text, nullable=False),
+    sa.Column("remove_tags", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("update_time", sa.BigInteger, nullable=False),
+)
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    sa.Column("producer", sa.Text, primary_key=True),
+    sa.Column("product_id", sa.Text, primary_key=True),
+    sa.Column("segmentation_id", sa.Text, primary_key=True),
+    sa.Column("backfill_id", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("events_scanned", sa.BigInteger, nullable=False),
+    sa.Column("events_considered", sa.BigInteger, nullable=False),
+    sa.Column("events_matched", sa.BigInteger, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
     sa.Column("create_time", sa.BigInteger, nullable=False),
     sa.Column("update_time", sa.BigInteger, nullable=False),
 )
@@ -131,3 +208,209 @@ def list_products(connection: Connection, producer: str, after: str | None, limi
         query = query.where(products.c.product_id > after)
     rows = connection.execute(query.order_by(products.c.product_id).limit(limit))
     return [_record(row) for row in rows]
+
+
+# --------------------------------------------------------------------------- custom segmentations
+
+
+class AlreadyExists(Exception):
+    """The segmentation id is taken."""
+
+
+def _segmentation(row) -> domain.CustomSegmentation:
+    return domain.CustomSegmentation(
+        producer=row.producer,
+        product=row.product_id,
+        segmentation_id=row.segmentation_id,
+        display_name=row.display_name,
+        provider=row.provider,
+        event_type=row.event_type,
+        condition=conditions.from_json(json.loads(row.condition)) if row.condition else None,
+        contact_data=tuple(json.loads(row.contact_data)),
+        add_tags=tuple(json.loads(row.add_tags)),
+        remove_tags=tuple(json.loads(row.remove_tags)),
+        state=row.state,
+        revision=row.revision,
+        create_time=from_micros(row.create_time),
+        update_time=from_micros(row.update_time),
+    )
+
+
+def _definition(segmentation: domain.CustomSegmentation) -> dict:
+    return dict(
+        display_name=segmentation.display_name,
+        provider=segmentation.provider,
+        event_type=segmentation.event_type,
+        condition=json.dumps(conditions.to_json(segmentation.condition)) if segmentation.condition else "",
+        contact_data=json.dumps(list(segmentation.contact_data)),
+        add_tags=json.dumps(list(segmentation.add_tags)),
+        remove_tags=json.dumps(list(segmentation.remove_tags)),
+    )
+
+
+def _where(producer: str, product_id: str, segmentation_id: str):
+    return (
+        segmentations.c.producer == producer,
+        segmentations.c.product_id == product_id,
+        segmentations.c.segmentation_id == segmentation_id,
+    )
+
+
+def find_by_request(connection: Connection, producer: str, product_id: str, request_id: str):
+    row = connection.execute(
+        sa.select(segmentations).where(
+            segmentations.c.producer == producer,
+            segmentations.c.product_id == product_id,
+            segmentations.c.request_id == request_id,
+        )
+    ).first()
+    return _segmentation(row) if row else None
+
+
+def create_segmentation(
+    connection: Connection, segmentation: domain.CustomSegmentation, request_id: str | None
+) -> domain.CustomSegmentation:
+    """Inserts a new INACTIVE segmentation; raises AlreadyExists when the id is taken.
+
+    Runs in a SAVEPOINT so a conflict leaves the caller's transaction usable
+    (a concurrent retry with the same request_id then finds the first one)."""
+    stamp = to_micros(now())
+    try:
+        with connection.begin_nested():
+            connection.execute(
+                segmentations.insert().values(
+                    producer=segmentation.producer,
+                    product_id=segmentation.product,
+                    segmentation_id=segmentation.segmentation_id,
+                    state=domain.INACTIVE,
+                    revision=1,
+                    request_id=request_id or None,
+                    create_time=stamp,
+                    update_time=stamp,
+                    **_definition(segmentation),
+                )
+            )
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(segmentation.segmentation_id) from None
+    found = get_segmentation(connection, segmentation.producer, segmentation.product, segmentation.segmentation_id)
+    assert found is not None
+    return found
+
+
+def get_segmentation(
+    connection: Connection, producer: str, product_id: str, segmentation_id: str
+) -> domain.CustomSegmentation | None:
+    row = connection.execute(sa.select(segmentations).where(*_where(producer, product_id, segmentation_id))).first()
+    return _segmentation(row) if row else None
+
+
+def list_segmentations(
+    connection: Connection, producer: str, product_id: str, state: str | None = None
+) -> list[domain.CustomSegmentation]:
+    """A product's custom segmentations in creation order."""
+    query = sa.select(segmentations).where(
+        segmentations.c.producer == producer, segmentations.c.product_id == product_id
+    )
+    if state is not None:
+        query = query.where(segmentations.c.state == state)
+    rows = connection.execute(query.order_by(segmentations.c.create_time, segmentations.c.segmentation_id))
+    return [_segmentation(row) for row in rows]
+
+
+def save_segmentation(
+    connection: Connection, segmentation: domain.CustomSegmentation, expected_revision: int
+) -> domain.CustomSegmentation | None:
+    """Stores the definition and state if the stored revision is still
+    ``expected_revision`` (else None: someone changed it meanwhile)."""
+    result = connection.execute(
+        segmentations.update()
+        .where(*_where(segmentation.producer, segmentation.product, segmentation.segmentation_id))
+        .where(segmentations.c.revision == expected_revision)
+        .values(
+            state=segmentation.state,
+            revision=expected_revision + 1,
+            update_time=to_micros(now()),
+            **_definition(segmentation),
+        )
+    )
+    if result.rowcount != 1:
+        return None
+    return get_segmentation(connection, segmentation.producer, segmentation.product, segmentation.segmentation_id)
+
+
+def delete_segmentation(
+    connection: Connection, producer: str, product_id: str, segmentation_id: str, expected_revision: int
+) -> bool:
+    result = connection.execute(
+        segmentations.delete()
+        .where(*_where(producer, product_id, segmentation_id))
+        .where(segmentations.c.revision == expected_revision)
+    )
+    return result.rowcount == 1
+
+
+# --------------------------------------------------------------------------- backfills
+
+
+@dataclass(frozen=True)
+class BackfillRecord:
+    producer: str
+    product_id: str
+    segmentation_id: str
+    backfill_id: str
+    state: str
+    events_scanned: int
+    events_considered: int
+    events_matched: int
+    error: str
+    create_time: object
+    update_time: object
+
+
+def _backfill(row) -> BackfillRecord:
+    return BackfillRecord(
+        row.producer, row.product_id, row.segmentation_id, row.backfill_id, row.state, row.events_scanned,
+        row.events_considered, row.events_matched, row.error, from_micros(row.create_time),
+        from_micros(row.update_time),
+    )
+
+
+def create_backfill(connection: Connection, producer: str, product_id: str, segmentation_id: str,
+                    backfill_id: str) -> BackfillRecord:
+    stamp = to_micros(now())
+    connection.execute(
+        backfills.insert().values(
+            producer=producer, product_id=product_id, segmentation_id=segmentation_id, backfill_id=backfill_id,
+            state="RUNNING", events_scanned=0, events_considered=0, events_matched=0, error="",
+            create_time=stamp, update_time=stamp,
+        )
+    )
+    found = get_backfill(connection, producer, product_id, segmentation_id, backfill_id)
+    assert found is not None
+    return found
+
+
+def update_backfill(connection: Connection, record: BackfillRecord, **values) -> None:
+    connection.execute(
+        backfills.update()
+        .where(
+            backfills.c.producer == record.producer,
+            backfills.c.product_id == record.product_id,
+            backfills.c.segmentation_id == record.segmentation_id,
+            backfills.c.backfill_id == record.backfill_id,
+        )
+        .values(update_time=to_micros(now()), **values)
+    )
+
+
+def get_backfill(connection: Connection, producer: str, product_id: str, segmentation_id: str,
+                 backfill_id: str) -> BackfillRecord | None:
+    row = connection.execute(
+        sa.select(backfills).where(
+            backfills.c.producer == producer,
+            backfills.c.product_id == product_id,
+            backfills.c.segmentation_id == segmentation_id,
+            backfills.c.backfill_id == backfill_id,
+        )
+    ).first()
+    return _backfill(row) if row else None

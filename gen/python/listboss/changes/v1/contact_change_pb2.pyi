@@ -9,14 +9,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ContactChange(_message.Message):
-    __slots__ = ("event", "tag_operations", "fired_segmentations")
+    __slots__ = ("event", "tag_operations", "fired_segmentations", "contact_data", "backfill")
+    class ContactDataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     EVENT_FIELD_NUMBER: _ClassVar[int]
     TAG_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     FIRED_SEGMENTATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_DATA_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
     event: _event_pb2.Event
     tag_operations: _containers.RepeatedCompositeFieldContainer[TagOperation]
     fired_segmentations: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., tag_operations: _Optional[_Iterable[_Union[TagOperation, _Mapping]]] = ..., fired_segmentations: _Optional[_Iterable[str]] = ...) -> None: ...
+    contact_data: _containers.ScalarMap[str, str]
+    backfill: str
+    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., tag_operations: _Optional[_Iterable[_Union[TagOperation, _Mapping]]] = ..., fired_segmentations: _Optional[_Iterable[str]] = ..., contact_data: _Optional[_Mapping[str, str]] = ..., backfill: _Optional[str] = ...) -> None: ...
 
 class ContactChangeBatch(_message.Message):
     __slots__ = ("changes",)

@@ -22,43 +22,76 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from listboss.events.v1 import event_pb2 as listboss_dot_events_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+listboss/contacts/v1/contacts_service.proto\x12\x14listboss.contacts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elistboss/events/v1/event.proto\"\x93\x03\n\x07\x43ontact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x33\n\x06source\x18\x06 \x01(\x0e\x32#.listboss.contacts.v1.ContactSource\x12.\n\x04tags\x18\x07 \x03(\x0b\x32 .listboss.contacts.v1.ContactTag\x12\x34\n\x10\x66irst_event_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_event_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\nContactTag\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12+\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.listboss.contacts.v1.TagKind\x12.\n\napply_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csegmentation\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\"\xbc\x01\n\x03Tag\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12+\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.listboss.contacts.v1.TagKind\x12\x15\n\rcontact_count\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x11GetContactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x13ListContactsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"`\n\x14ListContactsResponse\x12/\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x1d.listboss.contacts.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x0fListTagsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\"T\n\x10ListTagsResponse\x12\'\n\x04tags\x18\x01 \x03(\x0b\x32\x19.listboss.contacts.v1.Tag\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaa\x02\n\x0cHistoryEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecord_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ontact\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12\x17\n\x0f\x63ontact_created\x18\x07 \x01(\x08\x12\x12\n\nadded_tags\x18\x08 \x03(\t\x12\x14\n\x0cremoved_tags\x18\t \x03(\t\x12\x1b\n\x13\x66ired_segmentations\x18\n \x03(\t\"J\n\x11ListEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x12ListEventsResponse\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".listboss.contacts.v1.HistoryEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*H\n\rContactSource\x12\x1e\n\x1a\x43ONTACT_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONTACT_SOURCE_AUTO\x10\x01*P\n\x07TagKind\x12\x18\n\x14TAG_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TAG_KIND_AUTOMATIC\x10\x01\x12\x13\n\x0fTAG_KIND_CUSTOM\x10\x02\x32\x8a\x03\n\x0f\x43ontactsService\x12T\n\nGetContact\x12\'.listboss.contacts.v1.GetContactRequest\x1a\x1d.listboss.contacts.v1.Contact\x12\x65\n\x0cListContacts\x12).listboss.contacts.v1.ListContactsRequest\x1a*.listboss.contacts.v1.ListContactsResponse\x12Y\n\x08ListTags\x12%.listboss.contacts.v1.ListTagsRequest\x1a&.listboss.contacts.v1.ListTagsResponse\x12_\n\nListEvents\x12\'.listboss.contacts.v1.ListEventsRequest\x1a(.listboss.contacts.v1.ListEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+listboss/contacts/v1/contacts_service.proto\x12\x14listboss.contacts.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elistboss/events/v1/event.proto\"\x89\x04\n\x07\x43ontact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x33\n\x06source\x18\x06 \x01(\x0e\x32#.listboss.contacts.v1.ContactSource\x12.\n\x04tags\x18\x07 \x03(\x0b\x32 .listboss.contacts.v1.ContactTag\x12\x34\n\x10\x66irst_event_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_event_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x41\n\nattributes\x18\x0c \x03(\x0b\x32-.listboss.contacts.v1.Contact.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\nContactTag\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12+\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.listboss.contacts.v1.TagKind\x12.\n\napply_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csegmentation\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\"\xbc\x01\n\x03Tag\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12+\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.listboss.contacts.v1.TagKind\x12\x15\n\rcontact_count\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x11GetContactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"n\n\x13ListContactsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"`\n\x14ListContactsResponse\x12/\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x1d.listboss.contacts.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x0fListTagsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\"T\n\x10ListTagsResponse\x12\'\n\x04tags\x18\x01 \x03(\x0b\x32\x19.listboss.contacts.v1.Tag\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaa\x02\n\x0cHistoryEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecord_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ontact\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12\x17\n\x0f\x63ontact_created\x18\x07 \x01(\x08\x12\x12\n\nadded_tags\x18\x08 \x03(\t\x12\x14\n\x0cremoved_tags\x18\t \x03(\t\x12\x1b\n\x13\x66ired_segmentations\x18\n \x03(\t\"Z\n\x11ListEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"a\n\x12ListEventsResponse\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".listboss.contacts.v1.HistoryEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x14\x43ountContactsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\"&\n\x15\x43ountContactsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"z\n\x15\x45xportContactsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x10\n\x08order_by\x18\x03 \x01(\t\x12/\n\x04view\x18\x04 \x01(\x0e\x32!.listboss.contacts.v1.ContactView\"I\n\x16\x45xportContactsResponse\x12/\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x1d.listboss.contacts.v1.Contact\"$\n\x14\x44\x65leteContactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x01\n\x1aGetProductDashboardRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x02\n\x10ProductDashboard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcontact_count\x18\x04 \x01(\x03\x12\x19\n\x11\x63ontacts_captured\x18\x05 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x06 \x01(\x03\x12<\n\x0e\x65vents_by_type\x18\x07 \x03(\x0b\x32$.listboss.contacts.v1.EventTypeCount\x12\x30\n\x04\x64\x61ys\x18\x08 \x03(\x0b\x32\".listboss.contacts.v1.DailyFigures\x12\'\n\x04tags\x18\t \x03(\x0b\x32\x19.listboss.contacts.v1.Tag\"L\n\x0e\x45ventTypeCount\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"g\n\x0c\x44\x61ilyFigures\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x19\n\x11\x63ontacts_captured\x18\x03 \x01(\x03\"\xcc\x02\n\tTagChange\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontact\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0f\n\x07tag_key\x18\x04 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32&.listboss.contacts.v1.TagChange.Action\x12\r\n\x05\x65vent\x18\x06 \x01(\t\x12\x14\n\x0csegmentation\x18\x07 \x01(\t\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63ommit_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ADDED\x10\x01\x12\x12\n\x0e\x41\x43TION_REMOVED\x10\x02\"F\n\x16WatchTagChangesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"Z\n\x17WatchTagChangesResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.listboss.contacts.v1.TagChange\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t*H\n\rContactSource\x12\x1e\n\x1a\x43ONTACT_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONTACT_SOURCE_AUTO\x10\x01*P\n\x07TagKind\x12\x18\n\x14TAG_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TAG_KIND_AUTOMATIC\x10\x01\x12\x13\n\x0fTAG_KIND_CUSTOM\x10\x02*Z\n\x0b\x43ontactView\x12\x1c\n\x18\x43ONTACT_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONTACT_VIEW_BASIC\x10\x01\x12\x15\n\x11\x43ONTACT_VIEW_FULL\x10\x02\x32\x9b\x07\n\x0f\x43ontactsService\x12T\n\nGetContact\x12\'.listboss.contacts.v1.GetContactRequest\x1a\x1d.listboss.contacts.v1.Contact\x12\x65\n\x0cListContacts\x12).listboss.contacts.v1.ListContactsRequest\x1a*.listboss.contacts.v1.ListContactsResponse\x12h\n\rCountContacts\x12*.listboss.contacts.v1.CountContactsRequest\x1a+.listboss.contacts.v1.CountContactsResponse\x12m\n\x0e\x45xportContacts\x12+.listboss.contacts.v1.ExportContactsRequest\x1a,.listboss.contacts.v1.ExportContactsResponse0\x01\x12S\n\rDeleteContact\x12*.listboss.contacts.v1.DeleteContactRequest\x1a\x16.google.protobuf.Empty\x12Y\n\x08ListTags\x12%.listboss.contacts.v1.ListTagsRequest\x1a&.listboss.contacts.v1.ListTagsResponse\x12_\n\nListEvents\x12\'.listboss.contacts.v1.ListEventsRequest\x1a(.listboss.contacts.v1.ListEventsResponse\x12o\n\x13GetProductDashboard\x12\x30.listboss.contacts.v1.GetProductDashboardRequest\x1a&.listboss.contacts.v1.ProductDashboard\x12p\n\x0fWatchTagChanges\x12,.listboss.contacts.v1.WatchTagChangesRequest\x1a-.listboss.contacts.v1.WatchTagChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'listboss.contacts.v1.contacts_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTACTSOURCE']._serialized_start=1824
-  _globals['_CONTACTSOURCE']._serialized_end=1896
-  _globals['_TAGKIND']._serialized_start=1898
-  _globals['_TAGKIND']._serialized_end=1978
-  _globals['_CONTACT']._serialized_start=135
-  _globals['_CONTACT']._serialized_end=538
-  _globals['_CONTACTTAG']._serialized_start=541
-  _globals['_CONTACTTAG']._serialized_end=751
-  _globals['_TAG']._serialized_start=754
-  _globals['_TAG']._serialized_end=942
-  _globals['_GETCONTACTREQUEST']._serialized_start=944
-  _globals['_GETCONTACTREQUEST']._serialized_end=977
-  _globals['_LISTCONTACTSREQUEST']._serialized_start=979
-  _globals['_LISTCONTACTSREQUEST']._serialized_end=1071
-  _globals['_LISTCONTACTSRESPONSE']._serialized_start=1073
-  _globals['_LISTCONTACTSRESPONSE']._serialized_end=1169
-  _globals['_LISTTAGSREQUEST']._serialized_start=1171
-  _globals['_LISTTAGSREQUEST']._serialized_end=1260
-  _globals['_LISTTAGSRESPONSE']._serialized_start=1262
-  _globals['_LISTTAGSRESPONSE']._serialized_end=1346
-  _globals['_HISTORYEVENT']._serialized_start=1349
-  _globals['_HISTORYEVENT']._serialized_end=1647
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1649
-  _globals['_LISTEVENTSREQUEST']._serialized_end=1723
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=1725
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=1822
-  _globals['_CONTACTSSERVICE']._serialized_start=1981
-  _globals['_CONTACTSSERVICE']._serialized_end=2375
+  _globals['_CONTACT_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_CONTACT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_CONTACTSOURCE']._serialized_start=3512
+  _globals['_CONTACTSOURCE']._serialized_end=3584
+  _globals['_TAGKIND']._serialized_start=3586
+  _globals['_TAGKIND']._serialized_end=3666
+  _globals['_CONTACTVIEW']._serialized_start=3668
+  _globals['_CONTACTVIEW']._serialized_end=3758
+  _globals['_CONTACT']._serialized_start=164
+  _globals['_CONTACT']._serialized_end=685
+  _globals['_CONTACT_ATTRIBUTESENTRY']._serialized_start=636
+  _globals['_CONTACT_ATTRIBUTESENTRY']._serialized_end=685
+  _globals['_CONTACTTAG']._serialized_start=688
+  _globals['_CONTACTTAG']._serialized_end=898
+  _globals['_TAG']._serialized_start=901
+  _globals['_TAG']._serialized_end=1089
+  _globals['_GETCONTACTREQUEST']._serialized_start=1091
+  _globals['_GETCONTACTREQUEST']._serialized_end=1124
+  _globals['_LISTCONTACTSREQUEST']._serialized_start=1126
+  _globals['_LISTCONTACTSREQUEST']._serialized_end=1236
+  _globals['_LISTCONTACTSRESPONSE']._serialized_start=1238
+  _globals['_LISTCONTACTSRESPONSE']._serialized_end=1334
+  _globals['_LISTTAGSREQUEST']._serialized_start=1336
+  _globals['_LISTTAGSREQUEST']._serialized_end=1425
+  _globals['_LISTTAGSRESPONSE']._serialized_start=1427
+  _globals['_LISTTAGSRESPONSE']._serialized_end=1511
+  _globals['_HISTORYEVENT']._serialized_start=1514
+  _globals['_HISTORYEVENT']._serialized_end=1812
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1814
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1904
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1906
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2003
+  _globals['_COUNTCONTACTSREQUEST']._serialized_start=2005
+  _globals['_COUNTCONTACTSREQUEST']._serialized_end=2059
+  _globals['_COUNTCONTACTSRESPONSE']._serialized_start=2061
+  _globals['_COUNTCONTACTSRESPONSE']._serialized_end=2099
+  _globals['_EXPORTCONTACTSREQUEST']._serialized_start=2101
+  _globals['_EXPORTCONTACTSREQUEST']._serialized_end=2223
+  _globals['_EXPORTCONTACTSRESPONSE']._serialized_start=2225
+  _globals['_EXPORTCONTACTSRESPONSE']._serialized_end=2298
+  _globals['_DELETECONTACTREQUEST']._serialized_start=2300
+  _globals['_DELETECONTACTREQUEST']._serialized_end=2336
+  _globals['_GETPRODUCTDASHBOARDREQUEST']._serialized_start=2339
+  _globals['_GETPRODUCTDASHBOARDREQUEST']._serialized_end=2475
+  _globals['_PRODUCTDASHBOARD']._serialized_start=2478
+  _globals['_PRODUCTDASHBOARD']._serialized_end=2828
+  _globals['_EVENTTYPECOUNT']._serialized_start=2830
+  _globals['_EVENTTYPECOUNT']._serialized_end=2906
+  _globals['_DAILYFIGURES']._serialized_start=2908
+  _globals['_DAILYFIGURES']._serialized_end=3011
+  _globals['_TAGCHANGE']._serialized_start=3014
+  _globals['_TAGCHANGE']._serialized_end=3346
+  _globals['_TAGCHANGE_ACTION']._serialized_start=3276
+  _globals['_TAGCHANGE_ACTION']._serialized_end=3346
+  _globals['_WATCHTAGCHANGESREQUEST']._serialized_start=3348
+  _globals['_WATCHTAGCHANGESREQUEST']._serialized_end=3418
+  _globals['_WATCHTAGCHANGESRESPONSE']._serialized_start=3420
+  _globals['_WATCHTAGCHANGESRESPONSE']._serialized_end=3510
+  _globals['_CONTACTSSERVICE']._serialized_start=3761
+  _globals['_CONTACTSSERVICE']._serialized_end=4684
 # @@protoc_insertion_point(module_scope)

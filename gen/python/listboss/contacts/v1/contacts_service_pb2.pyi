@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from listboss.events.v1 import event_pb2 as _event_pb2
 from google.protobuf.internal import containers as _containers
@@ -21,14 +22,30 @@ class TagKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TAG_KIND_UNSPECIFIED: _ClassVar[TagKind]
     TAG_KIND_AUTOMATIC: _ClassVar[TagKind]
     TAG_KIND_CUSTOM: _ClassVar[TagKind]
+
+class ContactView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTACT_VIEW_UNSPECIFIED: _ClassVar[ContactView]
+    CONTACT_VIEW_BASIC: _ClassVar[ContactView]
+    CONTACT_VIEW_FULL: _ClassVar[ContactView]
 CONTACT_SOURCE_UNSPECIFIED: ContactSource
 CONTACT_SOURCE_AUTO: ContactSource
 TAG_KIND_UNSPECIFIED: TagKind
 TAG_KIND_AUTOMATIC: TagKind
 TAG_KIND_CUSTOM: TagKind
+CONTACT_VIEW_UNSPECIFIED: ContactView
+CONTACT_VIEW_BASIC: ContactView
+CONTACT_VIEW_FULL: ContactView
 
 class Contact(_message.Message):
-    __slots__ = ("name", "email", "display_name", "phone", "country_code", "source", "tags", "first_event_time", "last_event_time", "create_time", "update_time")
+    __slots__ = ("name", "email", "display_name", "phone", "country_code", "source", "tags", "first_event_time", "last_event_time", "create_time", "update_time", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +57,7 @@ class Contact(_message.Message):
     LAST_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     email: str
     display_name: str
@@ -51,7 +69,8 @@ class Contact(_message.Message):
     last_event_time: _timestamp_pb2.Timestamp
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., display_name: _Optional[str] = ..., phone: _Optional[str] = ..., country_code: _Optional[str] = ..., source: _Optional[_Union[ContactSource, str]] = ..., tags: _Optional[_Iterable[_Union[ContactTag, _Mapping]]] = ..., first_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., display_name: _Optional[str] = ..., phone: _Optional[str] = ..., country_code: _Optional[str] = ..., source: _Optional[_Union[ContactSource, str]] = ..., tags: _Optional[_Iterable[_Union[ContactTag, _Mapping]]] = ..., first_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ContactTag(_message.Message):
     __slots__ = ("tag", "key", "display_name", "product", "kind", "apply_time", "segmentation", "event_id")
@@ -98,16 +117,18 @@ class GetContactRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListContactsRequest(_message.Message):
-    __slots__ = ("parent", "page_size", "page_token", "filter")
+    __slots__ = ("parent", "page_size", "page_token", "filter", "order_by")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     parent: str
     page_size: int
     page_token: str
     filter: str
-    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+    order_by: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListContactsResponse(_message.Message):
     __slots__ = ("contacts", "next_page_token")
@@ -162,14 +183,16 @@ class HistoryEvent(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[_event_pb2.EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contact: _Optional[str] = ..., email: _Optional[str] = ..., contact_created: _Optional[bool] = ..., added_tags: _Optional[_Iterable[str]] = ..., removed_tags: _Optional[_Iterable[str]] = ..., fired_segmentations: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
-    __slots__ = ("parent", "page_size", "page_token")
+    __slots__ = ("parent", "page_size", "page_token", "filter")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     parent: str
     page_size: int
     page_token: str
-    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    filter: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class ListEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")
@@ -178,3 +201,139 @@ class ListEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CountContactsRequest(_message.Message):
+    __slots__ = ("parent", "filter")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    filter: str
+    def __init__(self, parent: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class CountContactsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class ExportContactsRequest(_message.Message):
+    __slots__ = ("parent", "filter", "order_by", "view")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    filter: str
+    order_by: str
+    view: ContactView
+    def __init__(self, parent: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., view: _Optional[_Union[ContactView, str]] = ...) -> None: ...
+
+class ExportContactsResponse(_message.Message):
+    __slots__ = ("contacts",)
+    CONTACTS_FIELD_NUMBER: _ClassVar[int]
+    contacts: _containers.RepeatedCompositeFieldContainer[Contact]
+    def __init__(self, contacts: _Optional[_Iterable[_Union[Contact, _Mapping]]] = ...) -> None: ...
+
+class DeleteContactRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetProductDashboardRequest(_message.Message):
+    __slots__ = ("name", "start_time", "end_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ProductDashboard(_message.Message):
+    __slots__ = ("name", "start_time", "end_time", "contact_count", "contacts_captured", "event_count", "events_by_type", "days", "tags")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTACTS_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_BY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    contact_count: int
+    contacts_captured: int
+    event_count: int
+    events_by_type: _containers.RepeatedCompositeFieldContainer[EventTypeCount]
+    days: _containers.RepeatedCompositeFieldContainer[DailyFigures]
+    tags: _containers.RepeatedCompositeFieldContainer[Tag]
+    def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contact_count: _Optional[int] = ..., contacts_captured: _Optional[int] = ..., event_count: _Optional[int] = ..., events_by_type: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ..., days: _Optional[_Iterable[_Union[DailyFigures, _Mapping]]] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ...) -> None: ...
+
+class EventTypeCount(_message.Message):
+    __slots__ = ("type", "count")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    type: _event_pb2.EventType
+    count: int
+    def __init__(self, type: _Optional[_Union[_event_pb2.EventType, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class DailyFigures(_message.Message):
+    __slots__ = ("day", "event_count", "contacts_captured")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTACTS_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    day: _timestamp_pb2.Timestamp
+    event_count: int
+    contacts_captured: int
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_count: _Optional[int] = ..., contacts_captured: _Optional[int] = ...) -> None: ...
+
+class TagChange(_message.Message):
+    __slots__ = ("id", "contact", "tag", "tag_key", "action", "event", "segmentation", "occur_time", "commit_time")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[TagChange.Action]
+        ACTION_ADDED: _ClassVar[TagChange.Action]
+        ACTION_REMOVED: _ClassVar[TagChange.Action]
+    ACTION_UNSPECIFIED: TagChange.Action
+    ACTION_ADDED: TagChange.Action
+    ACTION_REMOVED: TagChange.Action
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    TAG_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    OCCUR_TIME_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    contact: str
+    tag: str
+    tag_key: str
+    action: TagChange.Action
+    event: str
+    segmentation: str
+    occur_time: _timestamp_pb2.Timestamp
+    commit_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., contact: _Optional[str] = ..., tag: _Optional[str] = ..., tag_key: _Optional[str] = ..., action: _Optional[_Union[TagChange.Action, str]] = ..., event: _Optional[str] = ..., segmentation: _Optional[str] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WatchTagChangesRequest(_message.Message):
+    __slots__ = ("parent", "tags", "cursor")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    cursor: str
+    def __init__(self, parent: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class WatchTagChangesResponse(_message.Message):
+    __slots__ = ("change", "cursor")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    change: TagChange
+    cursor: str
+    def __init__(self, change: _Optional[_Union[TagChange, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...

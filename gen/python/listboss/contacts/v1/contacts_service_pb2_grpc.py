@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from listboss.contacts.v1 import contacts_service_pb2 as listboss_dot_contacts_dot_v1_dot_contacts__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -27,7 +28,8 @@ if _version_not_supported:
 
 class ContactsServiceStub:
     """ContactsService serves the contact base that Send reads: contacts, their tags
-    and each product's history.
+    and each product's history, counts and exports of audiences, a product's
+    dashboard, erasure, and the stream of tag changes automations follow.
     """
 
     def __init__(self, channel):
@@ -46,6 +48,21 @@ class ContactsServiceStub:
                 request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListContactsRequest.SerializeToString,
                 response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListContactsResponse.FromString,
                 _registered_method=True)
+        self.CountContacts = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/CountContacts',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CountContactsRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CountContactsResponse.FromString,
+                _registered_method=True)
+        self.ExportContacts = channel.unary_stream(
+                '/listboss.contacts.v1.ContactsService/ExportContacts',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ExportContactsRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ExportContactsResponse.FromString,
+                _registered_method=True)
+        self.DeleteContact = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/DeleteContact',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteContactRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.ListTags = channel.unary_unary(
                 '/listboss.contacts.v1.ContactsService/ListTags',
                 request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListTagsRequest.SerializeToString,
@@ -56,11 +73,22 @@ class ContactsServiceStub:
                 request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.GetProductDashboard = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/GetProductDashboard',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.GetProductDashboardRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ProductDashboard.FromString,
+                _registered_method=True)
+        self.WatchTagChanges = channel.unary_stream(
+                '/listboss.contacts.v1.ContactsService/WatchTagChanges',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ContactsServiceServicer:
     """ContactsService serves the contact base that Send reads: contacts, their tags
-    and each product's history.
+    and each product's history, counts and exports of audiences, a product's
+    dashboard, erasure, and the stream of tag changes automations follow.
     """
 
     def GetContact(self, request, context):
@@ -70,7 +98,30 @@ class ContactsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListContacts(self, request, context):
-        """Lists contacts, filtered over their tags (AIP-160).
+        """Lists contacts matching an AIP-160 filter over tags, source, product, email
+        and times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountContacts(self, request, context):
+        """Counts the contacts matching a filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportContacts(self, request, context):
+        """Streams every contact matching a filter (an audience), in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteContact(self, request, context):
+        """Erases a contact: its data, its tag links and the personal data in the
+        history. A later event for the same email captures a new contact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,6 +141,20 @@ class ContactsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProductDashboard(self, request, context):
+        """A product's dashboard figures over a time range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTagChanges(self, request, context):
+        """Streams the producer's committed tag changes, from a cursor the client keeps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContactsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +168,21 @@ def add_ContactsServiceServicer_to_server(servicer, server):
                     request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListContactsRequest.FromString,
                     response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListContactsResponse.SerializeToString,
             ),
+            'CountContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountContacts,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CountContactsRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CountContactsResponse.SerializeToString,
+            ),
+            'ExportContacts': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportContacts,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ExportContactsRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ExportContactsResponse.SerializeToString,
+            ),
+            'DeleteContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteContact,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteContactRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
             'ListTags': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTags,
                     request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListTagsRequest.FromString,
@@ -112,6 +192,16 @@ def add_ContactsServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListEventsRequest.FromString,
                     response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'GetProductDashboard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProductDashboard,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.GetProductDashboardRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ProductDashboard.SerializeToString,
+            ),
+            'WatchTagChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTagChanges,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -123,7 +213,8 @@ def add_ContactsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ContactsService:
     """ContactsService serves the contact base that Send reads: contacts, their tags
-    and each product's history.
+    and each product's history, counts and exports of audiences, a product's
+    dashboard, erasure, and the stream of tag changes automations follow.
     """
 
     @staticmethod
@@ -181,6 +272,87 @@ class ContactsService:
             _registered_method=True)
 
     @staticmethod
+    def CountContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/CountContacts',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CountContactsRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CountContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/ExportContacts',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ExportContactsRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ExportContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/DeleteContact',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteContactRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListTags(request,
             target,
             options=(),
@@ -224,6 +396,60 @@ class ContactsService:
             '/listboss.contacts.v1.ContactsService/ListEvents',
             listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListEventsRequest.SerializeToString,
             listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProductDashboard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/GetProductDashboard',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.GetProductDashboardRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ProductDashboard.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTagChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/WatchTagChanges',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,8 +66,8 @@ class IngestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchIngestEvents(self, request, context):
-        """Ingests many canonical events. Each event is validated on its own: the valid
-        ones are accepted, each invalid one is reported with its index.
+        """Ingests many canonical events (at most 10,000). Each event is validated on its
+        own: the valid ones are accepted, each invalid one is reported with its index.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

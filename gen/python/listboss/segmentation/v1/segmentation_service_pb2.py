@@ -22,43 +22,95 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from listboss.events.v1 import event_pb2 as listboss_dot_events_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3listboss/segmentation/v1/segmentation_service.proto\x12\x18listboss.segmentation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elistboss/events/v1/event.proto\"\xbe\x01\n\x07Product\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.listboss.events.v1.ProductKind\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x16RegisterProductRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x04kind\x18\x04 \x01(\x0e\x32\x1f.listboss.events.v1.ProductKind\"!\n\x11GetProductRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x13ListProductsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x14ListProductsResponse\x12\x33\n\x08products\x18\x01 \x03(\x0b\x32!.listboss.segmentation.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb6\x03\n\x0cSegmentation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x38\n\x04kind\x18\x03 \x01(\x0e\x32*.listboss.segmentation.v1.SegmentationKind\x12\x34\n\x08provider\x18\x04 \x01(\x0e\x32\".listboss.segmentation.v1.Provider\x12\x31\n\nevent_type\x18\x05 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12:\n\x05state\x18\x06 \x01(\x0e\x32+.listboss.segmentation.v1.SegmentationState\x12\x33\n\x06\x61\x63tion\x18\x07 \x01(\x0b\x32#.listboss.segmentation.v1.TagAction\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\"2\n\tTagAction\x12\x10\n\x08\x61\x64\x64_tags\x18\x01 \x03(\t\x12\x13\n\x0bremove_tags\x18\x02 \x03(\t\"&\n\x16GetSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x18ListSegmentationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n\x19ListSegmentationsResponse\x12=\n\rsegmentations\x18\x01 \x03(\x0b\x32&.listboss.segmentation.v1.Segmentation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*t\n\x10SegmentationKind\x12!\n\x1dSEGMENTATION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSEGMENTATION_KIND_AUTOMATIC\x10\x01\x12\x1c\n\x18SEGMENTATION_KIND_CUSTOM\x10\x02*w\n\x11SegmentationState\x12\"\n\x1eSEGMENTATION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSEGMENTATION_STATE_INACTIVE\x10\x01\x12\x1d\n\x19SEGMENTATION_STATE_ACTIVE\x10\x02*7\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x11\n\rPROVIDER_SEND\x10\x01\x32\xb5\x04\n\x13SegmentationService\x12\x66\n\x0fRegisterProduct\x12\x30.listboss.segmentation.v1.RegisterProductRequest\x1a!.listboss.segmentation.v1.Product\x12\\\n\nGetProduct\x12+.listboss.segmentation.v1.GetProductRequest\x1a!.listboss.segmentation.v1.Product\x12m\n\x0cListProducts\x12-.listboss.segmentation.v1.ListProductsRequest\x1a..listboss.segmentation.v1.ListProductsResponse\x12k\n\x0fGetSegmentation\x12\x30.listboss.segmentation.v1.GetSegmentationRequest\x1a&.listboss.segmentation.v1.Segmentation\x12|\n\x11ListSegmentations\x12\x32.listboss.segmentation.v1.ListSegmentationsRequest\x1a\x33.listboss.segmentation.v1.ListSegmentationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3listboss/segmentation/v1/segmentation_service.proto\x12\x18listboss.segmentation.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elistboss/events/v1/event.proto\"\xbe\x01\n\x07Product\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.listboss.events.v1.ProductKind\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x16RegisterProductRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x04kind\x18\x04 \x01(\x0e\x32\x1f.listboss.events.v1.ProductKind\"!\n\x11GetProductRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x13ListProductsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x14ListProductsResponse\x12\x33\n\x08products\x18\x01 \x03(\x0b\x32!.listboss.segmentation.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xab\x04\n\x0cSegmentation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x38\n\x04kind\x18\x03 \x01(\x0e\x32*.listboss.segmentation.v1.SegmentationKind\x12\x34\n\x08provider\x18\x04 \x01(\x0e\x32\".listboss.segmentation.v1.Provider\x12\x31\n\nevent_type\x18\x05 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12:\n\x05state\x18\x06 \x01(\x0e\x32+.listboss.segmentation.v1.SegmentationState\x12\x33\n\x06\x61\x63tion\x18\x07 \x01(\x0b\x32#.listboss.segmentation.v1.TagAction\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x36\n\tcondition\x18\x0b \x01(\x0b\x32#.listboss.segmentation.v1.Condition\x12;\n\x0c\x63ontact_data\x18\x0c \x03(\x0e\x32%.listboss.segmentation.v1.ContactData\"\xee\x01\n\tCondition\x12\x32\n\x06\x63lause\x18\x01 \x01(\x0b\x32 .listboss.segmentation.v1.ClauseH\x00\x12\x36\n\x03\x61ll\x18\x02 \x01(\x0b\x32\'.listboss.segmentation.v1.ConditionListH\x00\x12\x36\n\x03\x61ny\x18\x03 \x01(\x0b\x32\'.listboss.segmentation.v1.ConditionListH\x00\x12\x35\n\x06negate\x18\x04 \x01(\x0b\x32#.listboss.segmentation.v1.ConditionH\x00\x42\x06\n\x04kind\"H\n\rConditionList\x12\x37\n\nconditions\x18\x01 \x03(\x0b\x32#.listboss.segmentation.v1.Condition\"\xae\x01\n\x06\x43lause\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x34\n\x08operator\x18\x02 \x01(\x0e\x32\".listboss.segmentation.v1.Operator\x12.\n\x05value\x18\x03 \x01(\x0b\x32\x1f.listboss.segmentation.v1.Value\x12/\n\x06values\x18\x04 \x03(\x0b\x32\x1f.listboss.segmentation.v1.Value\"q\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x12\x30\n\x0bmoney_value\x18\x03 \x01(\x0b\x32\x19.listboss.events.v1.MoneyH\x00\x42\x06\n\x04kind\"2\n\tTagAction\x12\x10\n\x08\x61\x64\x64_tags\x18\x01 \x03(\t\x12\x13\n\x0bremove_tags\x18\x02 \x03(\t\"&\n\x16GetSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"a\n\x18ListSegmentationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"s\n\x19ListSegmentationsResponse\x12=\n\rsegmentations\x18\x01 \x03(\x0b\x32&.listboss.segmentation.v1.Segmentation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x19\x43reateSegmentationRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12<\n\x0csegmentation\x18\x02 \x01(\x0b\x32&.listboss.segmentation.v1.Segmentation\x12\x17\n\x0fsegmentation_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x8a\x01\n\x19UpdateSegmentationRequest\x12<\n\x0csegmentation\x18\x01 \x01(\x0b\x32&.listboss.segmentation.v1.Segmentation\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x19\x44\x65leteSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"9\n\x1b\x41\x63tivateSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\";\n\x1d\x44\x65\x61\x63tivateSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x1b\n\x19\x44\x65scribeEventTypesRequest\"\x9e\x01\n\x1a\x44\x65scribeEventTypesResponse\x12\x43\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32..listboss.segmentation.v1.EventTypeDescription\x12;\n\x0c\x63ontact_data\x18\x02 \x03(\x0e\x32%.listboss.segmentation.v1.ContactData\"\xb8\x01\n\x14\x45ventTypeDescription\x12\x31\n\nevent_type\x18\x01 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x38\n\x06\x66ields\x18\x03 \x03(\x0b\x32(.listboss.segmentation.v1.ConditionField\x12\x1e\n\x16\x61utomatic_segmentation\x18\x04 \x01(\t\"\x9d\x01\n\x0e\x43onditionField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x04type\x18\x02 \x01(\x0e\x32#.listboss.segmentation.v1.FieldType\x12\x35\n\toperators\x18\x03 \x03(\x0e\x32\".listboss.segmentation.v1.Operator\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x9f\x01\n\x17TestSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12<\n\x0csegmentation\x18\x03 \x01(\x0b\x32&.listboss.segmentation.v1.Segmentation\x12(\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x19.listboss.events.v1.Event\"\xd9\x02\n\x18TestSegmentationResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x1a\n\x12\x65vent_type_matched\x18\x02 \x01(\x08\x12\x37\n\x07\x63lauses\x18\x03 \x03(\x0b\x32&.listboss.segmentation.v1.ClauseResult\x12\x33\n\x06\x61\x63tion\x18\x04 \x01(\x0b\x32#.listboss.segmentation.v1.TagAction\x12Y\n\x0c\x63ontact_data\x18\x05 \x03(\x0b\x32\x43.listboss.segmentation.v1.TestSegmentationResponse.ContactDataEntry\x12\x13\n\x0b\x65xplanation\x18\x06 \x01(\t\x1a\x32\n\x10\x43ontactDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd5\x01\n\x0c\x43lauseResult\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x34\n\x08operator\x18\x03 \x01(\x0e\x32\".listboss.segmentation.v1.Operator\x12\x31\n\x08\x65xpected\x18\x04 \x03(\x0b\x32\x1f.listboss.segmentation.v1.Value\x12/\n\x06\x61\x63tual\x18\x05 \x01(\x0b\x32\x1f.listboss.segmentation.v1.Value\x12\x0e\n\x06result\x18\x06 \x01(\x08\"+\n\x1b\x42\x61\x63kfillSegmentationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8c\x02\n\x08\x42\x61\x63kfill\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32\'.listboss.segmentation.v1.BackfillState\x12\x16\n\x0e\x65vents_scanned\x18\x03 \x01(\x03\x12\x19\n\x11\x65vents_considered\x18\x04 \x01(\x03\x12\x16\n\x0e\x65vents_matched\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x12GetBackfillRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*t\n\x10SegmentationKind\x12!\n\x1dSEGMENTATION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSEGMENTATION_KIND_AUTOMATIC\x10\x01\x12\x1c\n\x18SEGMENTATION_KIND_CUSTOM\x10\x02*w\n\x11SegmentationState\x12\"\n\x1eSEGMENTATION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSEGMENTATION_STATE_INACTIVE\x10\x01\x12\x1d\n\x19SEGMENTATION_STATE_ACTIVE\x10\x02*7\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x11\n\rPROVIDER_SEND\x10\x01*\xf8\x02\n\x0b\x43ontactData\x12\x1c\n\x18\x43ONTACT_DATA_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONTACT_DATA_EMAIL\x10\x01\x12\x15\n\x11\x43ONTACT_DATA_NAME\x10\x02\x12\x1b\n\x17\x43ONTACT_DATA_FIRST_NAME\x10\x03\x12\x1a\n\x16\x43ONTACT_DATA_LAST_NAME\x10\x04\x12\x16\n\x12\x43ONTACT_DATA_PHONE\x10\x05\x12\x18\n\x14\x43ONTACT_DATA_COUNTRY\x10\x06\x12\x18\n\x14\x43ONTACT_DATA_ADDRESS\x10\x07\x12\x19\n\x15\x43ONTACT_DATA_DOCUMENT\x10\x08\x12\x1d\n\x19\x43ONTACT_DATA_PRODUCT_NAME\x10\t\x12\x1c\n\x18\x43ONTACT_DATA_TRANSACTION\x10\n\x12\x1b\n\x17\x43ONTACT_DATA_OFFER_CODE\x10\x0b\x12\"\n\x1e\x43ONTACT_DATA_SUBSCRIPTION_PLAN\x10\x0c*\xfd\x01\n\x08Operator\x12\x18\n\x14OPERATOR_UNSPECIFIED\x10\x00\x12\x13\n\x0fOPERATOR_EQUALS\x10\x01\x12\x17\n\x13OPERATOR_NOT_EQUALS\x10\x02\x12\x0f\n\x0bOPERATOR_IN\x10\x03\x12\x13\n\x0fOPERATOR_NOT_IN\x10\x04\x12\x16\n\x12OPERATOR_LESS_THAN\x10\x05\x12\x1b\n\x17OPERATOR_LESS_OR_EQUALS\x10\x06\x12\x19\n\x15OPERATOR_GREATER_THAN\x10\x07\x12\x1e\n\x1aOPERATOR_GREATER_OR_EQUALS\x10\x08\x12\x13\n\x0fOPERATOR_EXISTS\x10\t*k\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x01\x12\x15\n\x11\x46IELD_TYPE_NUMBER\x10\x02\x12\x14\n\x10\x46IELD_TYPE_MONEY\x10\x03*\x84\x01\n\rBackfillState\x12\x1e\n\x1a\x42\x41\x43KFILL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_RUNNING\x10\x01\x12\x1c\n\x18\x42\x41\x43KFILL_STATE_SUCCEEDED\x10\x02\x12\x19\n\x15\x42\x41\x43KFILL_STATE_FAILED\x10\x03\x32\xc0\x0c\n\x13SegmentationService\x12\x66\n\x0fRegisterProduct\x12\x30.listboss.segmentation.v1.RegisterProductRequest\x1a!.listboss.segmentation.v1.Product\x12\\\n\nGetProduct\x12+.listboss.segmentation.v1.GetProductRequest\x1a!.listboss.segmentation.v1.Product\x12m\n\x0cListProducts\x12-.listboss.segmentation.v1.ListProductsRequest\x1a..listboss.segmentation.v1.ListProductsResponse\x12k\n\x0fGetSegmentation\x12\x30.listboss.segmentation.v1.GetSegmentationRequest\x1a&.listboss.segmentation.v1.Segmentation\x12|\n\x11ListSegmentations\x12\x32.listboss.segmentation.v1.ListSegmentationsRequest\x1a\x33.listboss.segmentation.v1.ListSegmentationsResponse\x12q\n\x12\x43reateSegmentation\x12\x33.listboss.segmentation.v1.CreateSegmentationRequest\x1a&.listboss.segmentation.v1.Segmentation\x12q\n\x12UpdateSegmentation\x12\x33.listboss.segmentation.v1.UpdateSegmentationRequest\x1a&.listboss.segmentation.v1.Segmentation\x12\x61\n\x12\x44\x65leteSegmentation\x12\x33.listboss.segmentation.v1.DeleteSegmentationRequest\x1a\x16.google.protobuf.Empty\x12u\n\x14\x41\x63tivateSegmentation\x12\x35.listboss.segmentation.v1.ActivateSegmentationRequest\x1a&.listboss.segmentation.v1.Segmentation\x12y\n\x16\x44\x65\x61\x63tivateSegmentation\x12\x37.listboss.segmentation.v1.DeactivateSegmentationRequest\x1a&.listboss.segmentation.v1.Segmentation\x12\x7f\n\x12\x44\x65scribeEventTypes\x12\x33.listboss.segmentation.v1.DescribeEventTypesRequest\x1a\x34.listboss.segmentation.v1.DescribeEventTypesResponse\x12y\n\x10TestSegmentation\x12\x31.listboss.segmentation.v1.TestSegmentationRequest\x1a\x32.listboss.segmentation.v1.TestSegmentationResponse\x12q\n\x14\x42\x61\x63kfillSegmentation\x12\x35.listboss.segmentation.v1.BackfillSegmentationRequest\x1a\".listboss.segmentation.v1.Backfill\x12_\n\x0bGetBackfill\x12,.listboss.segmentation.v1.GetBackfillRequest\x1a\".listboss.segmentation.v1.Backfillb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'listboss.segmentation.v1.segmentation_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEGMENTATIONKIND']._serialized_start=1419
-  _globals['_SEGMENTATIONKIND']._serialized_end=1535
-  _globals['_SEGMENTATIONSTATE']._serialized_start=1537
-  _globals['_SEGMENTATIONSTATE']._serialized_end=1656
-  _globals['_PROVIDER']._serialized_start=1658
-  _globals['_PROVIDER']._serialized_end=1713
-  _globals['_PRODUCT']._serialized_start=147
-  _globals['_PRODUCT']._serialized_end=337
-  _globals['_REGISTERPRODUCTREQUEST']._serialized_start=340
-  _globals['_REGISTERPRODUCTREQUEST']._serialized_end=469
-  _globals['_GETPRODUCTREQUEST']._serialized_start=471
-  _globals['_GETPRODUCTREQUEST']._serialized_end=504
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=506
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=582
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=584
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=684
-  _globals['_SEGMENTATION']._serialized_start=687
-  _globals['_SEGMENTATION']._serialized_end=1125
-  _globals['_TAGACTION']._serialized_start=1127
-  _globals['_TAGACTION']._serialized_end=1177
-  _globals['_GETSEGMENTATIONREQUEST']._serialized_start=1179
-  _globals['_GETSEGMENTATIONREQUEST']._serialized_end=1217
-  _globals['_LISTSEGMENTATIONSREQUEST']._serialized_start=1219
-  _globals['_LISTSEGMENTATIONSREQUEST']._serialized_end=1300
-  _globals['_LISTSEGMENTATIONSRESPONSE']._serialized_start=1302
-  _globals['_LISTSEGMENTATIONSRESPONSE']._serialized_end=1417
-  _globals['_SEGMENTATIONSERVICE']._serialized_start=1716
-  _globals['_SEGMENTATIONSERVICE']._serialized_end=2281
+  _globals['_TESTSEGMENTATIONRESPONSE_CONTACTDATAENTRY']._loaded_options = None
+  _globals['_TESTSEGMENTATIONRESPONSE_CONTACTDATAENTRY']._serialized_options = b'8\001'
+  _globals['_SEGMENTATIONKIND']._serialized_start=4308
+  _globals['_SEGMENTATIONKIND']._serialized_end=4424
+  _globals['_SEGMENTATIONSTATE']._serialized_start=4426
+  _globals['_SEGMENTATIONSTATE']._serialized_end=4545
+  _globals['_PROVIDER']._serialized_start=4547
+  _globals['_PROVIDER']._serialized_end=4602
+  _globals['_CONTACTDATA']._serialized_start=4605
+  _globals['_CONTACTDATA']._serialized_end=4981
+  _globals['_OPERATOR']._serialized_start=4984
+  _globals['_OPERATOR']._serialized_end=5237
+  _globals['_FIELDTYPE']._serialized_start=5239
+  _globals['_FIELDTYPE']._serialized_end=5346
+  _globals['_BACKFILLSTATE']._serialized_start=5349
+  _globals['_BACKFILLSTATE']._serialized_end=5481
+  _globals['_PRODUCT']._serialized_start=210
+  _globals['_PRODUCT']._serialized_end=400
+  _globals['_REGISTERPRODUCTREQUEST']._serialized_start=403
+  _globals['_REGISTERPRODUCTREQUEST']._serialized_end=532
+  _globals['_GETPRODUCTREQUEST']._serialized_start=534
+  _globals['_GETPRODUCTREQUEST']._serialized_end=567
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=569
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=645
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=647
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=747
+  _globals['_SEGMENTATION']._serialized_start=750
+  _globals['_SEGMENTATION']._serialized_end=1305
+  _globals['_CONDITION']._serialized_start=1308
+  _globals['_CONDITION']._serialized_end=1546
+  _globals['_CONDITIONLIST']._serialized_start=1548
+  _globals['_CONDITIONLIST']._serialized_end=1620
+  _globals['_CLAUSE']._serialized_start=1623
+  _globals['_CLAUSE']._serialized_end=1797
+  _globals['_VALUE']._serialized_start=1799
+  _globals['_VALUE']._serialized_end=1912
+  _globals['_TAGACTION']._serialized_start=1914
+  _globals['_TAGACTION']._serialized_end=1964
+  _globals['_GETSEGMENTATIONREQUEST']._serialized_start=1966
+  _globals['_GETSEGMENTATIONREQUEST']._serialized_end=2004
+  _globals['_LISTSEGMENTATIONSREQUEST']._serialized_start=2006
+  _globals['_LISTSEGMENTATIONSREQUEST']._serialized_end=2103
+  _globals['_LISTSEGMENTATIONSRESPONSE']._serialized_start=2105
+  _globals['_LISTSEGMENTATIONSRESPONSE']._serialized_end=2220
+  _globals['_CREATESEGMENTATIONREQUEST']._serialized_start=2223
+  _globals['_CREATESEGMENTATIONREQUEST']._serialized_end=2373
+  _globals['_UPDATESEGMENTATIONREQUEST']._serialized_start=2376
+  _globals['_UPDATESEGMENTATIONREQUEST']._serialized_end=2514
+  _globals['_DELETESEGMENTATIONREQUEST']._serialized_start=2516
+  _globals['_DELETESEGMENTATIONREQUEST']._serialized_end=2571
+  _globals['_ACTIVATESEGMENTATIONREQUEST']._serialized_start=2573
+  _globals['_ACTIVATESEGMENTATIONREQUEST']._serialized_end=2630
+  _globals['_DEACTIVATESEGMENTATIONREQUEST']._serialized_start=2632
+  _globals['_DEACTIVATESEGMENTATIONREQUEST']._serialized_end=2691
+  _globals['_DESCRIBEEVENTTYPESREQUEST']._serialized_start=2693
+  _globals['_DESCRIBEEVENTTYPESREQUEST']._serialized_end=2720
+  _globals['_DESCRIBEEVENTTYPESRESPONSE']._serialized_start=2723
+  _globals['_DESCRIBEEVENTTYPESRESPONSE']._serialized_end=2881
+  _globals['_EVENTTYPEDESCRIPTION']._serialized_start=2884
+  _globals['_EVENTTYPEDESCRIPTION']._serialized_end=3068
+  _globals['_CONDITIONFIELD']._serialized_start=3071
+  _globals['_CONDITIONFIELD']._serialized_end=3228
+  _globals['_TESTSEGMENTATIONREQUEST']._serialized_start=3231
+  _globals['_TESTSEGMENTATIONREQUEST']._serialized_end=3390
+  _globals['_TESTSEGMENTATIONRESPONSE']._serialized_start=3393
+  _globals['_TESTSEGMENTATIONRESPONSE']._serialized_end=3738
+  _globals['_TESTSEGMENTATIONRESPONSE_CONTACTDATAENTRY']._serialized_start=3688
+  _globals['_TESTSEGMENTATIONRESPONSE_CONTACTDATAENTRY']._serialized_end=3738
+  _globals['_CLAUSERESULT']._serialized_start=3741
+  _globals['_CLAUSERESULT']._serialized_end=3954
+  _globals['_BACKFILLSEGMENTATIONREQUEST']._serialized_start=3956
+  _globals['_BACKFILLSEGMENTATIONREQUEST']._serialized_end=3999
+  _globals['_BACKFILL']._serialized_start=4002
+  _globals['_BACKFILL']._serialized_end=4270
+  _globals['_GETBACKFILLREQUEST']._serialized_start=4272
+  _globals['_GETBACKFILLREQUEST']._serialized_end=4306
+  _globals['_SEGMENTATIONSERVICE']._serialized_start=5484
+  _globals['_SEGMENTATIONSERVICE']._serialized_end=7084
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -60,6 +61,51 @@ class SegmentationServiceStub:
                 request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ListSegmentationsRequest.SerializeToString,
                 response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ListSegmentationsResponse.FromString,
                 _registered_method=True)
+        self.CreateSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/CreateSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.CreateSegmentationRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+                _registered_method=True)
+        self.UpdateSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/UpdateSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.UpdateSegmentationRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+                _registered_method=True)
+        self.DeleteSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/DeleteSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DeleteSegmentationRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ActivateSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/ActivateSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ActivateSegmentationRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+                _registered_method=True)
+        self.DeactivateSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/DeactivateSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DeactivateSegmentationRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+                _registered_method=True)
+        self.DescribeEventTypes = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/DescribeEventTypes',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DescribeEventTypesRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DescribeEventTypesResponse.FromString,
+                _registered_method=True)
+        self.TestSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/TestSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.TestSegmentationRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.TestSegmentationResponse.FromString,
+                _registered_method=True)
+        self.BackfillSegmentation = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/BackfillSegmentation',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.BackfillSegmentationRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Backfill.FromString,
+                _registered_method=True)
+        self.GetBackfill = channel.unary_unary(
+                '/listboss.segmentation.v1.SegmentationService/GetBackfill',
+                request_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.GetBackfillRequest.SerializeToString,
+                response_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Backfill.FromString,
+                _registered_method=True)
 
 
 class SegmentationServiceServicer:
@@ -95,8 +141,74 @@ class SegmentationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSegmentations(self, request, context):
-        """Lists a product's segmentations, automatic ones first.
+        """Lists a product's segmentations, automatic ones first, then the custom
+        ones in creation order. Filter (AIP-160): event_type, kind, state.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSegmentation(self, request, context):
+        """Creates a custom segmentation, INACTIVE until activated. A repeated
+        request_id returns the segmentation the first call created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSegmentation(self, request, context):
+        """Changes the fields named in update_mask. A stale etag is ABORTED;
+        automatic segmentations are FAILED_PRECONDITION (they are platform-defined).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegmentation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateSegmentation(self, request, context):
+        """From now on the segmentation is evaluated for the product's events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateSegmentation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeEventTypes(self, request, context):
+        """Every event type with the condition fields it offers, their types and
+        operators, and the contact data a segmentation may send.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestSegmentation(self, request, context):
+        """Dry run: evaluates a segmentation (stored, or given inline) against a sample
+        event and explains the result clause by clause. Changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackfillSegmentation(self, request, context):
+        """Replays the product's recorded events through one custom segmentation and
+        applies what it decides. Idempotent: a second run changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBackfill(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -128,6 +240,51 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
                     servicer.ListSegmentations,
                     request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ListSegmentationsRequest.FromString,
                     response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ListSegmentationsResponse.SerializeToString,
+            ),
+            'CreateSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.CreateSegmentationRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.SerializeToString,
+            ),
+            'UpdateSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.UpdateSegmentationRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.SerializeToString,
+            ),
+            'DeleteSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DeleteSegmentationRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ActivateSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ActivateSegmentationRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.SerializeToString,
+            ),
+            'DeactivateSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DeactivateSegmentationRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.SerializeToString,
+            ),
+            'DescribeEventTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeEventTypes,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DescribeEventTypesRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DescribeEventTypesResponse.SerializeToString,
+            ),
+            'TestSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.TestSegmentationRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.TestSegmentationResponse.SerializeToString,
+            ),
+            'BackfillSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillSegmentation,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.BackfillSegmentationRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Backfill.SerializeToString,
+            ),
+            'GetBackfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBackfill,
+                    request_deserializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.GetBackfillRequest.FromString,
+                    response_serializer=listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Backfill.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +423,249 @@ class SegmentationService:
             '/listboss.segmentation.v1.SegmentationService/ListSegmentations',
             listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ListSegmentationsRequest.SerializeToString,
             listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ListSegmentationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/CreateSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.CreateSegmentationRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/UpdateSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.UpdateSegmentationRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/DeleteSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DeleteSegmentationRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/ActivateSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.ActivateSegmentationRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/DeactivateSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DeactivateSegmentationRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Segmentation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeEventTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/DescribeEventTypes',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DescribeEventTypesRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.DescribeEventTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/TestSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.TestSegmentationRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.TestSegmentationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/BackfillSegmentation',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.BackfillSegmentationRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Backfill.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBackfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.segmentation.v1.SegmentationService/GetBackfill',
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.GetBackfillRequest.SerializeToString,
+            listboss_dot_segmentation_dot_v1_dot_segmentation__service__pb2.Backfill.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,267 @@
+"""Tag changes for automations: the outbox relay and the WatchTagChanges reader.
+
+apply.py writes one ``tag_change_outbox`` row for every tag link whose present
+state changed, in the same transaction as the link. :class:`OutboxRelay` (a task
+of the contacts process) publishes those rows in id order to the JetStream
+stream ``LISTBOSS_TAG_CHANGES`` (subject ``listboss.tagchanges.<producer>``,
+``Nats-Msg-Id = tagchange/<id>``) and deletes each row only after its PubAck.
+So a change is published only once committed, and never lost if the process
+dies in between: at worst it is published again (at-least-once; the stream's
+duplicate window drops most repeats and consumers deduplicate by ``id``). On
+PostgreSQL one replica at a time relays (a session advisory lock) so rows go
+out in order.
+
+:func:`watch` reads the stream for one producer with an ordered ephemeral
+consumer that starts after the client's cursor (the stream sequence, opaque to
+clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Collection, Sequence
+
+import nats
+import sqlalchemy as sa
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy.engine import Connection, Engine
+
+from listboss.contacts.v1 import contacts_service_pb2 as pb
+from listboss_common import bus
+from listboss_common.db import is_postgres
+from listboss_common.errors import invalid_field
+from listboss_common.resources import CONTACT, HISTORY_EVENT, TAG
+from listboss_contacts.schema import tag_change_outbox
+
+log = structlog.get_logger("listboss.contacts.tag_changes")
+
+_LOCK_KEY = int.from_bytes(hashlib.sha256(b"listboss_contacts.outbox_relay").digest()[:8], "big", signed=True)
+
+
+def timestamp(micros: int):
+    from google.protobuf import timestamp_pb2
+
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
+def change_message(row) -> pb.TagChange:
+    return pb.TagChange(
+        id=str(row.id),
+        contact=CONTACT.format(row.producer, str(row.contact_id)),
+        tag=TAG.format(row.producer, f"{row.product}.{row.tag_key}"),
+        tag_key=row.tag_key,
+        action=pb.TagChange.ACTION_ADDED if row.added else pb.TagChange.ACTION_REMOVED,
+        event=HISTORY_EVENT.format(row.producer, row.product, row.event_id),
+        segmentation=row.segmentation,
+        occur_time=timestamp(row.occur_time),
+        commit_time=timestamp(row.commit_time),
+    )
+
+
+def pending_changes(connection: Connection, limit: int) -> list:
+    return connection.execute(sa.select(tag_change_outbox).order_by(tag_change_outbox.c.id).limit(limit)).all()
+
+
+def delete_relayed(connection: Connection, ids: Sequence[int]) -> None:
+    for start in range(0, len(ids), 500):
+        connection.execute(tag_change_outbox.delete().where(tag_change_outbox.c.id.in_(ids[start : start + 500])))
+
+
+class OutboxRelay:
+    """Publishes the outbox in order. Shaped like a bus worker (``subscribe`` and
+    ``run(stop)``) so the service runs and stops it with the others."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        ack_timeout: float = 10.0,
+    ) -> None:
+        self._engine = engine
+        self._js = js
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._ack_timeout = ack_timeout
+        self._wake = asyncio.Event()
+        # PostgreSQL: the connection holding the relay lock while this replica relays.
+        self._leader: Connection | None = None
+
+    def notify(self) -> None:
+        """Something was committed to the outbox: relay now rather than at the next poll."""
+        self._wake.set()
+
+    async def subscribe(self) -> None:
+        await bus.ensure_streams(self._js, [bus.TAG_CHANGES])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    relayed = await self.relay_once()
+                    failures = 0
+                except Exception as error:  # NATS or the database away: try again, more slowly
+                    failures += 1
+                    relayed = 0
+                    log.warning("outbox relay failed; will retry", error=repr(error), failures=failures)
+                    await asyncio.to_thread(self._resign)
+                    await _wait_any(stop, None, min(10.0, 0.2 * 2**failures))
+                    continue
+                if relayed < self._batch_size:
+                    await _wait_any(stop, self._wake, self._poll_interval)
+        finally:
+            await asyncio.to_thread(self._resign)
+
+    async def relay_once(self) -> int:
+        """Publishes one batch of the outbox; returns how many rows went out."""
+        rows = await asyncio.to_thread(self._pending)
+        if not rows:
+            return 0
+        sent: list[tuple[int, asyncio.Future]] = []
+        for row in rows:
+            future = await self._js.publish_async(
+                bus.tag_changes_subject(row.producer),
+                change_message(row).SerializeToString(),
+                headers={"Nats-Msg-Id": f"tagchange/{row.id}"},
+            )
+            sent.append((row.id, future))
+        acked: list[int] = []
+        error: Exception | None = None
+        for row_id, future in sent:
+            try:
+                await asyncio.wait_for(future, timeout=self._ack_timeout)
+            except Exception as failure:
+                # Stop at the first failure: what follows it is published again, in order.
+                error = failure
+                break
+            acked.append(row_id)
+        for _, future in sent[len(acked) :]:
+            future.cancel()
+        if acked:
+            await asyncio.to_thread(self._delete, acked)
+            log.info("tag changes relayed", count=len(acked), last_id=acked[-1])
+        if error is not None:
+            raise error
+        return len(acked)
+
+    def _pending(self) -> list:
+        if is_postgres(self._engine) and not self._lead():
+            return []
+        with self._engine.connect() as connection:
+            return pending_changes(connection, self._batch_size)
+
+    def _delete(self, ids: Sequence[int]) -> None:
+        with self._engine.begin() as connection:
+            delete_relayed(connection, ids)
+
+    def _lead(self) -> bool:
+        """True while this replica holds the relay lock (taken on first success, kept)."""
+        if self._leader is not None:
+            return True
+        connection = self._engine.connect()
+        try:
+            held = connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY}).scalar()
+            connection.commit()
+        except Exception:
+            connection.close()
+            raise
+        if not held:
+            connection.close()
+            return False
+        self._leader = connection
+        return True
+
+    def _resign(self) -> None:
+        if self._leader is not None:
+            with contextlib.suppress(Exception):
+                self._leader.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+                self._leader.commit()
+            with contextlib.suppress(Exception):
+                self._leader.close()
+            self._leader = None
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
+    waiters = [asyncio.create_task(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.create_task(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+# --------------------------------------------------------------------------- watching
+
+_CURSOR_PREFIX = "tc1:"
+
+
+def encode_cursor(sequence: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{sequence}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The stream sequence a cursor stands for; 0 for an empty cursor (from the start)."""
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(_CURSOR_PREFIX) and text[len(_CURSOR_PREFIX) :].isdigit():
+            return int(text[len(_CURSOR_PREFIX) :])
+    except ValueError:
+        pass
+    raise invalid_field("cursor", "is not a cursor issued by WatchTagChanges")
+
+
+class TagSelector:
+    """Which tags a watcher wants: keys and/or tag resource names (empty: every tag)."""
+
+    def __init__(self, wanted: Collection[str]):
+        self._names = {value for value in wanted if value.startswith("producers/")}
+        self._keys = {value for value in wanted if not value.startswith("producers/")}
+        self._all = not wanted
+
+    def __call__(self, change: pb.TagChange) -> bool:
+        return self._all or change.tag_key in self._keys or change.tag in self._names
+
+
+async def watch(
+    js: JetStreamContext, producer: str, after: int, wanted: TagSelector, stopping: asyncio.Event
+) -> AsyncIterator[tuple[pb.TagChange, int]]:
+    """The producer's tag changes after stream sequence ``after``, with their
+    sequences, until ``stopping`` is set (or the caller stops iterating)."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    if after:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
+    subscription = await js.subscribe(
+        bus.tag_changes_subject(producer),
+        stream=bus.TAG_CHANGES.name,
+        ordered_consumer=True,
+        config=config,
+        deliver_policy=config.deliver_policy,
+        idle_heartbeat=2.0,
+        pending_msgs_limit=1000,
+    )
+    try:
+        while not stopping.is_set():
+            try:
+                message = await subscription.next_msg(timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            sequence = message.metadata.sequence.stream
+            change = pb.TagChange.FromString(message.data)
+            if wanted(change):
+                yield change, sequence
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()

@@ -1,0 +1,116 @@
+"""Backfills: the product's recorded events replayed through one segmentation.
+
+The recorded events are the file-backed stream LISTBOSS_EVENTS (subject
+``listboss.events.<producer>``, EventBatch payloads). A backfill reads the
+producer's subject with an ordered ephemeral consumer, keeps the events of the
+segmentation's product and event type, evaluates that one segmentation and
+publishes a ContactChange for each match, marked with the backfill's name.
+
+Semantics (what makes a second run change nothing):
+
+* a change carries only the segmentation's own tag operations and contact
+  data, stamped like the live ones with the event's (occur_time, event id);
+* contacts applies a backfill change even though the event is already in the
+  history, but records no second history entry, and never captures a contact
+  that does not exist (an erased person stays erased);
+* each tag link keeps the newest stamp, so re-applying a stamp changes nothing
+  and an old event never undoes a newer removal: a backfill only fills in what
+  the segmentation would have done had it been active when the events arrived.
+
+Progress (events scanned, considered, matched) is stored every few hundred
+events and at the end; the Backfill resource is polled with GetBackfill.
+A backfill runs in the replica that accepted it; if that replica dies, the
+resource stays RUNNING and the backfill can simply be requested again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from nats.js import JetStreamContext
+from sqlalchemy.engine import Engine
+
+from listboss.changes.v1 import contact_change_pb2
+from listboss.events.v1 import event_pb2
+from listboss_common import bus
+from listboss_common.resources import SEGMENTATION
+from listboss_segmentation import domain, storage
+from listboss_segmentation.events import change_from, event_type_name
+
+log = structlog.get_logger("listboss.segmentation.backfill")
+
+PROGRESS_EVERY = 500
+
+
+def backfill_name(record: storage.BackfillRecord) -> str:
+    segmentation = SEGMENTATION.format(record.producer, record.product_id, record.segmentation_id)
+    return f"{segmentation}/backfills/{record.backfill_id}"
+
+
+class Backfiller:
+    def __init__(self, js: JetStreamContext, engine: Engine):
+        self._js = js
+        self._engine = engine
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self, record: storage.BackfillRecord, segmentation: domain.CustomSegmentation) -> asyncio.Task:
+        task = asyncio.create_task(self.run(record, segmentation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _update(self, record: storage.BackfillRecord, **values) -> None:
+        def write() -> None:
+            with self._engine.begin() as connection:
+                storage.update_backfill(connection, record, **values)
+
+        await asyncio.to_thread(write)
+
+    async def run(self, record: storage.BackfillRecord, segmentation: domain.CustomSegmentation) -> None:
+        name = backfill_name(record)
+        rule = domain.custom_rule(segmentation)
+        rules = domain.rule_set([rule])
+        scanned = considered = matched = 0
+        pending: list[contact_change_pb2.ContactChange] = []
+        subject = bus.changes_subject(record.producer)
+
+        async def flush() -> None:
+            for group in bus.pack(pending, lambda c: c.ByteSize()):
+                payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
+                msg_id = bus.content_id("backfill", name, *(c.event.id for c in group))
+                await self._js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+            pending.clear()
+
+        try:
+            async for message in bus.replay(self._js, bus.EVENTS, bus.events_subject(record.producer)):
+                batch = event_pb2.EventBatch()
+                try:
+                    batch.ParseFromString(message.data)
+                except Exception:  # noqa: BLE001 - the live consumer dead-letters these
+                    continue
+                for event in batch.events:
+                    scanned += 1
+                    if event.product.id != record.product_id or event_type_name(event.type) != rule.event_type:
+                        continue
+                    considered += 1
+                    fired = domain.fire(rules, event)
+                    if fired:
+                        matched += 1
+                        pending.append(change_from(event, domain.decision(fired, event), backfill=name))
+                if len(pending) >= PROGRESS_EVERY or scanned % PROGRESS_EVERY == 0:
+                    await flush()
+                    await self._update(record, events_scanned=scanned, events_considered=considered,
+                                       events_matched=matched)
+            await flush()
+            await self._update(record, state="SUCCEEDED", events_scanned=scanned,
+                               events_considered=considered, events_matched=matched)
+            log.info("backfill done", backfill=name, scanned=scanned, considered=considered, matched=matched)
+        except Exception as error:
+            log.exception("backfill failed", backfill=name)
+            await self._update(record, state="FAILED", error=repr(error)[:1000], events_scanned=scanned,
+                               events_considered=considered, events_matched=matched)
+
+    async def wait(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
