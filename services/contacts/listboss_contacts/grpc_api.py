@@ -293,4 +293,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             raise unavailable("the tag-change stream is not available")
         wanted = tag_changes.TagSelector(list(request.tags))
         async for change, sequence in tag_changes.watch(self._js, producer, after, wanted, self._closing):
-            yield pb.WatchTagChangesResponse(change=change, cursor=tag_changes.encode_cursor(sequence))
+            response = pb.WatchTagChangesResponse(cursor=tag_changes.encode_cursor(sequence))
+            if change is not None:
+                response.change.CopyFrom(change)
+            yield response

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from datetime import datetime
@@ -99,16 +99,35 @@ class NamedTag:
 def tags_named(connection: Connection, producer: str, value: str) -> list[NamedTag]:
     """The producer's tags a filter value names: a key (every product's tag with
     that key) or a resource name producers/{producer}/tags/{product}.{key}."""
-    query = sa.select(tags.c.id, tags.c.contact_count).where(tags.c.producer == producer)
+    return tags_named_all(connection, producer, [value])[value]
+
+
+def tags_named_all(connection: Connection, producer: str, values: Collection[str]) -> dict[str, list[NamedTag]]:
+    """:func:`tags_named` for several values in one query."""
     prefix = f"producers/{producer}/tags/"
-    if value.startswith("producers/"):
-        if not value.startswith(prefix):
-            return []  # another producer's tag: matches nothing here
-        product, key = _split_tag_id(value.removeprefix(prefix))
-        query = query.where(tags.c.product == product, tags.c.key == key)
-    else:
-        query = query.where(tags.c.key == value)
-    return [NamedTag(row.id, row.contact_count) for row in connection.execute(query.order_by(tags.c.id))]
+    wanted: dict[str, tuple[str | None, str] | None] = {}
+    for value in values:
+        if value.startswith("producers/"):
+            # Another producer's tag matches nothing here.
+            wanted[value] = _split_tag_id(value.removeprefix(prefix)) if value.startswith(prefix) else None
+        else:
+            wanted[value] = (None, value)
+    keys = sorted({target[1] for target in wanted.values() if target is not None})
+    rows = []
+    if keys:
+        rows = connection.execute(
+            sa.select(tags.c.id, tags.c.product, tags.c.key, tags.c.contact_count)
+            .where(tags.c.producer == producer, tags.c.key.in_(keys))
+            .order_by(tags.c.id)
+        ).all()
+    found: dict[str, list[NamedTag]] = {}
+    for value, target in wanted.items():
+        found[value] = [
+            NamedTag(row.id, row.contact_count)
+            for row in rows
+            if target is not None and row.key == target[1] and target[0] in (None, row.product)
+        ]
+    return found
 
 
 def _product_named(producer: str, value: str) -> str | None:
@@ -147,7 +166,10 @@ class ContactFilter:
     def __init__(self, connection: Connection, producer: str, node: filtering.Node | None):
         self.producer = producer
         self._connection = connection
-        self._tags: dict[str, list[NamedTag]] = {}
+        # Every tag the filter names, looked up in one query.
+        self._tags = tags_named_all(
+            connection, producer, {str(c.value) for c in filtering.comparisons(node) if c.field == "tag"}
+        )
         terms = list(filtering.conjuncts(node))
         self.driver: tuple[str, object] | None = None  # ("tag", NamedTag) or ("product", product id)
         self.rest: list[filtering.Node] = terms
@@ -173,8 +195,6 @@ class ContactFilter:
                         break
 
     def _named(self, value: str) -> list[NamedTag]:
-        if value not in self._tags:
-            self._tags[value] = tags_named(self._connection, self.producer, value)
         return self._tags[value]
 
     @property
@@ -372,10 +392,10 @@ def _contact_tags(connection: Connection, contact_ids: Sequence[int]) -> dict[in
         )
         .join(tags, tags.c.id == contact_tags.c.tag_id)
         .where(contact_tags.c.contact_id.in_(contact_ids), contact_tags.c.present == sa.true())
-        .order_by(contact_tags.c.contact_id, tags.c.product, tags.c.key)
     ).all()
     make = ContactTagRow._make
-    for row in rows:
+    # Sorted here, not in SQL: SQLite would sort the joined rows in a temporary B-tree.
+    for row in sorted(rows, key=lambda row: (row[0], row[4], row[5])):
         found[row[0]].append(make(row))
     return found
 

@@ -236,10 +236,20 @@ class TagSelector:
 
 
 async def watch(
-    js: JetStreamContext, producer: str, after: int, wanted: TagSelector, stopping: asyncio.Event
-) -> AsyncIterator[tuple[pb.TagChange, int]]:
+    js: JetStreamContext,
+    producer: str,
+    after: int,
+    wanted: TagSelector,
+    stopping: asyncio.Event,
+    idle: float = 1.0,
+) -> AsyncIterator[tuple[pb.TagChange | None, int]]:
     """The producer's tag changes after stream sequence ``after``, with their
-    sequences, until ``stopping`` is set (or the caller stops iterating)."""
+    sequences, until ``stopping`` is set (or the caller stops iterating).
+
+    Changes that ``wanted`` filters out are not sent, but once the stream has been
+    quiet for ``idle`` seconds after skipping some, ``(None, sequence)`` moves the
+    client's cursor past them, so resuming does not read them again.
+    """
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     if after:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
@@ -252,16 +262,25 @@ async def watch(
         idle_heartbeat=2.0,
         pending_msgs_limit=1000,
     )
+    skipped: int | None = None  # the last sequence read but not sent
+    quiet_since = asyncio.get_running_loop().time()
     try:
         while not stopping.is_set():
             try:
                 message = await subscription.next_msg(timeout=0.5)
             except nats.errors.TimeoutError:
+                if skipped is not None and asyncio.get_running_loop().time() - quiet_since >= idle:
+                    yield None, skipped
+                    skipped = None
                 continue
+            quiet_since = asyncio.get_running_loop().time()
             sequence = message.metadata.sequence.stream
             change = pb.TagChange.FromString(message.data)
             if wanted(change):
+                skipped = None
                 yield change, sequence
+            else:
+                skipped = sequence
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()

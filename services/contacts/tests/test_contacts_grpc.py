@@ -310,12 +310,23 @@ async def test_relay_publishes_committed_changes_in_order_and_watch_resumes(stre
     await relay.relay_once()
     [late] = await take(resumed, 1)
     assert (late.change.tag_key, late.change.event.rsplit("/", 1)[-1]) == ("a", "e5")
+    # e5's "b" is filtered out; once the stream is quiet a response moves the cursor past it.
+    [moved] = await take(resumed, 1)
+    assert not moved.HasField("change") and moved.cursor != late.cursor
     resumed.cancel()
+    service.apply([change("e6", "cy@x.com", 400, removes=["b"])])
+    await relay.relay_once()
+    after_moved = service.stub.WatchTagChanges(
+        pb.WatchTagChangesRequest(parent="producers/alice", cursor=moved.cursor), metadata=ALICE
+    )
+    [next_one] = await take(after_moved, 1)
+    after_moved.cancel()
+    assert (next_one.change.tag_key, next_one.change.action) == ("b", pb.TagChange.ACTION_REMOVED)
 
     # Another producer's changes are not seen; a repeated publish is dropped by its Nats-Msg-Id.
     await js.publish(bus.tag_changes_subject("alice"), b"", headers={"Nats-Msg-Id": f"tagchange/{late.change.id}"})
     info = await js.stream_info(bus.TAG_CHANGES.name)
-    assert info.state.messages == 6
+    assert info.state.messages == 7
 
 
 async def test_watch_rejects_bad_cursors_and_other_producers(streaming):

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
@@ -340,3 +342,41 @@ def test_counts_of_a_key_used_by_several_products_count_each_contact_once(engine
     assert count(engine, 'tag = "producers/alice/tags/2.a"') == 2
     assert count(engine, 'tag = "nothing"') == 0
     assert emails(engine, 'tag = "a"') == ["ana@x.com", "bob@x.com"]
+
+
+# --------------------------------------------------------------------------- random filters against the oracle
+
+LEAVES = [
+    ('tag = "a"', lambda p: has(p, "a")),
+    ('tag = "b"', lambda p: has(p, "b")),
+    ('tag = "producers/alice/tags/2.c"', lambda p: has(p, "c", "2")),
+    ('tag != "c"', lambda p: not has(p, "c")),
+    ('product = "1"', lambda p: "1" in p["products"]),
+    ("source = AUTO", lambda p: True),
+    ('email : "@corp"', lambda p: p["email"].endswith("@corp.example")),
+    ("last_event_time >= 2023-12-20T00:00:00Z", lambda p: p["last"] >= 1_703_030_400),
+]
+filters = st.recursive(
+    st.sampled_from(LEAVES),
+    lambda children: st.one_of(
+        st.lists(children, min_size=2, max_size=3).map(
+            lambda terms: (" AND ".join(f"({t})" for t, _ in terms), lambda p, fs=[f for _, f in terms]: all(f(p) for f in fs))
+        ),
+        st.lists(children, min_size=2, max_size=3).map(
+            lambda terms: (" OR ".join(f"({t})" for t, _ in terms), lambda p, fs=[f for _, f in terms]: any(f(p) for f in fs))
+        ),
+        children.map(lambda term: (f"NOT ({term[0]})", lambda p, f=term[1]: not f(p))),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=filters, page=st.integers(1, 25), descending=st.booleans())
+def test_random_filters_match_the_oracle(engine, population, case, page, descending):
+    text, predicate = case
+    people = {email: dict(person, email=email) for email, person in population.items()}
+    expected = oracle(people, predicate)
+    assert sorted(emails(engine, text, page=page)) == expected
+    assert emails(engine, text, SortOrder("email", descending), page=page) == (expected[::-1] if descending else expected)
+    assert count(engine, text) == len(expected)
