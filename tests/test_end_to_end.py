@@ -237,7 +237,6 @@ def test_grpcurl_lists_every_service_through_reflection(suite):
 
 
 def test_grpcurl_calls_a_method_with_no_proto_files(suite, ingested):
-    stub = contacts_stub(suite)
     token = issue_token(suite.secret, "demo")
     result = grpcurl(
         "-plaintext", "-H", f"authorization: Bearer {token}",

@@ -8,15 +8,18 @@ microseconds since the epoch (UTC): portable, exact and cheap to compare.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+T = TypeVar("T")
 
 
 def create_engine(url: str) -> Engine:
@@ -105,3 +108,33 @@ def to_micros(moment: dt.datetime) -> int:
 
 def from_micros(micros: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=micros)
+
+
+def insert(connection: Connection, table: sa.Table):
+    """An INSERT for ``table`` in the connection's dialect, so that
+    ``on_conflict_do_nothing`` / ``on_conflict_do_update`` work on SQLite and PostgreSQL."""
+    if is_postgres(connection):
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
+
+
+async def read(engine: Engine, function: Callable[..., T], *args) -> T:
+    """Runs ``function(connection, *args)`` on a connection in a worker thread."""
+
+    def run() -> T:
+        with engine.connect() as connection:
+            return function(connection, *args)
+
+    return await asyncio.to_thread(run)
+
+
+async def write(engine: Engine, function: Callable[..., T], *args) -> T:
+    """Runs ``function(connection, *args)`` in one transaction in a worker thread."""
+
+    def run() -> T:
+        with engine.begin() as connection:
+            return function(connection, *args)
+
+    return await asyncio.to_thread(run)

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
+from listboss_common import db
 from listboss_common.db import is_postgres, now, to_micros
 from listboss_contacts import domain
 from listboss_contacts.schema import (
@@ -42,14 +43,6 @@ TagKey = tuple[str, str, str]  # (producer, product, tag key)
 def chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _insert(connection: Connection, table: sa.Table):
-    if is_postgres(connection):
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 class TagIds:
@@ -83,7 +76,7 @@ class TagIds:
                     )
                     for p, product, key in to_create
                 ]
-                connection.execute(_insert(connection, tags).on_conflict_do_nothing(), rows)
+                connection.execute(db.insert(connection, tags).on_conflict_do_nothing(), rows)
                 found.update(_select_tag_ids(connection, to_create))
         return found
 
@@ -305,7 +298,7 @@ def _capture_contacts(
                 update.update(data_time=stamp[0], data_event=stamp[1])
             updates.append(update)
         if new_rows:
-            connection.execute(_insert(connection, contacts).on_conflict_do_nothing(), new_rows)
+            connection.execute(db.insert(connection, contacts).on_conflict_do_nothing(), new_rows)
             inserted = _select_contacts(connection, producer, [r["email"] for r in new_rows])
             for email, row in inserted.items():
                 ids[(producer, email)] = row.id
@@ -491,7 +484,7 @@ def _link_products(
         for (contact_id, product), change in sorted(firsts.items())
     ]
     statement = (
-        _insert(connection, contact_products)
+        db.insert(connection, contact_products)
         .on_conflict_do_nothing()
         .returning(contact_products.c.contact_id, contact_products.c.product)
     )
@@ -513,7 +506,7 @@ def _count_product_events(
         key = (event.producer, event.product.id, _stamp(change)[0] // MICROS_PER_DAY, event.type)
         counts[key][0] += 1
         counts[key][1] += (event.producer, event.id) in linking
-    statement = _insert(connection, product_daily)
+    statement = db.insert(connection, product_daily)
     statement = statement.on_conflict_do_update(
         index_elements=[product_daily.c.producer, product_daily.c.product, product_daily.c.day, product_daily.c.event_type],
         set_=dict(

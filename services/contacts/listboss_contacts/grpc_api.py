@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
+from listboss_common import db
 from listboss_common.auth import require_producer_access
 from listboss_common.errors import invalid_field, not_found, unavailable
 from listboss_common.paging import decode_page_token, encode_page_token, page_size, parse_order_by
@@ -140,18 +141,10 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self._closing.set()
 
     async def _read(self, function, *args):
-        def run():
-            with self._engine.connect() as connection:
-                return function(connection, *args)
-
-        return await asyncio.to_thread(run)
+        return await db.read(self._engine, function, *args)
 
     async def _write(self, function, *args):
-        def run():
-            with self._engine.begin() as connection:
-                return function(connection, *args)
-
-        return await asyncio.to_thread(run)
+        return await db.write(self._engine, function, *args)
 
     @staticmethod
     def _producer(parent: str) -> str:

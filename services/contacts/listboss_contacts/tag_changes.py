@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 import nats
 import sqlalchemy as sa
 import structlog
+from google.protobuf import timestamp_pb2
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy.engine import Connection, Engine
@@ -43,9 +44,7 @@ log = structlog.get_logger("listboss.contacts.tag_changes")
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"listboss_contacts.outbox_relay").digest()[:8], "big", signed=True)
 
 
-def timestamp(micros: int):
-    from google.protobuf import timestamp_pb2
-
+def timestamp(micros: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 

@@ -22,7 +22,7 @@ from listboss_common.auth import TokenVerifier
 from listboss_common.db import create_engine
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.testing import AUTH_SECRET, bearer
-from listboss_contacts import grpc_api, schema
+from listboss_contacts import schema
 from listboss_contacts.changes import ChangeApplier
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
@@ -368,3 +368,18 @@ async def test_relay_keeps_rows_while_nats_is_down_and_publishes_after(streaming
     assert await outbox_size(service.engine) == 0
     info = await nc.jetstream().stream_info(bus.TAG_CHANGES.name)
     assert info.state.messages == 1
+
+
+async def test_one_replica_relays_at_a_time_on_postgresql(streaming, nc):
+    service = streaming
+    service.apply([change("e1", "ana@x.com", 100, adds=["a", "b"])])
+    first = OutboxRelay(service.engine, nc.jetstream())
+    second = OutboxRelay(service.engine, nc.jetstream())
+    assert await first.relay_once() == 2
+    service.apply([change("e2", "bob@x.com", 100, adds=["a"])])
+    if service.engine.dialect.name == "postgresql":
+        assert await second.relay_once() == 0  # the first holds the relay lock
+        await asyncio.to_thread(first._resign)
+    assert await second.relay_once() == 1
+    await asyncio.to_thread(second._resign)
+    assert await outbox_size(service.engine) == 0

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

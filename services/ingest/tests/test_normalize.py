@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

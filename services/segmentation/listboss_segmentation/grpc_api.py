@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import replace
 
@@ -13,7 +12,7 @@ from sqlalchemy.engine import Engine
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
-from listboss_common import filtering
+from listboss_common import db, filtering
 from listboss_common.auth import require_internal, require_producer_access
 from listboss_common.errors import (
     FieldViolation,
@@ -323,22 +322,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._backfiller = backfiller
 
     async def _write(self, function, *args):
-        def run():
-            with self._engine.begin() as connection:
-                return function(connection, *args)
-
-        return await asyncio.to_thread(run)
+        return await db.write(self._engine, function, *args)
 
     async def _changed(self, producer: str, product: str) -> None:
         if self._notify is not None:
             await self._notify(producer, product)
 
     async def _read(self, function, *args):
-        def run():
-            with self._engine.connect() as connection:
-                return function(connection, *args)
-
-        return await asyncio.to_thread(run)
+        return await db.read(self._engine, function, *args)
 
     async def _product(self, name: str, field: str) -> storage.ProductRecord:
         producer, product_id = PRODUCT.parse(name, field)
@@ -364,13 +355,10 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         if violations:
             raise InvalidArgument(violations)
 
-        def write():
-            with self._engine.begin() as connection:
-                return storage.register_product(
-                    connection, producer, product_id, request.display_name.strip(), request.kind
-                )
-
-        return product_message(await asyncio.to_thread(write))
+        record = await self._write(
+            storage.register_product, producer, product_id, request.display_name.strip(), request.kind
+        )
+        return product_message(record)
 
     async def GetProduct(self, request: pb.GetProductRequest, context) -> pb.Product:
         return product_message(await self._product(request.name, "name"))

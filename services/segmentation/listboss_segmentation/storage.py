@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from listboss_common.db import from_micros, is_postgres, migrate, now, sql_migration, to_micros
+from listboss_common import db
+from listboss_common.db import from_micros, migrate, now, sql_migration, to_micros
 from listboss_segmentation import conditions, domain
 
 MIGRATIONS = [
@@ -145,18 +146,10 @@ def _record(row) -> ProductRecord:
     )
 
 
-def _insert(connection: Connection):
-    if is_postgres(connection):
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(products)
-
-
 def register_product(connection: Connection, producer: str, product_id: str, display_name: str, kind: int) -> ProductRecord:
     """Creates the product, or updates its name and kind: registration wins over what an event said."""
     stamp = to_micros(now())
-    statement = _insert(connection).values(
+    statement = db.insert(connection, products).values(
         producer=producer,
         product_id=product_id,
         display_name=display_name,
@@ -192,7 +185,7 @@ def ensure_products(connection: Connection, seen: list[tuple[str, str, str, int]
         )
         for p, i, name, kind in seen
     ]
-    connection.execute(_insert(connection).on_conflict_do_nothing(), rows)
+    connection.execute(db.insert(connection, products).on_conflict_do_nothing(), rows)
 
 
 def get_product(connection: Connection, producer: str, product_id: str) -> ProductRecord | None:
