@@ -49,6 +49,10 @@ EVENTS = StreamSpec("LISTBOSS_EVENTS", ("listboss.events.>",))
 CHANGES = StreamSpec("LISTBOSS_CHANGES", ("listboss.changes.>",))
 # Messages that could never be processed: listboss.deadletter.<stream>.<consumer>.
 DEADLETTER = StreamSpec("LISTBOSS_DEADLETTER", ("listboss.deadletter.>",), duplicate_window=0)
+# Committed tag changes for automations, one subject per producer:
+# listboss.tagchanges.<producer>. Published from the contacts service's outbox
+# with Nats-Msg-Id = tagchange/<outbox id>; consumers deduplicate by that id.
+TAG_CHANGES = StreamSpec("LISTBOSS_TAG_CHANGES", ("listboss.tagchanges.>",))
 
 
 def events_subject(producer: str) -> str:
@@ -57,6 +61,10 @@ def events_subject(producer: str) -> str:
 
 def changes_subject(producer: str) -> str:
     return f"listboss.changes.{producer}"
+
+
+def tag_changes_subject(producer: str) -> str:
+    return f"listboss.tagchanges.{producer}"
 
 
 async def connect(url: str, name: str) -> NatsClient:
@@ -155,7 +163,8 @@ class PullWorker:
                     log.warning("fetch failed", error=repr(error))
                     await asyncio.sleep(0.5)
                     continue
-                await self.process(messages)
+                if messages:  # a fetch can end on a status message with nothing in hand
+                    await self.process(messages)
         finally:
             # Drop the inbox so draining the connection does not wait on an expired
             # pull request. The durable consumer stays; anything delivered to the
@@ -255,7 +264,7 @@ def content_id(*parts: str) -> str:
     return digest[:32]
 
 
-# --- Broadcasts on core NATS and replays of a stream (appended for segmentation rules and backfills).
+# --- Broadcasts on core NATS (rule changes) and replays of a stream (backfills).
 
 
 async def broadcast(nc: NatsClient, subject: str, payload: bytes) -> None:
@@ -301,13 +310,3 @@ async def replay(js: JetStreamContext, stream: StreamSpec, subject: str, idle_ti
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
-
-
-# Committed tag changes for automations, one subject per producer:
-# listboss.tagchanges.<producer>. Published from the contacts service's outbox
-# with Nats-Msg-Id = tagchange/<outbox id>; consumers deduplicate by that id.
-TAG_CHANGES = StreamSpec("LISTBOSS_TAG_CHANGES", ("listboss.tagchanges.>",))
-
-
-def tag_changes_subject(producer: str) -> str:
-    return f"listboss.tagchanges.{producer}"
