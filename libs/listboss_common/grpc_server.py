@@ -9,6 +9,7 @@ log line per request.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -77,48 +78,39 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.bind_contextvars(caller=principal.producer or "internal")
         return metadata
 
+    @contextlib.asynccontextmanager
+    async def _call(self, context: grpc.aio.ServicerContext, method: str):
+        """Authenticates one RPC, turns what its handler raises into a gRPC status, and logs it."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            self._begin(context, method)
+            yield
+        except ServiceError as error:
+            code = error.code
+            await context.abort(*_abort_args(error))
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            _log_rpc(code, started)
+
     def _unary(self, behavior, method: str):
         async def wrapper(request, context):
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                self._begin(context, method)
+            async with self._call(context, method):
                 return await behavior(request, context)
-            except ServiceError as error:
-                code = error.code
-                await context.abort(*_abort_args(error))
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("rpc failed")
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
-                _log_rpc(code, started)
 
         return wrapper
 
     def _server_stream(self, behavior, method: str):
         async def wrapper(request, context):
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                self._begin(context, method)
+            async with self._call(context, method):
                 async for item in behavior(request, context):
                     yield item
-            except ServiceError as error:
-                code = error.code
-                await context.abort(*_abort_args(error))
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("rpc failed")
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
-                _log_rpc(code, started)
 
         return wrapper
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
@@ -14,6 +14,7 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss_common import db
 from listboss_common.auth import require_producer_access
+from listboss_common.timestamps import micros, timestamp
 from listboss_common.errors import invalid_field, not_found, unavailable
 from listboss_common.paging import decode_page_token, encode_page_token, page_size, parse_order_by
 from listboss_common.resources import CONTACT, HISTORY_EVENT, PRODUCER, PRODUCT, TAG, ResourcePattern
@@ -25,14 +26,6 @@ DASHBOARD = ResourcePattern("producers/{producer}/products/{product}/dashboard")
 EXPORT_CHUNK = 1000
 DEFAULT_DASHBOARD_DAYS = 30
 _DAY = queries.MICROS_PER_DAY
-
-
-def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
-
-
-def _micros(stamp: timestamp_pb2.Timestamp) -> int:
-    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
 
 
 def _kind(automatic: bool) -> int:
@@ -97,7 +90,7 @@ def tag_message(row) -> pb.Tag:
         product=PRODUCT.format(row.producer, row.product),
         kind=_kind(row.automatic),
         contact_count=row.contact_count,
-        create_time=_timestamp(row.create_time),
+        create_time=timestamp(row.create_time),
     )
 
 
@@ -105,8 +98,8 @@ def history_message(producer: str, row: queries.HistoryRow) -> pb.HistoryEvent:
     return pb.HistoryEvent(
         name=HISTORY_EVENT.format(producer, row.product, row.event_id),
         type=row.event_type,
-        occur_time=_timestamp(row.occur_time),
-        record_time=_timestamp(row.record_time),
+        occur_time=timestamp(row.occur_time),
+        record_time=timestamp(row.record_time),
         contact=CONTACT.format(producer, str(row.contact_id)) if row.contact_id is not None else "",
         email=row.email,
         contact_created=row.contact_created,
@@ -258,22 +251,22 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def GetProductDashboard(self, request: pb.GetProductDashboardRequest, context) -> pb.ProductDashboard:
         producer, product = DASHBOARD.parse(request.name, "name")
         require_producer_access(producer, request.name)
-        end = _micros(request.end_time) if request.HasField("end_time") else int(time.time() * 1_000_000)
-        start = _micros(request.start_time) if request.HasField("start_time") else end - DEFAULT_DASHBOARD_DAYS * _DAY
+        end = micros(request.end_time) if request.HasField("end_time") else int(time.time() * 1_000_000)
+        start = micros(request.start_time) if request.HasField("start_time") else end - DEFAULT_DASHBOARD_DAYS * _DAY
         if start >= end:
             raise invalid_field("start_time", "must be before end_time")
         start_day, end_day = start // _DAY, -(-end // _DAY)
         figures = await self._read(queries.product_dashboard, producer, product, start_day, end_day)
         return pb.ProductDashboard(
             name=request.name,
-            start_time=_timestamp(start_day * _DAY),
-            end_time=_timestamp(end_day * _DAY),
+            start_time=timestamp(start_day * _DAY),
+            end_time=timestamp(end_day * _DAY),
             contact_count=figures.contact_count,
             contacts_captured=sum(captured for _, _, captured in figures.days),
             event_count=sum(events for _, events, _ in figures.days),
             events_by_type=[pb.EventTypeCount(type=kind, count=count) for kind, count in figures.events_by_type],
             days=[
-                pb.DailyFigures(day=_timestamp(day * _DAY), event_count=events, contacts_captured=captured)
+                pb.DailyFigures(day=timestamp(day * _DAY), event_count=events, contacts_captured=captured)
                 for day, events, captured in figures.days
             ],
             tags=[tag_message(row) for row in figures.tags],

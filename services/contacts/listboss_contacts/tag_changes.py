@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Collection, Sequence
 import nats
 import sqlalchemy as sa
 import structlog
-from google.protobuf import timestamp_pb2
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy.engine import Connection, Engine
@@ -37,15 +36,12 @@ from listboss_common import bus
 from listboss_common.db import is_postgres
 from listboss_common.errors import invalid_field
 from listboss_common.resources import CONTACT, HISTORY_EVENT, TAG
+from listboss_common.timestamps import timestamp
 from listboss_contacts.schema import tag_change_outbox
 
 log = structlog.get_logger("listboss.contacts.tag_changes")
 
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"listboss_contacts.outbox_relay").digest()[:8], "big", signed=True)
-
-
-def timestamp(micros: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
 def change_message(row) -> pb.TagChange:
