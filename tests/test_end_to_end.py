@@ -315,3 +315,55 @@ def test_tag_changes_stream_follows_the_tags_and_resumes_after_a_disconnect(suit
     first = read_tag_changes(stub, suite, limit=4)
     rest = read_tag_changes(stub, suite, cursor=first[-1].cursor)
     assert [item.change.id for item in first + rest] == [item.change.id for item in everything]
+
+
+def grpcurl_json(suite, token: str, method: str, body: dict) -> list[dict]:
+    """Calls ``method`` on the contacts service with grpcurl; returns every response message."""
+    result = grpcurl(
+        "-plaintext", "-H", f"authorization: Bearer {token}", "-d", json.dumps(body),
+        suite.contacts_address, f"listboss.contacts.v1.ContactsService/{method}",
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(part) for part in result.stdout.replace("}\n{", "}\x00{").split("\x00") if part.strip()]
+
+
+def test_count_and_export_through_grpcurl(suite, ingested):
+    token = issue_token(suite.secret, "demo")
+    [count] = grpcurl_json(suite, token, "CountContacts", {"parent": "producers/demo", "filter": 'tag = "purchase-chargeback"'})
+    assert count == {"count": "1"}
+    [everyone] = grpcurl_json(suite, token, "CountContacts", {"parent": "producers/demo"})
+    chunks = grpcurl_json(suite, token, "ExportContacts", {"parent": "producers/demo", "order_by": "email"})
+    exported = [c["email"] for chunk in chunks for c in chunk["contacts"]]
+    assert exported == sorted(exported) and len(exported) == int(everyone["count"])
+    assert set(EXPECTED_TAGS) <= set(exported)
+
+
+def test_erasure_through_grpcurl_and_a_fresh_start(suite, ingested):
+    token = issue_token(suite.secret, "demo")
+    payload = json.loads((FIXTURES[0].parent / "PURCHASE_APPROVED.json").read_text())
+    payload["id"] = "erasure-first"
+    payload["data"]["buyer"]["email"] = "forget.me@example.com"
+    with grpc.insecure_channel(suite.ingest_address) as channel:
+        ingest = ingest_grpc.IngestServiceStub(channel)
+        ingest.IngestWebhook(
+            ingest_pb.IngestWebhookRequest(parent="producers/demo", payload=json.dumps(payload)), metadata=auth(suite)
+        )
+        find = {"parent": "producers/demo", "filter": 'email = "forget.me@example.com"'}
+        found = wait_for(lambda: grpcurl_json(suite, token, "ListContacts", find)[0].get("contacts"))
+        assert found, "the contact was never captured"
+        name = found[0]["name"]
+
+        assert grpcurl_json(suite, token, "DeleteContact", {"name": name}) == [{}]
+        gone = grpcurl("-plaintext", "-H", f"authorization: Bearer {token}", "-d", json.dumps({"name": name}),
+                       suite.contacts_address, "listboss.contacts.v1.ContactsService/GetContact")
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+        history = all_history(contacts_stub(suite), suite, "0")
+        assert not any(entry.email == "forget.me@example.com" for entry in history)
+
+        payload["id"] = "erasure-second"
+        ingest.IngestWebhook(
+            ingest_pb.IngestWebhookRequest(parent="producers/demo", payload=json.dumps(payload)), metadata=auth(suite)
+        )
+    again = wait_for(lambda: grpcurl_json(suite, token, "ListContacts", find)[0].get("contacts"))
+    assert again and again[0]["name"] != name
+    assert [t["key"] for t in again[0]["tags"]] == ["purchase-approved"]
