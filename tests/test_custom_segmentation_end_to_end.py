@@ -23,22 +23,6 @@ PRODUCT = "producers/demo/products/555"
 SEGMENTATION = f"{PRODUCT}/segmentations/billet-buyers"
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    suite = Suite(
-        tmp_path_factory.mktemp("suite"),
-        nats_port=0,
-        ingest_port=0,
-        segmentation_port=0,
-        contacts_port=0,
-        http_port=0,
-        output=None,
-    )
-    suite.start()
-    yield suite
-    suite.stop()
-
-
 def grpcurl(suite: Suite, service: str, method: str, body: dict, producer: str | None = "demo", ok: bool = True):
     address = getattr(suite, f"{service}_address")
     package = f"listboss.{service}.v1.{service.capitalize()}Service"

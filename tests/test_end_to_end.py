@@ -48,24 +48,6 @@ EXPECTED_TAGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    suite = Suite(
-        tmp_path_factory.mktemp("suite"),
-        nats_port=0,
-        ingest_port=0,
-        segmentation_port=0,
-        contacts_port=0,
-        http_port=0,
-        output=None,
-    )
-    suite.start()
-    yield suite
-    codes = suite.stop()
-    # Every service shut down cleanly on SIGTERM.
-    assert codes == {"ingest": 0, "segmentation": 0, "contacts": 0, "nats": 0}
-
-
 def auth(suite: Suite, producer: str | None = "demo"):
     return (("authorization", f"Bearer {issue_token(suite.secret, producer)}"),)
 

@@ -21,7 +21,7 @@ import pytest
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as contacts_grpc
 from listboss_common.testing import AUTH_SECRET, free_port
-from listboss_tools.suite import DEMO_PRODUCER, Suite, health_status
+from listboss_tools.suite import DEMO_PRODUCER, health_status
 
 pytestmark = pytest.mark.e2e
 
@@ -39,17 +39,6 @@ def post(url: str, body: bytes, hottok: str | None, content_type: str = "applica
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    suite = Suite(
-        tmp_path_factory.mktemp("suite"), nats_port=0, ingest_port=0, segmentation_port=0, contacts_port=0,
-        http_port=0, output=None,
-    )
-    suite.start()
-    yield suite
-    assert suite.stop() == {"ingest": 0, "segmentation": 0, "contacts": 0, "nats": 0}
 
 
 def test_the_suite_configures_a_private_dev_hottok_for_demo(suite):
