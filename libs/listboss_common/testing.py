@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from listboss_common import bus
 from listboss_common.auth import issue_token
 
 AUTH_SECRET = "test-secret"
@@ -88,6 +89,21 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer):
+    """A client of the test's nats-server, with every ListBoss stream created."""
+    client = await bus.connect(nats_server.url, name="listboss-tests")
+    await bus.ensure_streams(client.jetstream(), [bus.EVENTS, bus.CHANGES, bus.DEADLETTER, bus.TAG_CHANGES])
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def js(nc):
+    """JetStream on :func:`nc`."""
+    return nc.jetstream()
 
 
 def _postgres_required() -> bool:

@@ -26,15 +26,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         await asyncio.sleep(interval)
 
 
-@pytest.fixture
-async def js(nats_server):
-    nc = await bus.connect(nats_server.url, name="test-bus")
-    context = nc.jetstream()
-    await bus.ensure_streams(context, [bus.EVENTS, bus.DEADLETTER])
-    yield context
-    await nc.close()
-
-
 def spec(durable: str = "worker", **overrides) -> bus.WorkerSpec:
     settings = dict(stream=bus.EVENTS, durable=durable, batch_size=10, ack_wait=5.0, max_deliver=3)
     settings.update(overrides)

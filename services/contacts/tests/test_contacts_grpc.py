@@ -237,14 +237,6 @@ async def test_history_filter_and_dashboard(service):
 
 
 @pytest.fixture
-async def nc(nats_server):
-    client = await bus.connect(nats_server.url, name="test-contacts")
-    await bus.ensure_streams(client.jetstream(), [bus.TAG_CHANGES])
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def streaming(engine, nc):
     service = Service(engine, nc.jetstream())
     await service.start()

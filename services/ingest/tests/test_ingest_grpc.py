@@ -37,19 +37,6 @@ Outcome = pb.EventResult.Outcome
 
 
 @pytest.fixture
-async def nc(nats_server):
-    client = await bus.connect(nats_server.url, name="test-ingest")
-    await bus.ensure_streams(client.jetstream(), [bus.EVENTS])
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def js(nc):
-    return nc.jetstream()
-
-
-@pytest.fixture
 async def ingest_port(js):
     """A real IngestService server on a free port; yields the port."""
     servicer = IngestServicer(EventPublisher(js))

@@ -64,15 +64,6 @@ class FailingOnce:
         return await self._js.publish(subject, payload, timeout=timeout, headers=headers)
 
 
-@pytest.fixture
-async def js(nats_server):
-    client = await bus.connect(nats_server.url, name="test-publisher")
-    js = client.jetstream()
-    await bus.ensure_streams(js, [bus.EVENTS])
-    yield js
-    await client.close()
-
-
 async def test_a_retried_batch_after_a_partial_failure_stores_every_event_once(js):
     first_try = make_events(6000, nanos=1)
     with pytest.raises(ServiceError):

@@ -26,15 +26,6 @@ STREAM = bus.EVENTS.name
 
 
 @pytest.fixture
-async def js(nats_server):
-    client = await bus.connect(nats_server.url, name="test-webhook-fuzz")
-    js = client.jetstream()
-    await bus.ensure_streams(js, [bus.EVENTS])
-    yield js
-    await client.close()
-
-
-@pytest.fixture
 async def http(js):
     receiver = WebhookReceiver(EventPublisher(js), WebhookTokens(TOKENS), publish_timeout=5.0)
     port = await receiver.start("127.0.0.1:0")

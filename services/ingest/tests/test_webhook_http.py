@@ -41,19 +41,6 @@ def fixture_bytes(name: str = "PURCHASE_APPROVED") -> bytes:
 
 
 @pytest.fixture
-async def nc(nats_server):
-    client = await bus.connect(nats_server.url, name="test-webhooks")
-    await bus.ensure_streams(client.jetstream(), [bus.EVENTS])
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def js(nc):
-    return nc.jetstream()
-
-
-@pytest.fixture
 async def receiver(js):
     receiver = WebhookReceiver(
         EventPublisher(js), WebhookTokens(TOKENS), publish_timeout=1.0, shutdown_grace=5.0

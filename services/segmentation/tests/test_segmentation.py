@@ -150,15 +150,6 @@ def engine(database_url):
     engine.dispose()
 
 
-@pytest.fixture
-async def js(nats_server):
-    nc = await bus.connect(nats_server.url, name="test-segmentation")
-    context = nc.jetstream()
-    await bus.ensure_streams(context, [bus.EVENTS, bus.CHANGES, bus.DEADLETTER])
-    yield context
-    await nc.close()
-
-
 async def publish_events(js, *events: event_pb2.Event, msg_id: str | None = None) -> None:
     producer = events[0].producer
     payload = event_pb2.EventBatch(events=events).SerializeToString()
