@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common.db import create_engine
 from listboss_contacts import queries, schema
 from listboss_contacts.apply import TagIds, apply_changes
 
@@ -33,14 +31,6 @@ def change(event_id, email, seconds, adds=(), removes=(), *, producer="alice", p
     for key in adds:
         result.tag_operations.add(action=ADD, tag_key=key, tag_display_name=key.title(), automatic=True, segmentation="seg")
     return result
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    schema.migrate_database(engine)
-    yield engine
-    engine.dispose()
 
 
 def apply(engine, changes, tag_ids=None):

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import sqlalchemy as sa
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common.db import create_engine
 from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 
@@ -30,14 +28,6 @@ def change(event_id, seconds, data, adds=(), *, email="ana@example.com", backfil
     for key in adds:
         result.tag_operations.add(action=ADD, tag_key=key, tag_display_name=key, segmentation="seg")
     return result
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    schema.migrate_database(engine)
-    yield engine
-    engine.dispose()
 
 
 def apply(engine, changes):

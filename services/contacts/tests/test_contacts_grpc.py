@@ -19,7 +19,6 @@ from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_common.auth import TokenVerifier
-from listboss_common.db import create_engine
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.testing import AUTH_SECRET, bearer
 from listboss_contacts import schema
@@ -75,14 +74,6 @@ class Service:
 
     def apply(self, changes):
         return self.applier.apply(changes)
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    schema.migrate_database(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -44,14 +44,6 @@ def change(event_id, email, seconds, adds=(), removes=(), *, producer="alice", p
     return result
 
 
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    schema.migrate_database(engine)
-    yield engine
-    engine.dispose()
-
-
 def apply(engine, changes):
     tag_ids = TagIds()
     with engine.begin() as connection:
