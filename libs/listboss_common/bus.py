@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import nats
 import structlog
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -255,6 +256,20 @@ def pack(items: Sequence, size_of: Callable[[object], int], limit: int = MAX_PAC
     if current:
         groups.append(current)
     return groups
+
+
+def unpack(messages: Sequence[Msg], batch_type: type, field: str) -> list:
+    """The items of packed batch messages (e.g. ``EventBatch.events``), in order.
+    A message that does not decode can never be processed: :class:`PoisonMessage`."""
+    items: list = []
+    for message in messages:
+        batch = batch_type()
+        try:
+            batch.ParseFromString(message.data)
+        except DecodeError as error:
+            raise PoisonMessage(f"not a {batch_type.__name__}: {error}") from error
+        items.extend(getattr(batch, field))
+    return items
 
 
 def content_id(*parts: str) -> str:

@@ -6,27 +6,18 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
-from listboss_common.bus import PoisonMessage
+from listboss_common import bus
 from listboss_contacts.apply import TagIds, apply_changes
 
 log = structlog.get_logger("listboss.contacts.changes")
 
 
 def decode_changes(messages: Sequence[Msg]) -> list[contact_change_pb2.ContactChange]:
-    changes: list[contact_change_pb2.ContactChange] = []
-    for message in messages:
-        batch = contact_change_pb2.ContactChangeBatch()
-        try:
-            batch.ParseFromString(message.data)
-        except DecodeError as error:
-            raise PoisonMessage(f"not a ContactChangeBatch: {error}") from error
-        changes.extend(batch.changes)
-    return changes
+    return bus.unpack(messages, contact_change_pb2.ContactChangeBatch, "changes")
 
 
 class ChangeApplier:

@@ -33,10 +33,10 @@ from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common import bus
+from listboss_common import bus, db
 from listboss_common.resources import SEGMENTATION
 from listboss_segmentation import domain, storage
-from listboss_segmentation.events import change_from, event_type_name
+from listboss_segmentation.events import change_from, event_type_name, publish_changes
 
 log = structlog.get_logger("listboss.segmentation.backfill")
 
@@ -61,11 +61,10 @@ class Backfiller:
         return task
 
     async def _update(self, record: storage.BackfillRecord, **values) -> None:
-        def write() -> None:
-            with self._engine.begin() as connection:
-                storage.update_backfill(connection, record, **values)
+        def update(connection) -> None:
+            storage.update_backfill(connection, record, **values)
 
-        await asyncio.to_thread(write)
+        await db.write(self._engine, update)
 
     async def run(self, record: storage.BackfillRecord, segmentation: domain.CustomSegmentation) -> None:
         name = backfill_name(record)
@@ -73,23 +72,18 @@ class Backfiller:
         rules = domain.rule_set([rule])
         scanned = considered = matched = 0
         pending: list[contact_change_pb2.ContactChange] = []
-        subject = bus.changes_subject(record.producer)
 
         async def flush() -> None:
-            for group in bus.pack(pending, lambda c: c.ByteSize()):
-                payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
-                msg_id = bus.content_id("backfill", name, *(c.event.id for c in group))
-                await self._js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+            await publish_changes(self._js, record.producer, pending, "backfill", name)
             pending.clear()
 
         try:
             async for message in bus.replay(self._js, bus.EVENTS, bus.events_subject(record.producer)):
-                batch = event_pb2.EventBatch()
                 try:
-                    batch.ParseFromString(message.data)
-                except Exception:  # noqa: BLE001 - the live consumer dead-letters these
+                    events = bus.unpack([message], event_pb2.EventBatch, "events")
+                except bus.PoisonMessage:  # the live consumer dead-letters these
                     continue
-                for event in batch.events:
+                for event in events:
                     scanned += 1
                     if event.product.id != record.product_id or event_type_name(event.type) != rule.event_type:
                         continue

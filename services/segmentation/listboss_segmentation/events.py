@@ -7,14 +7,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common import bus
+from listboss_common import bus, db
 from listboss_segmentation import domain, storage
 from listboss_segmentation.rules import RuleCache
 
@@ -63,16 +62,22 @@ def change_from(event: event_pb2.Event, decision: domain.Decision, backfill: str
     )
 
 
+async def publish_changes(
+    js: JetStreamContext, producer: str, changes: Sequence[contact_change_pb2.ContactChange], *id_prefix: str
+) -> None:
+    """Publishes a producer's changes packed in ContactChangeBatch messages and waits
+    until JetStream has stored every one. The message ids derive from the events, so
+    a retry of the same changes is dropped as a duplicate."""
+    publishes = []
+    for group in bus.pack(changes, lambda c: c.ByteSize()):
+        payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
+        msg_id = bus.content_id(*id_prefix, *(c.event.id for c in group))
+        publishes.append(js.publish(bus.changes_subject(producer), payload, headers={"Nats-Msg-Id": msg_id}))
+    await asyncio.gather(*publishes)
+
+
 def decode_events(messages: Sequence[Msg]) -> list[event_pb2.Event]:
-    events: list[event_pb2.Event] = []
-    for message in messages:
-        batch = event_pb2.EventBatch()
-        try:
-            batch.ParseFromString(message.data)
-        except DecodeError as error:
-            raise bus.PoisonMessage(f"not an EventBatch: {error}") from error
-        events.extend(batch.events)
-    return events
+    return bus.unpack(messages, event_pb2.EventBatch, "events")
 
 
 class EventProcessor:
@@ -94,16 +99,10 @@ class EventProcessor:
         changes: dict[str, list[contact_change_pb2.ContactChange]] = defaultdict(list)
         for event in events:
             changes[event.producer].append(change_for(event, indexes[(event.producer, event.product.id)]))
-        publishes = []
-        for producer, producer_changes in changes.items():
-            for group in bus.pack(producer_changes, lambda c: c.ByteSize()):
-                payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
-                msg_id = bus.content_id(producer, *(c.event.id for c in group))
-                publishes.append(
-                    self._js.publish(bus.changes_subject(producer), payload, headers={"Nats-Msg-Id": msg_id})
-                )
         # Acks come only after every change is stored on JetStream.
-        await asyncio.gather(*publishes)
+        await asyncio.gather(
+            *(publish_changes(self._js, producer, group, producer) for producer, group in changes.items())
+        )
         log.info("events segmented", events=len(events), messages=len(messages))
 
     async def _record_new_products(self, events: Sequence[event_pb2.Event]) -> None:
@@ -120,9 +119,5 @@ class EventProcessor:
         if not new:
             return
 
-        def write() -> None:
-            with self._engine.begin() as connection:
-                storage.ensure_products(connection, list(new.values()))
-
-        await asyncio.to_thread(write)
+        await db.write(self._engine, storage.ensure_products, list(new.values()))
         self._known_products.update(new)
