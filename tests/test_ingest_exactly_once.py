@@ -19,6 +19,7 @@ from sqlalchemy.pool import StaticPool
 
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
+from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_common.db import create_engine
 from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
@@ -33,8 +34,8 @@ from listboss_segmentation.events import EventProcessor, change_for
 FIXTURES = sorted((Path(__file__).parent / "data" / "hotmart").glob("*.json"))
 HOTTOK = "alice-webhook-token-42"
 # Short ack wait: a message delivered just before the outage comes back quickly.
-SEGMENTATION = bus.WorkerSpec(stream=bus.EVENTS, durable="segmentation", ack_wait=5.0)
-CONTACTS = bus.WorkerSpec(stream=bus.CHANGES, durable="contacts", batch_size=200, ack_wait=5.0)
+SEGMENTATION = WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS, ack_wait=5.0)
+CONTACTS = WorkerSpec(stream=bus.CHANGES, durable="contacts", items=bus.CHANGE_ITEMS, batch_size=8, ack_wait=5.0)
 
 
 class Pipeline:
@@ -54,8 +55,8 @@ class Pipeline:
         self.js = self.nc.jetstream()
         await bus.ensure_streams(self.js, [bus.EVENTS, bus.CHANGES, bus.DEADLETTER])
         workers = [
-            bus.PullWorker(self.js, SEGMENTATION, EventProcessor(self.js, self.segmentation_engine).handle),
-            bus.PullWorker(self.js, CONTACTS, ChangeApplier(self.contacts_engine).handle),
+            PullWorker(self.js, SEGMENTATION, EventProcessor(self.js, self.segmentation_engine).handle),
+            PullWorker(self.js, CONTACTS, ChangeApplier(self.contacts_engine).handle),
         ]
         for worker in workers:
             await worker.subscribe()

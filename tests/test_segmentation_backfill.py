@@ -25,7 +25,7 @@ from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 from listboss_segmentation import storage
 from listboss_segmentation.backfill import Backfiller
-from listboss_segmentation.events import EventProcessor
+from listboss_segmentation.events import EventProcessor, decode_events
 from listboss_segmentation.grpc_api import SegmentationServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
@@ -121,7 +121,7 @@ async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(e
                              headers={"Nats-Msg-Id": f"alice/{item.id}"})
         processor = EventProcessor(js, segmentation_engine)
         subscription = await js.pull_subscribe("listboss.events.>", durable="segmentation", stream=bus.EVENTS.name)
-        await processor.handle(await subscription.fetch(5, timeout=5))
+        await processor.handle(decode_events(await subscription.fetch(5, timeout=5)))
         assert len(await contacts.catch_up()) == 5
         before = contacts.state()
         assert not any(key == "billet-buyers" for _, key, *_ in before[0])

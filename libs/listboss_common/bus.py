@@ -1,17 +1,16 @@
-"""NATS JetStream: the streams, publishing with acknowledgement, and durable pull workers.
+"""NATS JetStream: the streams, what their messages carry, packing, and publishing.
 
 Streams are file-backed. Publishers wait for JetStream's acknowledgement and set
-``Nats-Msg-Id`` so the stream drops repeats inside its duplicate window; workers
-ack only after their work is committed, nak with a delay on a passing failure,
-and move a message that can never be processed to the dead-letter stream.
+``Nats-Msg-Id`` so the stream drops repeats inside its duplicate window. Events and
+contact changes travel packed, several to a message (:class:`PackedItems`). The
+durable workers that consume the streams are in :mod:`listboss_common.worker`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import nats
@@ -20,8 +19,12 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
+
+from listboss.changes.v1 import contact_change_pb2
+from listboss.events.v1 import event_pb2
+from listboss_common.readiness import Readiness
 
 log = structlog.get_logger("listboss.bus")
 
@@ -48,8 +51,10 @@ class StreamSpec:
 EVENTS = StreamSpec("LISTBOSS_EVENTS", ("listboss.events.>",))
 # Segmentation's decisions, one subject per producer: listboss.changes.<producer>.
 CHANGES = StreamSpec("LISTBOSS_CHANGES", ("listboss.changes.>",))
-# Messages that could never be processed: listboss.deadletter.<stream>.<consumer>.
-DEADLETTER = StreamSpec("LISTBOSS_DEADLETTER", ("listboss.deadletter.>",), duplicate_window=0)
+# Messages and items that could never be processed: listboss.deadletter.<stream>.<consumer>.
+# Nats-Msg-Id names the original (stream, sequence, event), so a dead letter whose
+# publish is retried after a timeout is stored once.
+DEADLETTER = StreamSpec("LISTBOSS_DEADLETTER", ("listboss.deadletter.>",))
 # Committed tag changes for automations, one subject per producer:
 # listboss.tagchanges.<producer>. Published from the contacts service's outbox
 # with Nats-Msg-Id = tagchange/<outbox id>; consumers deduplicate by that id.
@@ -68,14 +73,26 @@ def tag_changes_subject(producer: str) -> str:
     return f"listboss.tagchanges.{producer}"
 
 
-async def connect(url: str, name: str) -> NatsClient:
+async def connect(url: str, name: str, readiness: Readiness | None = None) -> NatsClient:
+    """Connects for the life of the process; ``readiness`` hears when NATS goes away and comes back."""
+
     async def on_error(error: Exception) -> None:
         log.warning("nats error", error=str(error))
+
+    async def on_disconnected() -> None:
+        if readiness is not None:
+            readiness.down("nats", "disconnected")
+
+    async def on_reconnected() -> None:
+        if readiness is not None:
+            readiness.up("nats")
 
     return await nats.connect(
         url,
         name=name,
         error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
         # Keep reconnecting for as long as the process lives: a NATS restart must
         # not take the service down, only pause it.
         max_reconnect_attempts=-1,
@@ -94,146 +111,36 @@ async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> N
 
 
 class PoisonMessage(Exception):
-    """A message that can never be processed (it does not decode, or breaks a rule
-    that no retry can fix). It goes straight to the dead-letter stream."""
-
-
-BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
+    """A message or item that can never be processed (it does not decode, or breaks a
+    rule that no retry can fix). It goes to the dead-letter stream without retries."""
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
-    stream: StreamSpec
-    durable: str
-    # Messages fetched and handled together (one transaction downstream).
-    batch_size: int = 500
-    # Seconds JetStream waits for an ack before redelivering.
-    ack_wait: float = 60.0
-    # Deliveries before a failing message is dead-lettered.
-    max_deliver: int = 8
-    # Cap on unacknowledged messages across this consumer's replicas.
-    max_ack_pending: int = 20_000
+class PackedItems:
+    """How a stream's messages carry items: a batch message with one repeated field."""
 
+    batch_type: type
+    field: str
+    # (producer, event id) of an item: what a dead letter is labelled with.
+    describe: Callable[[object], tuple[str, str]]
 
-class PullWorker:
-    """A durable pull consumer that hands batches of messages to ``handler``.
-
-    The handler raises to fail the batch; the worker then retries the messages
-    one by one so that a single bad message cannot hold back the rest, naks a
-    failing message with a growing delay, and dead-letters it after
-    ``max_deliver`` attempts (or at once for :class:`PoisonMessage`).
-    """
-
-    def __init__(self, js: JetStreamContext, spec: WorkerSpec, handler: BatchHandler):
-        self._js = js
-        self._spec = spec
-        self._handler = handler
-        self._subscription: JetStreamContext.PullSubscription | None = None
-
-    async def subscribe(self) -> None:
-        await ensure_streams(self._js, [self._spec.stream, DEADLETTER])
-        config = ConsumerConfig(
-            durable_name=self._spec.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self._spec.ack_wait,
-            max_deliver=self._spec.max_deliver + 1,
-            max_ack_pending=self._spec.max_ack_pending,
-        )
-        self._subscription = await self._js.pull_subscribe(
-            self._spec.stream.subjects[0],
-            durable=self._spec.durable,
-            stream=self._spec.stream.name,
-            config=config,
-        )
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Fetches and handles batches until ``stop`` is set; the batch in hand is finished first."""
-        if self._subscription is None:
-            await self.subscribe()
-        assert self._subscription is not None
+    def decode(self, data: bytes) -> list:
+        batch = self.batch_type()
         try:
-            while not stop.is_set():
-                try:
-                    messages = await self._subscription.fetch(self._spec.batch_size, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                    return
-                except Exception as error:  # NATS reconnecting, JetStream leader change...
-                    log.warning("fetch failed", error=repr(error))
-                    await asyncio.sleep(0.5)
-                    continue
-                if messages:  # a fetch can end on a status message with nothing in hand
-                    await self.process(messages)
-        finally:
-            # Drop the inbox so draining the connection does not wait on an expired
-            # pull request. The durable consumer stays; anything delivered to the
-            # inbox but not handled is redelivered after ack_wait.
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+            batch.ParseFromString(data)
+        except DecodeError as error:
+            raise PoisonMessage(f"not a {self.batch_type.__name__}: {error}") from error
+        return list(getattr(batch, self.field))
 
-    async def process(self, messages: Sequence[Msg]) -> None:
-        try:
-            await self._handler(messages)
-        except Exception as error:
-            if len(messages) == 1:
-                await self._fail(messages[0], error)
-                return
-            log.warning("batch failed; retrying one by one", size=len(messages), error=repr(error))
-            for message in messages:
-                try:
-                    await self._handler([message])
-                except Exception as single_error:
-                    await self._fail(message, single_error)
-                else:
-                    await _ack(message)
-            return
-        await asyncio.gather(*(_ack(m) for m in messages))
-
-    async def _fail(self, message: Msg, error: Exception) -> None:
-        deliveries = message.metadata.num_delivered or 1
-        if isinstance(error, PoisonMessage) or deliveries >= self._spec.max_deliver:
-            try:
-                await self._dead_letter(message, error)
-                return
-            except Exception as dead_letter_error:
-                # NATS unreachable: the worker must not die; keep the message and let
-                # its redelivery try the dead-letter path again.
-                log.error("dead-lettering failed; will retry", deliveries=deliveries, error=repr(dead_letter_error))
-        else:
-            log.warning("message failed; will retry", deliveries=deliveries, error=repr(error))
-        # Back off so a passing outage (database restart) is not hammered.
-        with contextlib.suppress(Exception):  # a lost nak only means a redelivery after ack_wait
-            await message.nak(delay=min(30.0, 0.5 * 2**deliveries))
-
-    async def _dead_letter(self, message: Msg, error: Exception) -> None:
-        metadata = message.metadata
-        headers = {
-            "Listboss-Original-Subject": message.subject,
-            "Listboss-Stream-Sequence": str(metadata.sequence.stream),
-            "Listboss-Deliveries": str(metadata.num_delivered),
-            "Listboss-Error": repr(error)[:1000],
-        }
-        await self._js.publish(
-            f"listboss.deadletter.{self._spec.stream.name}.{self._spec.durable}",
-            message.data,
-            headers=headers,
-        )
-        log.error(
-            "message dead-lettered",
-            subject=message.subject,
-            stream_sequence=metadata.sequence.stream,
-            deliveries=metadata.num_delivered,
-            error=repr(error),
-        )
-        await message.term()
+    def encode(self, items: Sequence) -> bytes:
+        return self.batch_type(**{self.field: items}).SerializeToString()
 
 
-async def _ack(message: Msg) -> None:
-    # A lost ack only means a redelivery, which every consumer tolerates.
-    with contextlib.suppress(Exception):
-        await message.ack()
+# What LISTBOSS_EVENTS and LISTBOSS_CHANGES carry.
+EVENT_ITEMS = PackedItems(event_pb2.EventBatch, "events", lambda event: (event.producer, event.id))
+CHANGE_ITEMS = PackedItems(
+    contact_change_pb2.ContactChangeBatch, "changes", lambda change: (change.event.producer, change.event.id)
+)
 
 
 # Packed messages stay well under nats-server's default 1 MiB max_payload.
@@ -258,18 +165,9 @@ def pack(items: Sequence, size_of: Callable[[object], int], limit: int = MAX_PAC
     return groups
 
 
-def unpack(messages: Sequence[Msg], batch_type: type, field: str) -> list:
-    """The items of packed batch messages (e.g. ``EventBatch.events``), in order.
-    A message that does not decode can never be processed: :class:`PoisonMessage`."""
-    items: list = []
-    for message in messages:
-        batch = batch_type()
-        try:
-            batch.ParseFromString(message.data)
-        except DecodeError as error:
-            raise PoisonMessage(f"not a {batch_type.__name__}: {error}") from error
-        items.extend(getattr(batch, field))
-    return items
+def unpack(messages: Sequence[Msg], items: PackedItems) -> list:
+    """The items of packed batch messages, in order; :class:`PoisonMessage` if one does not decode."""
+    return [item for message in messages for item in items.decode(message.data)]
 
 
 def content_id(*parts: str) -> str:

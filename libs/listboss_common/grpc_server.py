@@ -9,6 +9,7 @@ log line per request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -23,6 +24,7 @@ from grpc_status import rpc_status
 
 from listboss_common.auth import TokenVerifier, current_principal
 from listboss_common.errors import ServiceError
+from listboss_common.readiness import Readiness
 
 log = structlog.get_logger("listboss.grpc")
 
@@ -123,12 +125,22 @@ def _log_rpc(code: grpc.StatusCode, started: float) -> None:
 class GrpcServer:
     """Serves the given bindings plus health and reflection on ``address``."""
 
-    def __init__(self, address: str, bindings: Sequence[ServiceBinding], verifier: TokenVerifier):
+    def __init__(
+        self,
+        address: str,
+        bindings: Sequence[ServiceBinding],
+        verifier: TokenVerifier,
+        readiness: Readiness | None = None,
+    ):
         self._address = address
         self._bindings = list(bindings)
         self._verifier = verifier
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        # Health follows it: NOT_SERVING while the process waits on a missing dependency.
+        self._readiness = readiness or Readiness()
+        self._readiness.watch(self._on_readiness)
+        self._health_updates: set[asyncio.Task] = set()
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -150,10 +162,22 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"could not bind gRPC address {self._address}")
         await server.start()
-        for name in ["", *names]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
+        await self._set_health(self._readiness.ready)
         return self.port
+
+    async def _set_health(self, ready: bool) -> None:
+        # After a graceful shutdown began, the servicer ignores this: it stays NOT_SERVING.
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *(b.name for b in self._bindings)]:
+            await self._health.set(name, status)
+
+    def _on_readiness(self, ready: bool) -> None:
+        if self._server is None:
+            return  # start() sets the status it finds
+        task = asyncio.get_running_loop().create_task(self._set_health(ready))
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         """Reports NOT_SERVING, stops taking RPCs and lets in-flight ones finish for ``grace`` seconds."""

@@ -16,10 +16,11 @@ import structlog
 from nats.aio.client import Client as NatsClient
 
 from listboss_common.auth import TokenVerifier
-from listboss_common.bus import PullWorker
 from listboss_common.config import ServiceConfig
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.lifecycle import shutdown_event
+from listboss_common.readiness import Readiness
+from listboss_common.worker import PullWorker
 
 log = structlog.get_logger("listboss.service")
 
@@ -46,7 +47,10 @@ async def run_service(
     workers: Sequence[PullWorker] = (),
     on_stopped: Callable[[], None] | None = None,
     companions: Sequence[Companion] = (),
+    readiness: Readiness | None = None,
 ) -> None:
+    """Runs until SIGTERM/SIGINT. ``readiness`` (shared with the NATS connection and the
+    workers) drives the health status: NOT_SERVING while a dependency is missing."""
     for worker in workers:
         await worker.subscribe()
     started: list[Companion] = []
@@ -58,7 +62,7 @@ async def run_service(
         for companion in reversed(started):
             await companion.stop(0)
         raise
-    server = GrpcServer(config.grpc_address, bindings, TokenVerifier(config.auth_secret))
+    server = GrpcServer(config.grpc_address, bindings, TokenVerifier(config.auth_secret), readiness)
     port = await server.start()
     stop = shutdown_event()
     consuming = [asyncio.create_task(worker.run(stop)) for worker in workers]

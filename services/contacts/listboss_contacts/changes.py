@@ -1,4 +1,6 @@
-"""The bus entrypoint: applies batches of contact-change messages in one transaction each."""
+"""The bus entrypoint: applies the chunks of contact changes its worker hands it, one
+transaction each (the worker bounds the chunk, isolates a failing change and waits out
+outages: :mod:`listboss_common.worker`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ log = structlog.get_logger("listboss.contacts.changes")
 
 
 def decode_changes(messages: Sequence[Msg]) -> list[contact_change_pb2.ContactChange]:
-    return bus.unpack(messages, contact_change_pb2.ContactChangeBatch, "changes")
+    return bus.unpack(messages, bus.CHANGE_ITEMS)
 
 
 class ChangeApplier:
@@ -33,9 +35,8 @@ class ChangeApplier:
         self._tag_ids.commit(result.tag_ids)
         return result
 
-    async def handle(self, messages: Sequence[Msg]) -> None:
-        changes = decode_changes(messages)
+    async def handle(self, changes: Sequence[contact_change_pb2.ContactChange]) -> None:
         result = await asyncio.to_thread(self.apply, changes)
         if self._on_committed is not None:
             self._on_committed()
-        log.info("changes applied", applied=result.applied, skipped=result.skipped, messages=len(messages))
+        log.info("changes applied", applied=result.applied, skipped=result.skipped)

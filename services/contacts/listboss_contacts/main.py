@@ -12,18 +12,32 @@ import sys
 
 from listboss.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
 from listboss_common import bus
-from listboss_common.config import ServiceConfig, env
+from listboss_common.config import ServiceConfig, env, env_int
 from listboss_common.db import create_engine
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
+from listboss_common.readiness import Readiness
 from listboss_common.service import run_service
+from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_contacts import schema
 from listboss_contacts.changes import ChangeApplier
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
 
 SERVICE_NAME = contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name
-CHANGES_WORKER = bus.WorkerSpec(stream=bus.CHANGES, durable="contacts", batch_size=200)
+
+
+def changes_worker() -> WorkerSpec:
+    """Contacts' consumer: a few packed messages a fetch (each at most 512 KiB, about a
+    thousand changes), applied in transactions of LISTBOSS_APPLY_BATCH changes, so a
+    backlog is worked through in bounded steps and bounded memory."""
+    return WorkerSpec(
+        stream=bus.CHANGES,
+        durable="contacts",
+        items=bus.CHANGE_ITEMS,
+        batch_size=8,
+        max_items=env_int("LISTBOSS_APPLY_BATCH", 2000),
+    )
 
 
 async def run() -> None:
@@ -31,16 +45,17 @@ async def run() -> None:
     engine = create_engine(env("LISTBOSS_DATABASE_URL", "sqlite:///contacts.db"))
     schema.migrate_database(engine)
 
-    nc = await bus.connect(config.nats_url, name="listboss-contacts")
+    readiness = Readiness()
+    nc = await bus.connect(config.nats_url, name="listboss-contacts", readiness=readiness)
     js = nc.jetstream()
     await bus.ensure_streams(js, [bus.CHANGES, bus.DEADLETTER, bus.TAG_CHANGES])
     relay = OutboxRelay(engine, js)
-    worker = bus.PullWorker(js, CHANGES_WORKER, ChangeApplier(engine, on_committed=relay.notify).handle)
+    worker = PullWorker(js, changes_worker(), ChangeApplier(engine, on_committed=relay.notify).handle, readiness)
     servicer = ContactsServicer(engine, js)
     binding = ServiceBinding(SERVICE_NAME, lambda server: contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(servicer, server))
     # The relay and the stream closer run beside the bus worker and stop with it.
     await run_service(
-        config, [binding], nc, [worker, relay, StreamCloser(servicer)], on_stopped=engine.dispose
+        config, [binding], nc, [worker, relay, StreamCloser(servicer)], on_stopped=engine.dispose, readiness=readiness
     )
 
 

@@ -16,6 +16,7 @@ from listboss_common import bus
 from listboss_common.config import ServiceConfig, env
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
+from listboss_common.readiness import Readiness
 from listboss_common.service import Companion, run_service
 from listboss_ingest.grpc_api import IngestServicer
 from listboss_ingest.http_api import WebhookReceiver
@@ -34,7 +35,8 @@ async def run() -> None:
     tokens = WebhookTokens.from_env()  # read once, at start; a bad file fails the start
     if not len(tokens):
         log.warning("no webhook tokens configured: every webhook will be answered 401")
-    nc = await bus.connect(config.nats_url, name="listboss-ingest")
+    readiness = Readiness()
+    nc = await bus.connect(config.nats_url, name="listboss-ingest", readiness=readiness)
     js = nc.jetstream()
     await bus.ensure_streams(js, [bus.EVENTS])
     publisher = EventPublisher(js)
@@ -44,7 +46,7 @@ async def run() -> None:
     )
     receiver = WebhookReceiver(publisher, tokens, shutdown_grace=config.shutdown_grace)
     webhooks = Companion("webhooks-http", lambda: receiver.start(http_address), receiver.stop)
-    await run_service(config, [binding], nc, companions=[webhooks])
+    await run_service(config, [binding], nc, companions=[webhooks], readiness=readiness)
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
-from listboss.events.v1 import event_pb2
 from listboss_common import bus, db
 from listboss_common.resources import SEGMENTATION
 from listboss_segmentation import domain, storage
@@ -80,7 +79,7 @@ class Backfiller:
         try:
             async for message in bus.replay(self._js, bus.EVENTS, bus.events_subject(record.producer)):
                 try:
-                    events = bus.unpack([message], event_pb2.EventBatch, "events")
+                    events = bus.EVENT_ITEMS.decode(message.data)
                 except bus.PoisonMessage:  # the live consumer dead-letters these
                     continue
                 for event in events:

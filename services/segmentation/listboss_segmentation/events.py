@@ -77,12 +77,13 @@ async def publish_changes(
 
 
 def decode_events(messages: Sequence[Msg]) -> list[event_pb2.Event]:
-    return bus.unpack(messages, event_pb2.EventBatch, "events")
+    return bus.unpack(messages, bus.EVENT_ITEMS)
 
 
 class EventProcessor:
-    """Handles batches of event messages: records new products, decides each
-    event's tag operations and publishes the changes, packed per producer."""
+    """Handles chunks of events (its worker bounds them, isolates a failing event and
+    waits out outages): records new products, decides each event's tag operations and
+    publishes the changes, packed per producer."""
 
     def __init__(self, js: JetStreamContext, engine: Engine, rules: RuleCache | None = None):
         self._js = js
@@ -92,8 +93,7 @@ class EventProcessor:
         # Products known to exist; saves a database round trip per event.
         self._known_products: set[tuple[str, str]] = set()
 
-    async def handle(self, messages: Sequence[Msg]) -> None:
-        events = decode_events(messages)
+    async def handle(self, events: Sequence[event_pb2.Event]) -> None:
         await self._record_new_products(events)
         indexes = await self.rules.rules((event.producer, event.product.id) for event in events)
         changes: dict[str, list[contact_change_pb2.ContactChange]] = defaultdict(list)
@@ -103,7 +103,7 @@ class EventProcessor:
         await asyncio.gather(
             *(publish_changes(self._js, producer, group, producer) for producer, group in changes.items())
         )
-        log.info("events segmented", events=len(events), messages=len(messages))
+        log.info("events segmented", events=len(events))
 
     async def _record_new_products(self, events: Sequence[event_pb2.Event]) -> None:
         new: dict[tuple[str, str], tuple[str, str, str, int]] = {}

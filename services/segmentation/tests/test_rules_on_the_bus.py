@@ -16,6 +16,7 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
+from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_common.auth import TokenVerifier
 from listboss_common.db import create_engine
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
@@ -43,17 +44,15 @@ class Replica:
         self.rules = RuleCache(engine)
         self.processor = EventProcessor(self.js, engine, self.rules)
         self.handled: Counter[str] = Counter()
-        self.worker = bus.PullWorker(
-            self.js, bus.WorkerSpec(stream=bus.EVENTS, durable="segmentation", batch_size=batch_size), self.handle
-        )
+        spec = WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS, batch_size=batch_size)
+        self.worker = PullWorker(self.js, spec, self.handle)
         self.stop = asyncio.Event()
         self.task: asyncio.Task | None = None
 
-    async def handle(self, messages):
-        await self.processor.handle(messages)
-        for message in messages:
-            for event in event_pb2.EventBatch.FromString(message.data).events:
-                self.handled[event.id] += 1
+    async def handle(self, events):
+        await self.processor.handle(events)
+        for event in events:
+            self.handled[event.id] += 1
 
     async def notify(self, producer, product):
         self.rules.invalidate(producer, product)

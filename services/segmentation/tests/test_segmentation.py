@@ -17,12 +17,13 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
+from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_common.auth import TokenVerifier
 from listboss_common.db import create_engine
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.testing import AUTH_SECRET, bearer
 from listboss_segmentation import domain, storage
-from listboss_segmentation.events import EventProcessor, change_for, event_type_name
+from listboss_segmentation.events import EventProcessor, change_for, decode_events, event_type_name
 
 ADD = contact_change_pb2.TagOperation.ACTION_ADD
 REMOVE = contact_change_pb2.TagOperation.ACTION_REMOVE
@@ -203,7 +204,7 @@ async def test_processor_publishes_changes_and_records_products(engine, js):
     await publish_events(js, refunded)
     messages = await fetch_all(js, 2)
 
-    await EventProcessor(js, engine).handle(messages)
+    await EventProcessor(js, engine).handle(decode_events(messages))
 
     by_subject = dict(await changes_on_stream(js))
     assert set(by_subject) == {"listboss.changes.alice", "listboss.changes.bob"}
@@ -250,8 +251,8 @@ async def test_redelivered_events_publish_no_second_change(engine, js):
     await publish_events(js, make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_APPROVED))
     messages = await fetch_all(js, 1)
     # A redelivery may reach a fresh replica with an empty product cache.
-    await EventProcessor(js, engine).handle(messages)
-    await EventProcessor(js, engine).handle(messages)
+    await EventProcessor(js, engine).handle(decode_events(messages))
+    await EventProcessor(js, engine).handle(decode_events(messages))
     changes = await changes_on_stream(js)
     assert len(changes) == 1
     ((subject, (change,)),) = changes
@@ -264,7 +265,7 @@ async def test_registered_product_keeps_its_name_when_events_arrive(engine, js):
         storage.register_product(connection, "alice", "42", "Registered Course", event_pb2.PRODUCT_KIND_PRODUCT)
     await publish_events(js, make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_APPROVED, product_name="Event Name"))
     await publish_events(js, make_event("e2", event_pb2.EVENT_TYPE_PURCHASE_APPROVED, product="9", product_name=""))
-    await EventProcessor(js, engine).handle(await fetch_all(js, 2))
+    await EventProcessor(js, engine).handle(decode_events(await fetch_all(js, 2)))
 
     registered = product_record(engine, "alice", "42")
     assert (registered.display_name, registered.origin) == ("Registered Course", "registered")
@@ -280,13 +281,13 @@ async def test_undecodable_message_is_poison(engine, js):
     await js.publish(bus.events_subject("alice"), b"\x0a\xff\x01garbage")
     messages = await fetch_all(js, 1)
     with pytest.raises(bus.PoisonMessage):
-        await EventProcessor(js, engine).handle(messages)
+        decode_events(messages)
     assert await changes_on_stream(js) == []
 
 
 async def test_pull_worker_runs_the_processor_end_to_end(engine, js):
-    worker = bus.PullWorker(js, bus.WorkerSpec(stream=bus.EVENTS, durable="segmentation", batch_size=50),
-                            EventProcessor(js, engine).handle)
+    spec = WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS, batch_size=50)
+    worker = PullWorker(js, spec, EventProcessor(js, engine).handle)
     await worker.subscribe()
     await publish_events(js, make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED))
     await js.publish(bus.events_subject("alice"), b"\x0a\xff\x01garbage")  # dead-lettered, never blocks the rest

@@ -1,0 +1,97 @@
+"""Health follows readiness: NOT_SERVING while a dependency is missing, SERVING when
+it is back, NOT_SERVING for good once shutdown begins. Real gRPC server and client;
+a real NATS connection whose server goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from listboss_common import bus
+from listboss_common.auth import TokenVerifier
+from listboss_common.grpc_server import GrpcServer
+from listboss_common.readiness import Readiness
+from listboss_common.testing import AUTH_SECRET
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def status_becomes(stub, expected, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+        if response.status == expected:
+            return
+        assert time.monotonic() < deadline, f"health stayed {response.status}, expected {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def serving(readiness: Readiness):
+    server = GrpcServer("127.0.0.1:0", [], TokenVerifier(AUTH_SECRET), readiness)
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return server, channel, health_pb2_grpc.HealthStub(channel)
+
+
+def test_readiness_tracks_each_missing_dependency():
+    readiness = Readiness()
+    changes: list[bool] = []
+    readiness.watch(changes.append)
+    readiness.down("database", "refused")
+    readiness.down("nats", "disconnected")
+    readiness.up("database")
+    assert not readiness.ready and readiness.missing == {"nats": "disconnected"}
+    readiness.up("nats")
+    readiness.up("nats")  # already back: nothing to tell
+    assert readiness.ready
+    assert changes == [False, True]
+
+
+async def test_health_follows_readiness_until_shutdown():
+    readiness = Readiness()
+    server, channel, stub = await serving(readiness)
+    try:
+        await status_becomes(stub, SERVING)
+        readiness.down("database", "connection refused")
+        await status_becomes(stub, NOT_SERVING)
+        readiness.up("database")
+        await status_becomes(stub, SERVING)
+
+        readiness.down("database", "connection refused")
+        await status_becomes(stub, NOT_SERVING)
+        stopping = asyncio.create_task(server.stop(1.0))
+        readiness.up("database")  # shutting down: it must not turn SERVING again
+        await stopping
+    finally:
+        await channel.close()
+
+
+async def test_a_process_starting_without_a_dependency_is_not_serving():
+    readiness = Readiness()
+    readiness.down("nats", "disconnected")
+    server, channel, stub = await serving(readiness)
+    try:
+        await status_becomes(stub, NOT_SERVING)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+async def test_health_is_not_serving_while_nats_is_away(nats_server):
+    readiness = Readiness()
+    nc = await bus.connect(nats_server.url, name="test-readiness", readiness=readiness)
+    server, channel, stub = await serving(readiness)
+    try:
+        await status_becomes(stub, SERVING)
+        nats_server.stop()
+        await status_becomes(stub, NOT_SERVING)
+        nats_server.start()
+        await status_becomes(stub, SERVING, timeout=20)
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await nc.close()
