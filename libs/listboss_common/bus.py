@@ -79,15 +79,18 @@ async def connect(url: str, name: str, readiness: Readiness | None = None) -> Na
     async def on_error(error: Exception) -> None:
         log.warning("nats error", error=str(error))
 
+    client: NatsClient | None = None
+
     async def on_disconnected() -> None:
-        if readiness is not None:
+        # Draining at shutdown disconnects too: that is no outage.
+        if readiness is not None and client is not None and not (client.is_draining or client.is_closed):
             readiness.down("nats", "disconnected")
 
     async def on_reconnected() -> None:
         if readiness is not None:
             readiness.up("nats")
 
-    return await nats.connect(
+    client = await nats.connect(
         url,
         name=name,
         error_cb=on_error,
@@ -99,6 +102,7 @@ async def connect(url: str, name: str, readiness: Readiness | None = None) -> Na
         reconnect_time_wait=0.5,
         connect_timeout=5,
     )
+    return client
 
 
 async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> None:

@@ -282,6 +282,7 @@ class PullWorker:
         while True:
             try:
                 await self._js.publish(subject, body, headers=headers)
+                self._recovered()
                 break
             except Exception as publish_error:
                 # The dead letter must be stored before the original is acked.
