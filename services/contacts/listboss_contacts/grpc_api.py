@@ -278,8 +278,14 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         if self._js is None:
             raise unavailable("the tag-change stream is not available")
         wanted = tag_changes.TagSelector(list(request.tags))
-        async for change, sequence in tag_changes.watch(self._js, producer, after, wanted, self._closing):
-            response = pb.WatchTagChangesResponse(cursor=tag_changes.encode_cursor(sequence))
-            if change is not None:
-                response.change.CopyFrom(change)
-            yield response
+        changes = tag_changes.watch(self._js, producer, after, wanted, self._closing)
+        try:
+            # Each response is written (gRPC flow control) before the next change is read.
+            async for change, sequence in changes:
+                response = pb.WatchTagChangesResponse(cursor=tag_changes.encode_cursor(sequence))
+                if change is not None:
+                    response.change.CopyFrom(change)
+                yield response
+        finally:
+            # Closed now, not when collected: the watcher's NATS consumer goes with the call.
+            await changes.aclose()

@@ -11,9 +11,12 @@ duplicate window drops most repeats and consumers deduplicate by ``id``). On
 PostgreSQL one replica at a time relays (a session advisory lock) so rows go
 out in order.
 
-:func:`watch` reads the stream for one producer with an ordered ephemeral
-consumer that starts after the client's cursor (the stream sequence, opaque to
-clients).
+:func:`watch` reads the stream for one producer after the client's cursor (the
+stream sequence, opaque to clients) through a pull consumer of its own, one
+bounded batch at a time and the next only once the last is written to the gRPC
+stream: gRPC flow control is the backpressure, memory per watcher is bounded,
+and nothing is ever dropped (a delivery lost in transit shows as a gap in the
+consumer's sequence and is read again).
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from collections.abc import AsyncIterator, Collection, Sequence
 import nats
 import sqlalchemy as sa
 import structlog
+from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.engine import Connection, Engine
 
 from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.db import is_postgres
-from listboss_common.errors import invalid_field
+from listboss_common.errors import ServiceError, failed_precondition, invalid_field
 from listboss_common.resources import CONTACT, HISTORY_EVENT, TAG
 from listboss_common.timestamps import timestamp
 from listboss_contacts.schema import tag_change_outbox
@@ -109,7 +113,7 @@ class OutboxRelay:
                     relayed = 0
                     log.warning("outbox relay failed; will retry", error=repr(error), failures=failures)
                     await asyncio.to_thread(self._resign)
-                    await _wait_any(stop, None, min(10.0, 0.2 * 2**failures))
+                    await _wait_any(stop, None, min(10.0, 0.2 * 2 ** min(failures, 6)))
                     continue
                 if relayed < self._batch_size:
                     await _wait_any(stop, self._wake, self._poll_interval)
@@ -199,6 +203,16 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: fl
 # --------------------------------------------------------------------------- watching
 
 _CURSOR_PREFIX = "tc1:"
+# Changes one watcher fetches from NATS at a time. It asks for the next batch only once
+# this one is written to its gRPC stream, so it never holds more than this many, and a
+# client that reads slowly (gRPC flow control) slows its own stream and nobody else's.
+WATCH_BATCH = 256
+# Seconds one fetch waits for new changes: how long a quiet watcher takes to see shutdown.
+WATCH_POLL = 1.0
+# Seconds nats-server keeps a watcher's consumer that nobody asks for messages (the
+# process died, or its client stopped reading that long; a watcher that comes back after
+# that makes a new one).
+WATCH_INACTIVE_THRESHOLD = 60.0
 
 
 def encode_cursor(sequence: int) -> str:
@@ -218,6 +232,14 @@ def decode_cursor(cursor: str) -> int:
     raise invalid_field("cursor", "is not a cursor issued by WatchTagChanges")
 
 
+def cursor_expired() -> ServiceError:
+    return failed_precondition(
+        "the tag changes after this cursor are no longer kept: read the contacts' tags as they are "
+        "(ListContacts) and watch again from an empty cursor",
+        "CURSOR_EXPIRED",
+    )
+
+
 class TagSelector:
     """Which tags a watcher wants: keys and/or tag resource names (empty: every tag)."""
 
@@ -230,6 +252,103 @@ class TagSelector:
         return self._all or change.tag_key in self._keys or change.tag in self._names
 
 
+class ChangeReader:
+    """One watcher's reader of a producer's changes after stream sequence ``position``:
+    a pull consumer of its own (ephemeral, in memory, no acks, filtered to the producer's
+    subject) asked for one bounded batch at a time.
+
+    The consumer is disposable. Whenever it may have lost a delivery (a gap in its
+    consumer sequence, a NATS reconnection, an error, deletion by the server), it is
+    dropped and the next fetch makes a new one that starts right after the last change
+    handed out: nothing skipped, nothing repeated.
+    """
+
+    def __init__(self, js: JetStreamContext, producer: str, after: int, batch: int = WATCH_BATCH):
+        self._js = js
+        self._subject = bus.tag_changes_subject(producer)
+        self._batch = batch
+        self.position = after  # the stream sequence of the last change handed out
+        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._consumer = ""
+        self._delivered = 0  # the consumer sequence of the last message received
+        self._reconnects = 0
+
+    async def fetch(self, timeout: float) -> list[tuple[int, bytes]]:
+        """The next changes as (stream sequence, encoded ``TagChange``), at most one batch;
+        empty when none arrived within ``timeout`` seconds. Raises when NATS cannot be
+        asked, or :func:`cursor_expired` when the changes after ``position`` were removed."""
+        if self._subscription is not None and self._reconnections() != self._reconnects:
+            await self._drop()  # what was in flight when the connection broke may be lost
+        if self._subscription is None:
+            await self._open()
+        assert self._subscription is not None
+        try:
+            messages = await self._subscription.fetch(self._batch, timeout=timeout)
+        except asyncio.TimeoutError:
+            return []
+        except nats.js.errors.ServiceUnavailableError:
+            # No consumer answers: the server deleted it (its client read nothing for
+            # WATCH_INACTIVE_THRESHOLD) or lost it in a restart. A new one, from the position.
+            log.info("tag-change consumer gone; making a new one", after=self.position)
+            await self._drop()
+            return []
+        except Exception:
+            await self._drop()  # NATS away: a new consumer once it is back
+            raise
+        changes = []
+        for message in messages:
+            sequences = message.metadata.sequence
+            if sequences.consumer != self._delivered + 1:
+                log.warning(
+                    "tag-change delivery lost; reading again", after=self.position, got=sequences.stream
+                )
+                await self._drop()
+                break
+            self._delivered = sequences.consumer
+            self.position = sequences.stream
+            # Only the payload is kept (decoded when sent), not the message around it.
+            changes.append((sequences.stream, message.data))
+        return changes
+
+    async def close(self) -> None:
+        await self._drop()
+
+    def _reconnections(self) -> int:
+        # The connection's reconnect count, so deliveries in flight during a reconnection
+        # are never trusted (the client has no public handle on it from a JetStream context).
+        return self._js._nc.stats["reconnects"]
+
+    async def _open(self) -> None:
+        if self.position:
+            info = await self._js.stream_info(bus.TAG_CHANGES.name)
+            if info.state.first_seq > self.position + 1:
+                raise cursor_expired()
+        self._reconnects = self._reconnections()
+        config = ConsumerConfig(
+            description="WatchTagChanges",
+            filter_subject=self._subject,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if self.position else DeliverPolicy.ALL,
+            opt_start_seq=self.position + 1 if self.position else None,
+            inactive_threshold=WATCH_INACTIVE_THRESHOLD,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        info = await self._js.add_consumer(bus.TAG_CHANGES.name, config=config)
+        self._consumer, self._delivered = info.name, 0
+        self._subscription = await self._js.pull_subscribe_bind(info.name, stream=bus.TAG_CHANGES.name)
+
+    async def _drop(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is None:
+            return
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+        # Best effort: a consumer left behind is deleted by the server once inactive.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._js.delete_consumer(bus.TAG_CHANGES.name, self._consumer), 2.0)
+
+
 async def watch(
     js: JetStreamContext,
     producer: str,
@@ -237,45 +356,61 @@ async def watch(
     wanted: TagSelector,
     stopping: asyncio.Event,
     idle: float = 1.0,
+    *,
+    batch: int = WATCH_BATCH,
+    poll: float = WATCH_POLL,
 ) -> AsyncIterator[tuple[pb.TagChange | None, int]]:
     """The producer's tag changes after stream sequence ``after``, with their
     sequences, until ``stopping`` is set (or the caller stops iterating).
+
+    Reads through a :class:`ChangeReader`, one batch at a time and the next only once
+    the caller has taken the last one, so memory per watcher is bounded and a slow
+    caller slows only its own reading. While NATS is away it keeps trying.
 
     Changes that ``wanted`` filters out are not sent, but once the stream has been
     quiet for ``idle`` seconds after skipping some, ``(None, sequence)`` moves the
     client's cursor past them, so resuming does not read them again.
     """
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    if after:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
-    subscription = await js.subscribe(
-        bus.tag_changes_subject(producer),
-        stream=bus.TAG_CHANGES.name,
-        ordered_consumer=True,
-        config=config,
-        deliver_policy=config.deliver_policy,
-        idle_heartbeat=2.0,
-        pending_msgs_limit=1000,
-    )
+    reader = ChangeReader(js, producer, after, batch)
+    clock = asyncio.get_running_loop().time
     skipped: int | None = None  # the last sequence read but not sent
-    quiet_since = asyncio.get_running_loop().time()
+    quiet_since = clock()
+    failures = 0
     try:
         while not stopping.is_set():
+            wait = poll if skipped is None else min(poll, max(0.05, quiet_since + idle - clock()))
             try:
-                message = await subscription.next_msg(timeout=0.5)
-            except nats.errors.TimeoutError:
-                if skipped is not None and asyncio.get_running_loop().time() - quiet_since >= idle:
+                changes = await reader.fetch(wait)
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                return  # the process is stopping
+            except ServiceError:
+                raise
+            except Exception as error:  # NATS away or restarting: try again, more slowly
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("tag-change fetch failed; will retry", error=repr(error), failures=failures)
+                await _wait_any(stopping, None, min(5.0, 0.1 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            if not changes:
+                if skipped is not None and clock() - quiet_since >= idle:
                     yield None, skipped
                     skipped = None
                 continue
-            quiet_since = asyncio.get_running_loop().time()
-            sequence = message.metadata.sequence.stream
-            change = pb.TagChange.FromString(message.data)
-            if wanted(change):
-                skipped = None
-                yield change, sequence
-            else:
-                skipped = sequence
+            quiet_since = clock()
+            for sequence, data in changes:
+                if stopping.is_set():
+                    return
+                try:
+                    change = pb.TagChange.FromString(data)
+                except DecodeError as error:  # not a change: nothing to send
+                    log.error("undecodable tag change skipped", sequence=sequence, error=str(error))
+                    skipped = sequence
+                    continue
+                if wanted(change):
+                    skipped = None
+                    yield change, sequence
+                else:
+                    skipped = sequence
     finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+        await reader.close()
