@@ -38,7 +38,11 @@ def create_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # A connection attempt gives up after 5 s, so an unreachable server is an error the
+    # workers wait out (see worker.py) rather than a call that hangs.
+    return sa.create_engine(
+        url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+    )
 
 
 def is_postgres(bind: Engine | Connection) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -20,9 +21,17 @@ from listboss_common.config import ServiceConfig
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.lifecycle import shutdown_event
 from listboss_common.readiness import Readiness
-from listboss_common.worker import PullWorker
 
 log = structlog.get_logger("listboss.service")
+
+
+class Worker(Protocol):
+    """Background work of a service process (a bus worker, the outbox relay, a probe):
+    ``subscribe`` before serving starts, ``run`` until ``stop`` is set."""
+
+    async def subscribe(self) -> None: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ async def run_service(
     config: ServiceConfig,
     bindings: Sequence[ServiceBinding],
     nc: NatsClient,
-    workers: Sequence[PullWorker] = (),
+    workers: Sequence[Worker] = (),
     on_stopped: Callable[[], None] | None = None,
     companions: Sequence[Companion] = (),
     readiness: Readiness | None = None,

@@ -1,6 +1,7 @@
 """Health follows readiness: NOT_SERVING while a dependency is missing, SERVING when
 it is back, NOT_SERVING for good once shutdown begins. Real gRPC server and client;
-a real NATS connection whose server goes away and comes back."""
+a real NATS connection whose server goes away and comes back; a real database driver
+refused a connection. (A real database going away and coming back: tests/faults.)"""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from listboss_common import bus
 from listboss_common.auth import TokenVerifier
 from listboss_common.grpc_server import GrpcServer
-from listboss_common.readiness import Readiness
-from listboss_common.testing import AUTH_SECRET
+from listboss_common.db import create_engine
+from listboss_common.readiness import DatabaseProbe, Readiness
+from listboss_common.testing import AUTH_SECRET, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -95,3 +97,36 @@ async def test_health_is_not_serving_while_nats_is_away(nats_server):
         await channel.close()
         await server.stop(0)
         await nc.close()
+
+
+async def test_database_probe_reports_an_unreachable_database_and_its_return(tmp_path):
+    readiness = Readiness()
+    refused = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    try:
+        assert not await DatabaseProbe(refused, readiness).check()
+        assert "database" in readiness.missing
+        assert readiness.missing["database"].startswith("OperationalError(")
+    finally:
+        refused.dispose()
+    reachable = create_engine(f"sqlite:///{tmp_path / 'probe.db'}")
+    try:
+        assert await DatabaseProbe(reachable, readiness).check()
+        assert readiness.ready
+    finally:
+        reachable.dispose()
+
+
+async def test_database_probe_runs_until_stopped(tmp_path):
+    readiness = Readiness()
+    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    stop = asyncio.Event()
+    task = asyncio.create_task(DatabaseProbe(engine, readiness, interval=0.05).run(stop))
+    try:
+        deadline = time.monotonic() + 10
+        while readiness.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not readiness.ready
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        engine.dispose()

@@ -16,7 +16,7 @@ from listboss_common.config import ServiceConfig, env, env_int
 from listboss_common.db import create_engine
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
-from listboss_common.readiness import Readiness
+from listboss_common.readiness import DatabaseProbe, Readiness
 from listboss_common.service import run_service
 from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_contacts import schema
@@ -55,7 +55,7 @@ async def run() -> None:
     binding = ServiceBinding(SERVICE_NAME, lambda server: contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(servicer, server))
     # The relay and the stream closer run beside the bus worker and stop with it.
     await run_service(
-        config, [binding], nc, [worker, relay, StreamCloser(servicer)], on_stopped=engine.dispose, readiness=readiness
+        config, [binding], nc, [worker, relay, StreamCloser(servicer), DatabaseProbe(engine, readiness)], on_stopped=engine.dispose, readiness=readiness
     )
 
 

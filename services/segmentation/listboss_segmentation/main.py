@@ -14,7 +14,7 @@ from listboss_common.config import ServiceConfig, env
 from listboss_common.db import create_engine
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
-from listboss_common.readiness import Readiness
+from listboss_common.readiness import DatabaseProbe, Readiness
 from listboss_common.service import run_service
 from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_segmentation import storage
@@ -49,7 +49,7 @@ async def run() -> None:
     worker = PullWorker(js, EVENTS_WORKER, EventProcessor(js, engine, rules).handle, readiness)
     servicer = SegmentationServicer(engine, notify=notify, backfiller=Backfiller(js, engine))
     binding = ServiceBinding(SERVICE_NAME, lambda server: segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server))
-    await run_service(config, [binding], nc, [worker], on_stopped=engine.dispose, readiness=readiness)
+    await run_service(config, [binding], nc, [worker, DatabaseProbe(engine, readiness)], on_stopped=engine.dispose, readiness=readiness)
 
 
 def main() -> None:
