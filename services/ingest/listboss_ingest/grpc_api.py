@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2 as pb
 from listboss.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.auth import current_principal, require_producer_access
-from listboss_common.errors import InvalidArgument, invalid_field
+from listboss_common.errors import FieldViolation, InvalidArgument, invalid_field
 from listboss_common.resources import PRODUCER
 from listboss_ingest.normalize import event_from_webhook, normalize_event, normalize_in_place
 from listboss_ingest.publisher import EventPublisher, event_message_id
@@ -146,3 +152,128 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         duplicate = await self._publisher.publish_one(event)
         return pb.IngestWebhookResponse(event=event, duplicate=duplicate)
 
+
+# --- requests protobuf cannot parse ------------------------------------------------------------
+
+SERVICE = pb.DESCRIPTOR.services_by_name["IngestService"]
+# Enough to fix a request; a list of every bad field of 10,000 events would only be noise.
+MAX_REPORTED_FIELDS = 100
+
+
+def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Registers ``servicer`` like the generated ``add_IngestServiceServicer_to_server``, but a
+    request that is not valid protobuf is INVALID_ARGUMENT naming each string field that is not
+    UTF-8 (``events[3].person.name``: a lone surrogate encoded by a client whose encoder does not
+    check, say) instead of grpc's bare UNKNOWN. Nothing of such a request is stored."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(getattr(servicer, method.name)),
+            request_deserializer=_decoder(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in SERVICE.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
+
+class _Undecodable:
+    """What the decoder hands the handler in place of a request protobuf refused to parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidArgument):
+        self.error = error
+
+
+def _decoder(request_class: type[Message]) -> Callable[[bytes], Message | _Undecodable]:
+    parse = request_class.FromString
+
+    def decode(data: bytes) -> Message | _Undecodable:
+        try:
+            return parse(data)
+        except DecodeError:
+            # The handler raises it: there the interceptor has authenticated the caller and
+            # turns it into a rich status (a decoder's exception would be a bare UNKNOWN).
+            return _Undecodable(_undecodable_error(request_class.DESCRIPTOR, data))
+
+    return decode
+
+
+def _refusing_undecodable(behavior: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: Any) -> Any:
+        if type(request) is _Undecodable:
+            raise request.error
+        return await behavior(request, context)
+
+    return handle
+
+
+def _undecodable_error(descriptor: Descriptor, data: bytes) -> InvalidArgument:
+    paths = invalid_utf8_fields(descriptor, data)
+    if not paths:  # broken framing rather than a bad string: nothing to point at
+        return InvalidArgument([], message=f"the request is not a valid {descriptor.name} message")
+    violations = [
+        FieldViolation(path, "must be UTF-8 text: protobuf string fields cannot hold a lone surrogate (U+D800-U+DFFF) "
+                             "or bytes that are not UTF-8")
+        for path in paths[:MAX_REPORTED_FIELDS]
+    ]
+    return InvalidArgument(violations)
+
+
+def invalid_utf8_fields(descriptor: Descriptor, data: bytes | memoryview, prefix: str = "") -> list[str]:
+    """The paths of the string fields in ``data``, the wire form of a ``descriptor`` message,
+    that are not UTF-8 (``events[3].person.name``). Sub-messages protobuf parses are skipped, so
+    a 10,000-event batch costs a walk of its top level plus the bad events. Unknown fields are
+    not looked at (protobuf does not check them); malformed framing ends the walk."""
+    found: list[str] = []
+    seen: dict[int, int] = {}  # field number -> occurrences so far, the index of a repeated field
+    data = memoryview(data)
+    position, end = 0, len(data)
+    try:
+        while position < end:
+            key, position = _varint(data, position)
+            number, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                position = _varint(data, position)[1]
+                continue
+            if wire_type in (1, 5):
+                position += 8 if wire_type == 1 else 4
+                continue
+            if wire_type != 2:  # groups: no proto3 message has them
+                break
+            length, position = _varint(data, position)
+            chunk = data[position : position + length]
+            position += length
+            field = descriptor.fields_by_number.get(number)
+            if field is None:
+                continue
+            path = prefix + field.name
+            if field.is_repeated:  # map entries too: labels[0].value
+                index = seen.get(number, 0)
+                seen[number] = index + 1
+                path = f"{path}[{index}]"
+            if field.type == FieldDescriptor.TYPE_STRING:
+                try:
+                    str(chunk, "utf-8")
+                except UnicodeDecodeError:
+                    found.append(path)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                try:
+                    message_factory.GetMessageClass(field.message_type).FromString(chunk)  # C: most parts are fine
+                except DecodeError:
+                    found.extend(invalid_utf8_fields(field.message_type, chunk, path + "."))
+    except IndexError:  # a varint or a length that runs past the end
+        pass
+    return found
+
+
+def _varint(data: memoryview, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7

@@ -11,14 +11,14 @@ import asyncio
 
 import structlog
 
-from listboss.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from listboss.ingest.v1 import ingest_service_pb2
 from listboss_common import bus
 from listboss_common.config import ServiceConfig, env
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
 from listboss_common.readiness import Readiness
 from listboss_common.service import Companion, run_service
-from listboss_ingest.grpc_api import IngestServicer
+from listboss_ingest.grpc_api import IngestServicer, add_to_server
 from listboss_ingest.http_api import WebhookReceiver
 from listboss_ingest.publisher import EventPublisher
 from listboss_ingest.webhook_tokens import WebhookTokens
@@ -41,9 +41,7 @@ async def run() -> None:
     await bus.ensure_streams(js, [bus.EVENTS])
     publisher = EventPublisher(js)
     servicer = IngestServicer(publisher)
-    binding = ServiceBinding(
-        SERVICE_NAME, lambda server: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
-    )
+    binding = ServiceBinding(SERVICE_NAME, lambda server: add_to_server(servicer, server))
     receiver = WebhookReceiver(publisher, tokens, shutdown_grace=config.shutdown_grace)
     webhooks = Companion("webhooks-http", lambda: receiver.start(http_address), receiver.stop)
     await run_service(config, [binding], nc, companions=[webhooks], readiness=readiness)

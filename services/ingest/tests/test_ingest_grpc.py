@@ -22,8 +22,8 @@ from listboss_common.auth import TokenVerifier, issue_token
 from listboss_common.errors import ERROR_DOMAIN
 from listboss_common.grpc_server import MAX_MESSAGE_BYTES, GrpcServer, ServiceBinding
 from listboss_common.testing import AUTH_SECRET, bearer
-from listboss_ingest.grpc_api import MAX_BATCH_EVENTS, IngestServicer
-from listboss_ingest.normalize import MAX_EVENT_BYTES
+from listboss_ingest.grpc_api import MAX_BATCH_EVENTS, IngestServicer, add_to_server
+from listboss_ingest import normalize
 from listboss_ingest.publisher import EventPublisher
 
 REPO = Path(__file__).resolve().parents[3]
@@ -42,7 +42,7 @@ async def ingest_port(js):
     servicer = IngestServicer(EventPublisher(js))
     server = GrpcServer(
         "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_IngestServiceServicer_to_server(servicer, s))],
+        [ServiceBinding(SERVICE_NAME, lambda s: add_to_server(servicer, s))],
         TokenVerifier(AUTH_SECRET),
     )
     port = await server.start()
@@ -419,9 +419,15 @@ async def test_a_request_over_the_message_limit_is_refused_by_the_transport(inge
     assert await stored_events(js) == []
 
 
-async def test_an_event_too_large_for_the_bus_is_invalid_argument(ingest, js):
+async def test_an_event_too_large_for_the_bus_is_invalid_argument(ingest, js, monkeypatch):
+    # Every string has a limit now, so today's Event stays far below 256 KiB: a lower cap shows
+    # that the whole-event backstop still answers on each path.
+    monkeypatch.setattr(normalize, "MAX_EVENT_BYTES", 2048)
     big = make_event("huge")
-    big.person.name = "x" * (MAX_EVENT_BYTES + 1)
+    for name in ("name", "first_name", "last_name"):
+        setattr(big.person, name, "x" * 500)
+    big.product.name = "x" * 500
+    assert big.ByteSize() > 2048
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await ingest.IngestEvent(pb.IngestEventRequest(event=big), metadata=bearer("alice"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -527,6 +533,156 @@ async def test_webhook_with_bad_parent_is_invalid_argument(ingest, js):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     _, bad_request = rich_status(caught.value)
     assert violated_fields(bad_request) == {"parent"}
+
+
+# --- what a store cannot hold ------------------------------------------------------------------
+
+# Three ASCII bytes stand in for the three bytes of an encoded lone surrogate (U+D800 through
+# "surrogatepass"): swapping them keeps every length prefix right. Python's protobuf refuses to
+# encode a surrogate; other clients' encoders may not check.
+STAND_IN, SURROGATE_BYTES = b"Q7Z", "\ud800".encode("utf-8", "surrogatepass")
+
+
+def with_surrogate(message) -> bytes:
+    data = message.SerializeToString()
+    assert data.count(STAND_IN) == 1
+    return data.replace(STAND_IN, SURROGATE_BYTES)
+
+
+async def call_raw(ingest_port: int, method: str, data: bytes, metadata=None) -> bytes:
+    """One IngestService call with a request already in its wire form."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest_port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE_NAME}/{method}")
+        return await call(data, metadata=bearer("alice") if metadata is None else metadata)
+
+
+def description_of(bad_request, field: str) -> str:
+    return next(v.description for v in bad_request.field_violations if v.field == field)
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        ("person.name", "A\x00B", "found U+0000 at position 1"),
+        ("person.name", "Ana\tMaria", "found U+0009 at position 3"),
+        ("product.name", "Curso\nAvançado", "found U+000A at position 5"),
+        ("person.address.city", "S\x7fo Paulo", "found U+007F at position 1"),
+        ("purchase.offer_code", "OFF\x85ER", "found U+0085 at position 3"),
+        ("person.name", "x" * 501, "must be at most 500 characters"),
+        ("product.id", "p" * 129, "must be at most 128 characters"),
+        ("subscription.plan.name", "y" * 501, "must be at most 500 characters"),
+    ],
+)
+async def test_ingest_event_refuses_what_a_store_cannot_hold(ingest, js, path, value, expected):
+    event = make_event("unstorable")
+    *parents, name = path.split(".")
+    message = event
+    for parent in parents:
+        message = getattr(message, parent)
+    setattr(message, name, value)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.IngestEvent(pb.IngestEventRequest(event=event), metadata=bearer("alice"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info, bad_request = rich_status(caught.value)
+    assert info.reason == "INVALID_ARGUMENT"
+    assert violated_fields(bad_request) == {f"event.{path}"}
+    assert description_of(bad_request, f"event.{path}").endswith(expected)
+    assert await stored_events(js) == []
+
+
+async def test_batch_refuses_each_unstorable_event_by_index_and_stores_its_neighbours(ingest, js):
+    nul = make_event("nul")
+    nul.person.name = "A\x00B"
+    long = make_event("long")
+    long.product.name = "x" * 501
+    c1 = make_event("c1")
+    c1.person.address.street = "Rua 1\x9f"
+    response = await ingest.BatchIngestEvents(
+        pb.BatchIngestEventsRequest(events=[make_event("ok-0"), nul, make_event("ok-2"), long, c1]),
+        metadata=bearer("alice"),
+    )
+    assert [r.outcome for r in response.results] == [
+        Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_REJECTED, Outcome.OUTCOME_ACCEPTED,
+        Outcome.OUTCOME_REJECTED, Outcome.OUTCOME_REJECTED,
+    ]
+    assert [[v.field for v in r.field_violations] for r in response.results] == [
+        [], ["events[1].person.name"], [], ["events[3].product.name"], ["events[4].person.address.street"],
+    ]
+    assert "U+0000" in response.results[1].field_violations[0].description
+    assert (response.accepted_count, response.rejected_count) == (2, 3)
+    assert [e.id for e in await stored_events(js)] == ["ok-0", "ok-2"]
+
+
+async def test_a_lone_surrogate_on_the_wire_is_invalid_argument_naming_the_field(ingest_port, js):
+    """protobuf refuses a string field that is not UTF-8 while parsing; grpc would answer UNKNOWN."""
+    event = make_event("surrogate", email="ana@example.com")
+    event.person.name = STAND_IN.decode()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call_raw(ingest_port, "IngestEvent", with_surrogate(pb.IngestEventRequest(event=event)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    assert violated_fields(bad_request) == {"event.person.name"}
+    assert "lone surrogate" in description_of(bad_request, "event.person.name")
+
+    bad = make_event("b-2")
+    bad.purchase.offer_code = STAND_IN.decode()
+    request = pb.BatchIngestEventsRequest(events=[make_event("b-0"), make_event("b-1"), bad, make_event("b-3")])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call_raw(ingest_port, "BatchIngestEvents", with_surrogate(request))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    # Not valid protobuf: the request as a whole is refused (nothing stored), naming the field.
+    assert violated_fields(bad_request) == {"events[2].purchase.offer_code"}
+
+    webhook = pb.IngestWebhookRequest(parent="producers/alice", payload=FIXTURES[0].read_text() + " Q7Z")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call_raw(ingest_port, "IngestWebhook", with_surrogate(webhook))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    assert violated_fields(bad_request) == {"payload"}
+    assert await stored_events(js) == []
+
+
+async def test_an_undecodable_request_still_needs_a_token(ingest_port, js):
+    event = make_event("surrogate")
+    event.person.name = STAND_IN.decode()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call_raw(ingest_port, "IngestEvent", with_surrogate(pb.IngestEventRequest(event=event)), metadata=())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_request_with_broken_framing_is_invalid_argument(ingest_port, js):
+    data = pb.IngestEventRequest(event=make_event("cut")).SerializeToString()[:-3]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call_raw(ingest_port, "IngestEvent", data)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid IngestEventRequest" in caught.value.details()
+    assert await stored_events(js) == []
+
+
+@pytest.mark.parametrize(
+    "key, value, field",
+    [
+        ("name", "A\x00B", "person.name"),
+        ("name", "Ana \ud800", "person.name"),
+        ("name", "A\x85B", "person.name"),
+        ("name", "x" * 501, "person.name"),
+        ("email", "ana@example.com\udfff", "person.email"),
+    ],
+)
+async def test_ingest_webhook_refuses_what_a_store_cannot_hold(ingest, js, key, value, field):
+    document = json.loads((REPO / "tests" / "data" / "hotmart" / "PURCHASE_APPROVED.json").read_text())
+    document["data"]["buyer"][key] = value
+    payload = json.dumps(document)  # a control or a lone surrogate travels as a \u escape
+    assert payload.isascii()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.IngestWebhook(
+            pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme")
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    assert violated_fields(bad_request) == {field}
+    assert await stored_events(js) == []
 
 
 # --- NATS outage -------------------------------------------------------------------------------

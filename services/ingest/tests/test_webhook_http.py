@@ -244,6 +244,53 @@ async def test_bad_input_is_answered_precisely_and_publishes_nothing(http, js, p
     assert await message_count(js) == 0
 
 
+# --- what a store cannot hold: 400 naming the canonical field, nothing published -----------------
+
+SURROGATE_BODY = fixture_bytes().replace(b'"Teste Comprador"', b'"Teste \xed\xa0\x80"')  # the raw bytes of U+D800
+
+# (name, body, field, end of its description)
+UNSTORABLE = [
+    ("NUL in the name", _with(("data", "buyer", "name"), "A\x00B"), "person.name", "found U+0000 at position 1"),
+    ("tab in the name", _with(("data", "buyer", "name"), "Ana\tMaria"), "person.name", "found U+0009 at position 3"),
+    ("C1 control in the city", _with(("data", "buyer", "address", "city"), "Uber\x85landia"), "person.address.city",
+     "found U+0085 at position 4"),
+    ("DEL in the product name", _with(("data", "product", "name"), "Curso\x7f"), "product.name",
+     "found U+007F at position 5"),
+    ("lone surrogate escape in the name", _with(("data", "buyer", "name"), "Ana \ud800"), "person.name",
+     "found U+D800 at position 4"),
+    ("lone surrogate bytes in the name", SURROGATE_BODY, "person.name", "found U+D800 at position 6"),
+    ("lone surrogate in the email", _with(("data", "buyer", "email"), "\udc00ana@example.com"), "person.email",
+     "found U+DC00 at position 0"),
+    ("over-long name", _with(("data", "buyer", "name"), "x" * 501), "person.name", "must be at most 500 characters"),
+    ("over-long transaction", _with(("data", "purchase", "transaction"), "T" * 129), "purchase.transaction",
+     "must be at most 128 characters"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "description"), [case[1:] for case in UNSTORABLE],
+                         ids=[case[0] for case in UNSTORABLE])
+async def test_what_a_store_cannot_hold_is_400_naming_the_field(http, js, body, field, description):
+    status, answer, _ = await post(http, body=body, headers=auth())
+    assert status == 400, answer
+    assert answer["error"]["status"] == "INVALID_ARGUMENT"
+    assert [v["field"] for v in answer["error"]["field_violations"]] == [field]
+    assert answer["error"]["field_violations"][0]["description"].endswith(description)
+    assert await message_count(js) == 0
+
+
+async def test_an_unstorable_answer_never_repeats_the_value(http, js):
+    status, answer, _ = await post(http, body=_with(("data", "buyer", "name"), "Secreta\x00Silva"), headers=auth())
+    assert status == 400
+    assert "Secreta" not in json.dumps(answer)
+
+
+async def test_junk_in_a_field_the_table_does_not_map_is_dropped_not_refused(http, js):
+    body = _with(("data", "producer", "name"), "Produtor \ud800\x00")  # data.producer is not mapped
+    status, answer, _ = await post(http, body=body, headers=auth())
+    assert status == 200, answer
+    assert await message_count(js) == 1
+
+
 async def test_unauthorized_answers_do_not_tell_producers_apart(http):
     answers = [
         await post(http, producer, fixture_bytes(), headers)
