@@ -19,17 +19,32 @@ class DependencyUnavailable(Exception):
     """Raised by code that finds a dependency it needs missing (e.g. no NATS connection)."""
 
 
-# Connection lost, server restarting or shutting down, deadlock, serialization failure,
-# lock timeout (PostgreSQL reports all of these as OperationalError), a connection pool
-# that cannot hand out a connection, and SQL that no longer matches the schema (an
-# operator's problem, the same for every message: retrying after the fix succeeds).
-_DATABASE = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.DisconnectionError,
-    sqlalchemy.exc.TimeoutError,
-    sqlalchemy.exc.ProgrammingError,
-)
+# PostgreSQL's SQLSTATE classes of a passing failure: connection exception (08), invalid
+# transaction state (25: a read-only standby after a failover), transaction rollback (40:
+# serialization failure, deadlock), insufficient resources (53), object not in prerequisite
+# state (55: lock not available), operator intervention (57: shutdown, statement timeout),
+# system error (58), internal error (XX), and syntax error or access rule violation (42:
+# undefined table or column, missing privilege — SQL that does not match the database, an
+# operator's problem that is the same for every message, so retrying after the fix works).
+# Others — data exception (22), integrity constraint (23), program limit exceeded (54: a
+# NUL in text, an index row too large), a trigger's RAISE EXCEPTION (P0) — belong to the
+# work, whatever exception class the driver reports them with.
+_PASSING_SQLSTATE_CLASSES = frozenset({"08", "25", "40", "42", "53", "55", "57", "58", "XX"})
+
+
+def _is_database_outage(error: BaseException) -> bool:
+    if isinstance(error, (sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.TimeoutError)):
+        return True  # the pool could not hand out a working connection
+    if not isinstance(error, sqlalchemy.exc.DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in _PASSING_SQLSTATE_CLASSES
+    # No answer from a server (refused, reset) or SQLite (locked, I/O error, no such table).
+    return error.connection_invalidated or isinstance(
+        error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+    )
+
 
 _NATS = (
     nats.errors.TimeoutError,
@@ -45,7 +60,7 @@ _NATS = (
     nats.js.errors.NoStreamResponseError,
 )
 
-_TRANSIENT = (DependencyUnavailable, *_DATABASE, *_NATS, asyncio.TimeoutError, ConnectionError)
+_TRANSIENT = (DependencyUnavailable, *_NATS, asyncio.TimeoutError, ConnectionError)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -53,7 +68,7 @@ def is_transient(error: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, _TRANSIENT):
+        if isinstance(current, _TRANSIENT) or _is_database_outage(current):
             return True
         seen.add(id(current))
         current = current.__cause__
@@ -65,7 +80,7 @@ def dependency_of(error: BaseException) -> str:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, _DATABASE):
+        if _is_database_outage(current):
             return "database"
         if isinstance(current, _NATS):
             return "nats"
