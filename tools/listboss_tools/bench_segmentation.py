@@ -1,18 +1,26 @@
-"""Benchmark (not a test): the cost of evaluating 100 ACTIVE custom segmentations on one event.
+"""Benchmark (not a test): the cost of a product's ACTIVE custom segmentations on one event.
 
-    python -m listboss_tools.bench_segmentation [--rules 100] [--seconds 2]
+    python -m listboss_tools.bench_segmentation [--rules N ...] [--seconds 2]
 
-The rules all listen to the event's type (the worst case: rules of other types
-are never looked at) and carry typical conditions: a clause, an AND of two, an
-IN list, a price with currency, a NOT of an OR. Half of them match. Prints the
-time per event of the evaluation alone (compiled predicates) and of the whole
-decision, including building the ContactChange protobuf the consumer publishes.
+Two rule sets, each of ``--rules`` rules (default: the limit, domain.MAX_ACTIVE_SEGMENTATIONS)
+all listening to the event's type (the worst case: rules of other types are never looked at):
+
+- *typical*: conditions of the usual kinds (a clause, an AND of two, an IN list, a price with
+  currency, a NOT of an OR), half of them match; one tag each;
+- *all fire*: the same rules without conditions, so every one fires and the change carries
+  every tag operation the limits allow (MAX_ACTIVE_TAG_OPERATIONS for one event type).
+
+For each: the time per event of the evaluation alone (compiled predicates), of the whole
+decision, of building the ContactChange protobuf the consumer publishes, and of serializing it
+as publish_changes does (its size for packing, then the bytes); the rate that makes for one
+core, and the bytes published per event. ``--rules 1000`` shows what the limit now refuses.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from listboss.events.v1 import event_pb2
 from listboss_segmentation import conditions as cond
@@ -63,6 +71,19 @@ def custom_segmentations(count: int) -> list[domain.CustomSegmentation]:
     ]
 
 
+def all_firing(count: int) -> list[domain.CustomSegmentation]:
+    """``count`` rules without conditions, sharing out the tag operations the limits allow
+    (at least one each)."""
+    budget = max(domain.MAX_ACTIVE_TAG_OPERATIONS, count)
+    rules = []
+    for index, rule in enumerate(custom_segmentations(count)):
+        operations = budget // count + (1 if index < budget % count else 0)
+        keys = tuple(f"tag-{index:03d}-{n:02d}" for n in range(operations))
+        rules.append(replace(rule, condition=None, add_tags=keys[: domain.MAX_TAGS],
+                             remove_tags=keys[domain.MAX_TAGS : 2 * domain.MAX_TAGS]))
+    return rules
+
+
 def per_event(function, seconds: float) -> float:
     """Microseconds per call, the best of five rounds."""
     rounds = []
@@ -84,24 +105,43 @@ def per_event(function, seconds: float) -> float:
     return min(rounds) * 1e6
 
 
+def serialized(change) -> bytes:
+    change.ByteSize()  # publish_changes sizes each change to pack it
+    return change.SerializeToString()
+
+
+def measure(title: str, rules: list[domain.CustomSegmentation], seconds: float) -> None:
+    index = domain.rule_index(rules)
+    event = sample_event()
+    fired = domain.fire(index["PURCHASE_APPROVED"], event)
+    change = change_for(event, index)
+    print(f"{title}: {len(rules)} ACTIVE custom segmentations (+1 automatic) on one PURCHASE_APPROVED event; "
+          f"{len(fired) - 1} custom ones fire, {len(change.tag_operations)} tag operations")
+    evaluate = per_event(lambda: domain.fire(index[event_type_name(event.type)], event), seconds)
+    decide = per_event(lambda: domain.evaluate(index, "PURCHASE_APPROVED", event), seconds)
+    whole = per_event(lambda: change_for(event, index), seconds)
+    published = per_event(lambda: serialized(change_for(event, index)), seconds)
+    print(f"  evaluate the conditions (compiled):                  {evaluate:8.1f} µs per event")
+    print(f"  + tag operations and contact data (domain):          {decide:8.1f} µs per event")
+    print(f"  + the ContactChange protobuf:                        {whole:8.1f} µs per event")
+    print(f"  + serialized as publish_changes does:                {published:8.1f} µs per event"
+          f"  = {1e6 / published:,.0f} events/s on one core")
+    print(f"  published per event: {len(serialized(change)):,} bytes")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--rules", type=int, nargs="+", default=[domain.MAX_ACTIVE_SEGMENTATIONS],
+                        help="rule counts to measure (default: the limit, %(default)s)")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args(argv)
-
-    index = domain.rule_index(custom_segmentations(args.rules))
-    event = sample_event()
-    rules = index["PURCHASE_APPROVED"]
-    fired = domain.fire(rules, event)
-    print(f"{args.rules} active custom segmentations (+1 automatic) on one PURCHASE_APPROVED event; "
-          f"{len(fired) - 1} custom ones match")
-    evaluate = per_event(lambda: domain.fire(index[event_type_name(event.type)], event), args.seconds)
-    decide = per_event(lambda: domain.evaluate(index, "PURCHASE_APPROVED", event), args.seconds)
-    whole = per_event(lambda: change_for(event, index), args.seconds)
-    print(f"  evaluate the conditions (compiled):            {evaluate:8.1f} µs per event")
-    print(f"  + tag operations and contact data (domain):    {decide:8.1f} µs per event")
-    print(f"  + the ContactChange protobuf (what is published): {whole:5.1f} µs per event")
+    print(f"limits: {domain.MAX_ACTIVE_SEGMENTATIONS} ACTIVE custom segmentations per product, "
+          f"{domain.MAX_ACTIVE_TAG_OPERATIONS} tag operations per product and event type")
+    for count in args.rules:
+        over = " (over the limits: refused at activation)" if (
+            count > domain.MAX_ACTIVE_SEGMENTATIONS or count > domain.MAX_ACTIVE_TAG_OPERATIONS) else ""
+        measure(f"typical{over}", custom_segmentations(count), args.seconds)
+        measure(f"all fire{over}", all_firing(count), args.seconds)
 
 
 if __name__ == "__main__":

@@ -99,9 +99,19 @@ AUTOMATIC_BY_ID: dict[str, AutomaticSegmentation] = {s.id: s for s in AUTOMATIC_
 RESERVED_TAG_KEYS = frozenset(TAG_LABELS)
 
 
+# Characters of the product's name a tag's display name carries: a registered product's whole
+# name (RegisterProduct takes at most 200). Every tag operation of a change carries the display
+# name, so its size is bounded here rather than by whatever an event's product name may hold
+# (README "SegmentationService limits").
+MAX_TAG_PRODUCT_NAME = 200
+
+
 def tag_display_name(tag_key: str, product_name: str) -> str:
-    """The display name of a product's tag: the label and the product's name."""
+    """The display name of a product's tag: the label and the product's name (cut with an
+    ellipsis past :data:`MAX_TAG_PRODUCT_NAME` characters)."""
     label = TAG_LABELS.get(tag_key, tag_key)
+    if len(product_name) > MAX_TAG_PRODUCT_NAME:
+        product_name = product_name[: MAX_TAG_PRODUCT_NAME - 1] + "\u2026"
     return f"{label} - {product_name}" if product_name else label
 
 
@@ -283,6 +293,62 @@ def _normalize(condition: cond.Condition | None) -> cond.Condition | None:
     if isinstance(condition, cond.Not):
         return cond.Not(_normalize(condition.term))  # type: ignore[arg-type]
     return type(condition)(tuple(_normalize(t) for t in condition.terms))  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- limits on ACTIVE ones
+
+# Every ACTIVE custom segmentation is evaluated for each of its product's events of its type,
+# and the tag operations of all that fire travel in the event's one ContactChange, which must fit
+# in one bus message (nats-server's max_payload, 1 MiB). Past these limits activation (or an
+# update of an ACTIVE one) is FAILED_PRECONDITION. README "SegmentationService limits" has the
+# arithmetic; services/segmentation/tests/test_limits.py builds the worst case and measures it.
+MAX_ACTIVE_SEGMENTATIONS = 100  # per product
+MAX_ACTIVE_TAG_OPERATIONS = 100  # per product and event type: tags added + removed, summed
+ACTIVE_SEGMENTATIONS_LIMIT = "ACTIVE_SEGMENTATIONS_LIMIT"
+ACTIVE_TAG_OPERATIONS_LIMIT = "ACTIVE_TAG_OPERATIONS_LIMIT"
+
+
+@dataclass(frozen=True)
+class LimitExceeded:
+    """Why a segmentation may not be ACTIVE beside the product's other ACTIVE ones."""
+
+    reason: str
+    limit: int
+    # What the product would hold with the segmentation ACTIVE.
+    total: int
+    # Says "{product}" where the caller puts the product's name.
+    message: str
+
+
+def tag_operation_count(segmentation: CustomSegmentation) -> int:
+    return len(segmentation.add_tags) + len(segmentation.remove_tags)
+
+
+def check_active_limits(
+    active: Sequence[CustomSegmentation], candidate: CustomSegmentation
+) -> LimitExceeded | None:
+    """Whether ``candidate`` (as it would be stored) may be ACTIVE beside ``active``, the
+    product's ACTIVE custom segmentations (``candidate`` among them or not)."""
+    others = [s for s in active if s.segmentation_id != candidate.segmentation_id]
+    if len(others) + 1 > MAX_ACTIVE_SEGMENTATIONS:
+        return LimitExceeded(
+            ACTIVE_SEGMENTATIONS_LIMIT, MAX_ACTIVE_SEGMENTATIONS, len(others) + 1,
+            f"a product may have at most {MAX_ACTIVE_SEGMENTATIONS} ACTIVE custom segmentations and "
+            f"{{product}} already has {len(others)}; deactivate or delete one first",
+        )
+    same_type = sum(tag_operation_count(s) for s in others if s.event_type == candidate.event_type)
+    total = same_type + tag_operation_count(candidate)
+    if total > MAX_ACTIVE_TAG_OPERATIONS:
+        return LimitExceeded(
+            ACTIVE_TAG_OPERATIONS_LIMIT, MAX_ACTIVE_TAG_OPERATIONS, total,
+            f"the ACTIVE custom segmentations of one product and event type may add and remove at most "
+            f"{MAX_ACTIVE_TAG_OPERATIONS} tags in all (they can all fire for one event, and the change "
+            f"carrying their tag operations must fit in one bus message); for {candidate.event_type} on "
+            f"{{product}} the "
+            f"others already use {same_type} and this one has {tag_operation_count(candidate)}: "
+            "deactivate one or use fewer tags",
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- rules

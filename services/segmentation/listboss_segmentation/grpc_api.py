@@ -261,6 +261,34 @@ def already_exists(name: str) -> ServiceError:
     )
 
 
+def limit_exceeded(name: str, doing: str, problem: domain.LimitExceeded) -> ServiceError:
+    producer, product_id, _ = SEGMENTATION.parse(name)
+    product = PRODUCT.format(producer, product_id)
+    return failed_precondition(
+        f"cannot {doing} {name}: {problem.message.format(product=product)}",
+        problem.reason,
+        segmentation=name,
+        product=product,
+        limit=str(problem.limit),
+        total=str(problem.total),
+    )
+
+
+def save_within_limits(
+    connection, segmentation: domain.CustomSegmentation, expected_revision: int, doing: str
+) -> domain.CustomSegmentation | None:
+    """Saves a segmentation that is to be ACTIVE, if the product's ACTIVE ones stay within
+    the limits. The product stays locked from the count to the commit, so two concurrent
+    activations cannot both take the last place."""
+    storage.lock_product(connection, segmentation.producer, segmentation.product)
+    active = storage.list_segmentations(connection, segmentation.producer, segmentation.product, state=domain.ACTIVE)
+    problem = domain.check_active_limits(active, segmentation)
+    if problem is not None:
+        name = SEGMENTATION.format(segmentation.producer, segmentation.product, segmentation.segmentation_id)
+        raise limit_exceeded(name, doing, problem)
+    return storage.save_segmentation(connection, segmentation, expected_revision)
+
+
 def backfill_message(record: storage.BackfillRecord) -> pb.Backfill:
     return pb.Backfill(
         name=backfill_name(record),
@@ -521,7 +549,10 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         updated = replace(current, **changes)
         _check(updated, "segmentation", violations)
         updated = domain.normalized(updated)
-        saved = await self._write(storage.save_segmentation, updated, current.revision)
+        if current.state == domain.ACTIVE:  # its new tags or event type count against the limits
+            saved = await self._write(save_within_limits, updated, current.revision, "update")
+        else:
+            saved = await self._write(storage.save_segmentation, updated, current.revision)
         if saved is None:
             raise aborted(name, f"{name} changed while it was being updated; read it again and retry",
                           "CONCURRENT_CHANGE")
@@ -543,7 +574,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         current = await self._custom(name, etag)
         if current.state == state:
             return custom_segmentation_message(current)  # already there: nothing changes
-        saved = await self._write(storage.save_segmentation, replace(current, state=state), current.revision)
+        if state == domain.ACTIVE:
+            saved = await self._write(save_within_limits, replace(current, state=state), current.revision,
+                                      "activate")
+        else:
+            saved = await self._write(storage.save_segmentation, replace(current, state=state), current.revision)
         if saved is None:
             raise aborted(name, f"{name} changed meanwhile; read it again and retry", "CONCURRENT_CHANGE")
         # Answer only once every replica is being told: events processed after

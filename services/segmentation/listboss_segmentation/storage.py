@@ -203,6 +203,21 @@ def list_products(connection: Connection, producer: str, after: str | None, limi
     return [_record(row) for row in rows]
 
 
+def lock_product(connection: Connection, producer: str, product_id: str) -> None:
+    """Holds the product until the transaction ends, so changes to its set of ACTIVE
+    segmentations (checked against the limits, then saved) happen one at a time.
+
+    PostgreSQL locks the product row (SELECT ... FOR UPDATE). SQLite has one writer per
+    database: a write of the row (changing nothing) takes that lock now, before the
+    caller's reads, so a second transaction waits here and then reads what the first
+    committed."""
+    where = (products.c.producer == producer, products.c.product_id == product_id)
+    if db.is_postgres(connection):
+        connection.execute(sa.select(products.c.product_id).where(*where).with_for_update())
+    else:
+        connection.execute(products.update().where(*where).values(update_time=products.c.update_time))
+
+
 # --------------------------------------------------------------------------- custom segmentations
 
 
