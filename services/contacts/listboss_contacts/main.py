@@ -36,7 +36,7 @@ def changes_worker() -> WorkerSpec:
         durable="contacts",
         items=bus.CHANGE_ITEMS,
         batch_size=8,
-        max_items=env_int("LISTBOSS_APPLY_BATCH", 2000),
+        max_items=env_int("LISTBOSS_APPLY_BATCH", 5000),
     )
 
 
