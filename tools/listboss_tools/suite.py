@@ -614,6 +614,48 @@ class Suite:
     def pid(self, name: str) -> int:
         return self._children[name].process.pid
 
+    # -- faults (the fault-injection tests) -----------------------------------------
+
+    def kill(self, name: str) -> int:
+        """Kills one part (``"nats"`` or a service) with SIGKILL, as a crash would: nothing
+        drains, nothing is flushed. Returns its exit code; :meth:`restart` brings it back."""
+        child = self._children[name]
+        if child.process.poll() is None:
+            child.process.kill()
+        code = child.process.wait()
+        if child.reader is not None:
+            child.reader.join(timeout=2)
+        return code
+
+    def restart(self, name: str) -> None:
+        """Starts again one part that has exited: nats-server on the same port and store
+        (``<data_dir>/nats``), a service with the same environment and port. Returns once
+        nats-server greets, or once the service answers SERVING (the others are not waited on).
+        """
+        child = self._children.get(name)
+        if child is not None and child.process.poll() is None:
+            raise SuiteError(f"{name} is still running: kill it first")
+        if name == "nats":
+            self._start_nats()
+            return
+        if name not in SERVICE_NAMES:
+            raise SuiteError(f"unknown part {name!r}")
+        self._start_service(name)
+        deadline = time.monotonic() + self.start_timeout
+        status = "not checked"
+        while True:
+            self._fail_if_exited(self._children[name], "while restarting")
+            status = health_status(self._address(name), timeout=1.0)
+            if status == "SERVING":
+                return
+            if time.monotonic() > deadline:
+                raise SuiteError(
+                    f"{name} did not become ready again on {self._address(name)} within "
+                    f"{self.start_timeout:.0f} s (health: {status}); its last output:\n"
+                    f"{self._children[name].last_output()}"
+                )
+            time.sleep(0.1)
+
     # -- stopping ---------------------------------------------------------------
 
     def stop(self) -> dict[str, int]:
