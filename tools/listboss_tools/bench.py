@@ -4,12 +4,16 @@ from ingest to tags committed. Prints figures; passes or fails on nothing.
     ./dev bench                                   # SQLite
     ./dev bench --database postgresql+psycopg://postgres@127.0.0.1:5432/
     ./dev bench --events 50000 --batch 1000 --concurrency 4
+    ./dev bench --custom-segmentations 100      # with each product's maximum of ACTIVE ones
 
 It starts its own suite (nats-server and the three services as processes) in a
 temporary folder, sends generated events through ``BatchIngestEvents`` and
 watches the contacts database until every event is in the history. Each event's
 ``occur_time`` is the moment its batch was sent, so ``record_time - occur_time``
-in the history is the lag from ingest to committed tags.
+in the history is the lag from ingest to committed tags. ``--custom-segmentations N``
+first creates and activates N custom segmentations on each of the 5 products, spread
+over the event types, without conditions (so each fires on its events) and each adding
+its own tag and sending the contact's email and name.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import sqlalchemy as sa
 
 from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from listboss.segmentation.v1 import segmentation_service_pb2 as seg_pb
+from listboss.segmentation.v1 import segmentation_service_pb2_grpc as seg_grpc
 from listboss_common.db import create_engine
 from listboss_tools.suite import Suite
 
@@ -39,6 +45,39 @@ EVENT_TYPES = [
 ]
 
 
+PRODUCTS = 5
+
+
+async def activate_custom_segmentations(suite: Suite, per_product: int) -> None:
+    """Creates and activates ``per_product`` custom segmentations on every product."""
+    producer = (("authorization", f"Bearer {suite.producer_token('bench')}"),)
+    internal = (("authorization", f"Bearer {suite.internal_token}"),)
+    async with grpc.aio.insecure_channel(suite.segmentation_address) as channel:
+        stub = seg_grpc.SegmentationServiceStub(channel)
+        for product in range(PRODUCTS):
+            await stub.RegisterProduct(
+                seg_pb.RegisterProductRequest(parent="producers/bench", product_id=str(product),
+                                              display_name="Benchmark course", kind=event_pb2.PRODUCT_KIND_PRODUCT),
+                metadata=internal,
+            )
+            for index in range(per_product):
+                created = await stub.CreateSegmentation(
+                    seg_pb.CreateSegmentationRequest(
+                        parent=f"producers/bench/products/{product}",
+                        segmentation_id=f"bench-{index}",
+                        segmentation=seg_pb.Segmentation(
+                            display_name=f"Benchmark rule {index}",
+                            provider=seg_pb.PROVIDER_SEND,
+                            event_type=EVENT_TYPES[index % len(EVENT_TYPES)],
+                            action=seg_pb.TagAction(add_tags=[f"bench-{index}"]),
+                            contact_data=[seg_pb.CONTACT_DATA_EMAIL, seg_pb.CONTACT_DATA_NAME],
+                        ),
+                    ),
+                    metadata=producer,
+                )
+                await stub.ActivateSegmentation(seg_pb.ActivateSegmentationRequest(name=created.name), metadata=producer)
+
+
 def make_batch(count: int, people: int, rng: random.Random) -> list[event_pb2.Event]:
     now = time.time()
     events = []
@@ -48,7 +87,7 @@ def make_batch(count: int, people: int, rng: random.Random) -> list[event_pb2.Ev
             id=uuid.uuid4().hex,
             producer="bench",
             type=rng.choice(EVENT_TYPES),
-            product=event_pb2.Product(id=str(rng.randrange(5)), name="Benchmark course"),
+            product=event_pb2.Product(id=str(rng.randrange(PRODUCTS)), name="Benchmark course"),
             person=event_pb2.Person(email=f"person{person}@example.com", name=f"Person {person}"),
         )
         event.occur_time.FromNanoseconds(int(now * 1e9))
@@ -126,6 +165,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="events per BatchIngestEvents call")
     parser.add_argument("--concurrency", type=int, default=4, help="calls in flight")
     parser.add_argument("--people", type=int, default=5_000, help="distinct contacts the events are about")
+    parser.add_argument("--custom-segmentations", type=int, default=0, metavar="N",
+                        help="ACTIVE custom segmentations per product (at most the product limit, 100)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="listboss-bench-") as data_dir:
@@ -137,6 +178,8 @@ def main() -> None:
             drop_databases(suite)
         with suite:
             engine = create_engine(suite.database_url("contacts"))
+            if args.custom_segmentations:
+                asyncio.run(activate_custom_segmentations(suite, args.custom_segmentations))
             ingest_seconds = asyncio.run(send(suite, args.events, args.batch, args.concurrency, args.people))
             wait_until_applied(engine, args.events, timeout=600)
             result = figures(engine)
@@ -144,7 +187,8 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; {args.events} events, "
-          f"batches of {args.batch}, {args.concurrency} in flight, {args.people} contacts")
+          f"batches of {args.batch}, {args.concurrency} in flight, {args.people} contacts, "
+          f"{args.custom_segmentations} active custom segmentations per product")
     print(f"ingest (acknowledged by JetStream): {args.events / ingest_seconds:,.0f} events/s")
     print(f"end to end (sent -> tags committed): {args.events / result['span_s']:,.0f} events/s")
     print(f"lag ingest -> committed: p50 {result['lag_p50_ms']:,.0f} ms, p99 {result['lag_p99_ms']:,.0f} ms, "
