@@ -1,4 +1,6 @@
-"""Databases through SQLAlchemy 2: engines for SQLite and PostgreSQL, and versioned migrations.
+"""Databases through SQLAlchemy 2: engines for SQLite and PostgreSQL, the lock replicas
+migrate under, and the frozen pre-Alembic migration path (schemas migrate through Alembic:
+``listboss_common.migrations``).
 
 Services use SQLAlchemy Core on a synchronous engine and run their
 transactions in a worker thread (``asyncio.to_thread``), so the event loop
@@ -49,56 +51,14 @@ def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One schema step. ``upgrade`` receives a connection inside the migration's transaction."""
-
-    version: int
-    description: str
-    upgrade: Callable[[Connection], None]
-
-
-def sql_migration(version: int, description: str, *statements: str) -> Migration:
-    """A migration made of portable SQL statements. ``{id}`` in a statement becomes
-    the dialect's auto-increment primary key column type."""
-
-    def upgrade(connection: Connection) -> None:
-        ident = "BIGSERIAL PRIMARY KEY" if is_postgres(connection) else "INTEGER PRIMARY KEY AUTOINCREMENT"
-        for statement in statements:
-            connection.exec_driver_sql(statement.replace("{id}", ident))
-
-    return Migration(version, description, upgrade)
-
-
-def migrate(engine: Engine, migrations: Sequence[Migration], *, namespace: str) -> list[int]:
-    """Applies the migrations not yet applied, in order; returns the versions applied.
-
-    On PostgreSQL an advisory lock keyed by ``namespace`` makes concurrent
-    replicas starting together apply each migration once.
-    """
-    versions = [m.version for m in migrations]
-    if versions != sorted(set(versions)):
-        raise ValueError("migration versions must be unique and ascending")
-    applied_now: list[int] = []
-    with engine.begin() as connection:
-        if is_postgres(connection):
-            key = int.from_bytes(hashlib.sha256(namespace.encode()).digest()[:8], "big", signed=True)
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-        connection.exec_driver_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-        )
-        done = {row[0] for row in connection.exec_driver_sql("SELECT version FROM schema_migrations")}
-        for migration in migrations:
-            if migration.version in done:
-                continue
-            migration.upgrade(connection)
-            connection.execute(
-                sa.text("INSERT INTO schema_migrations (version, description, applied_at) VALUES (:v, :d, :t)"),
-                {"v": migration.version, "d": migration.description, "t": to_micros(now())},
-            )
-            applied_now.append(migration.version)
-    return applied_now
+def hold_migration_lock(connection: Connection, namespace: str) -> None:
+    """On PostgreSQL, takes the advisory lock of ``namespace`` (one per service), waiting for
+    it, and holds it until the transaction ends, so replicas starting together migrate one at
+    a time. The pre-Alembic path below and ``migrations.upgrade`` use the same key, so old and
+    new replicas of a rolling start wait for each other too."""
+    if is_postgres(connection):
+        key = int.from_bytes(hashlib.sha256(namespace.encode()).digest()[:8], "big", signed=True)
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def now() -> dt.datetime:
@@ -142,3 +102,63 @@ async def write(engine: Engine, function: Callable[..., T], *args) -> T:
             return function(connection, *args)
 
     return await asyncio.to_thread(run)
+
+
+# --------------------------------------------------------------------------- before Alembic
+# The services' schemas were once lists of SQL steps recorded in a `schema_migrations`
+# table. That path is frozen: it only adopts databases it built (listboss_common.migrations
+# runs a service's missing old steps, then stamps its Alembic baseline) and lets tests build
+# such databases. New schema changes are Alembic revisions.
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step. ``upgrade`` receives a connection inside the migration's transaction."""
+
+    version: int
+    description: str
+    upgrade: Callable[[Connection], None]
+
+
+def sql_migration(version: int, description: str, *statements: str) -> Migration:
+    """A migration made of portable SQL statements. ``{id}`` in a statement becomes
+    the dialect's auto-increment primary key column type."""
+
+    def upgrade(connection: Connection) -> None:
+        ident = "BIGSERIAL PRIMARY KEY" if is_postgres(connection) else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        for statement in statements:
+            connection.exec_driver_sql(statement.replace("{id}", ident))
+
+    return Migration(version, description, upgrade)
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration], *, namespace: str) -> list[int]:
+    """Applies the migrations not yet applied, in order, under the migration lock of
+    ``namespace``; returns the versions applied. (The pre-Alembic path, as it ran.)"""
+    with engine.begin() as connection:
+        hold_migration_lock(connection, namespace)
+        return apply_sql_migrations(connection, migrations)
+
+
+def apply_sql_migrations(connection: Connection, migrations: Sequence[Migration]) -> list[int]:
+    """Runs, in the connection's transaction, the migrations ``schema_migrations`` does not
+    list, and records them there; returns the versions applied."""
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError("migration versions must be unique and ascending")
+    applied_now: list[int] = []
+    connection.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+    )
+    done = {row[0] for row in connection.exec_driver_sql("SELECT version FROM schema_migrations")}
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        migration.upgrade(connection)
+        connection.execute(
+            sa.text("INSERT INTO schema_migrations (version, description, applied_at) VALUES (:v, :d, :t)"),
+            {"v": migration.version, "d": migration.description, "t": to_micros(now())},
+        )
+        applied_now.append(migration.version)
+    return applied_now

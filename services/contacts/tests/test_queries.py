@@ -237,8 +237,10 @@ def test_migrations_backfill_product_links_and_counters_from_history(database_ur
     engine = create_engine(database_url)
     try:
         from listboss_common.db import migrate
+        from listboss_contacts.migrations import legacy
 
-        migrate(engine, schema.MIGRATIONS[:1], namespace="listboss_contacts")
+        # A database of the first pre-Alembic step only: adopting it runs the old steps 2-10.
+        migrate(engine, legacy.MIGRATIONS[:1], namespace="listboss_contacts")
         with engine.begin() as connection:
             contact_id = connection.execute(
                 schema.contacts.insert().values(

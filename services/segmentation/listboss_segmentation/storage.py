@@ -1,4 +1,4 @@
-"""The segmentation service's own tables and their migrations."""
+"""The segmentation service's storage: reads and writes of its tables (defined in schema.py)."""
 
 from __future__ import annotations
 
@@ -6,121 +6,13 @@ import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from listboss_common import db
-from listboss_common.db import from_micros, migrate, now, sql_migration, to_micros
+from listboss_common.db import from_micros, now, to_micros
 from listboss_segmentation import conditions, domain
-
-MIGRATIONS = [
-    sql_migration(
-        1,
-        "products",
-        """CREATE TABLE products (
-            producer TEXT NOT NULL,
-            product_id TEXT NOT NULL,
-            display_name TEXT NOT NULL,
-            kind SMALLINT NOT NULL,
-            -- 'registered' by the platform, or 'event' when first seen in an event.
-            origin TEXT NOT NULL,
-            create_time BIGINT NOT NULL,
-            update_time BIGINT NOT NULL,
-            PRIMARY KEY (producer, product_id)
-        )""",
-    ),
-    sql_migration(
-        2,
-        "custom segmentations and their backfills",
-        """CREATE TABLE segmentations (
-            producer TEXT NOT NULL,
-            product_id TEXT NOT NULL,
-            segmentation_id TEXT NOT NULL,
-            display_name TEXT NOT NULL,
-            provider TEXT NOT NULL,
-            event_type TEXT NOT NULL,
-            -- JSON (conditions.to_json); empty when there is no condition.
-            condition TEXT NOT NULL,
-            contact_data TEXT NOT NULL,
-            add_tags TEXT NOT NULL,
-            remove_tags TEXT NOT NULL,
-            state TEXT NOT NULL,
-            -- Bumped by every change; the etag is derived from it.
-            revision BIGINT NOT NULL,
-            -- The CreateSegmentation request_id, so a retry finds what it created.
-            request_id TEXT,
-            create_time BIGINT NOT NULL,
-            update_time BIGINT NOT NULL,
-            PRIMARY KEY (producer, product_id, segmentation_id)
-        )""",
-        "CREATE UNIQUE INDEX segmentations_request ON segmentations (producer, product_id, request_id)",
-        """CREATE TABLE backfills (
-            producer TEXT NOT NULL,
-            product_id TEXT NOT NULL,
-            segmentation_id TEXT NOT NULL,
-            backfill_id TEXT NOT NULL,
-            state TEXT NOT NULL,
-            events_scanned BIGINT NOT NULL,
-            events_considered BIGINT NOT NULL,
-            events_matched BIGINT NOT NULL,
-            error TEXT NOT NULL,
-            create_time BIGINT NOT NULL,
-            update_time BIGINT NOT NULL,
-            PRIMARY KEY (producer, product_id, segmentation_id, backfill_id)
-        )""",
-    ),
-]
-
-metadata = sa.MetaData()
-products = sa.Table(
-    "products",
-    metadata,
-    sa.Column("producer", sa.Text, primary_key=True),
-    sa.Column("product_id", sa.Text, primary_key=True),
-    sa.Column("display_name", sa.Text, nullable=False),
-    sa.Column("kind", sa.SmallInteger, nullable=False),
-    sa.Column("origin", sa.Text, nullable=False),
-    sa.Column("create_time", sa.BigInteger, nullable=False),
-    sa.Column("update_time", sa.BigInteger, nullable=False),
-)
-
-segmentations = sa.Table(
-    "segmentations",
-    metadata,
-    sa.Column("producer", sa.Text, primary_key=True),
-    sa.Column("product_id", sa.Text, primary_key=True),
-    sa.Column("segmentation_id", sa.Text, primary_key=True),
-    sa.Column("display_name", sa.Text, nullable=False),
-    sa.Column("provider", sa.Text, nullable=False),
-    sa.Column("event_type", sa.Text, nullable=False),
-    sa.Column("condition", sa.Text, nullable=False),
-    sa.Column("contact_data", sa.Text, nullable=False),
-    sa.Column("add_tags", sa.Text, nullable=False),
-    sa.Column("remove_tags", sa.Text, nullable=False),
-    sa.Column("state", sa.Text, nullable=False),
-    sa.Column("revision", sa.BigInteger, nullable=False),
-    sa.Column("request_id", sa.Text),
-    sa.Column("create_time", sa.BigInteger, nullable=False),
-    sa.Column("update_time", sa.BigInteger, nullable=False),
-)
-backfills = sa.Table(
-    "backfills",
-    metadata,
-    sa.Column("producer", sa.Text, primary_key=True),
-    sa.Column("product_id", sa.Text, primary_key=True),
-    sa.Column("segmentation_id", sa.Text, primary_key=True),
-    sa.Column("backfill_id", sa.Text, primary_key=True),
-    sa.Column("state", sa.Text, nullable=False),
-    sa.Column("events_scanned", sa.BigInteger, nullable=False),
-    sa.Column("events_considered", sa.BigInteger, nullable=False),
-    sa.Column("events_matched", sa.BigInteger, nullable=False),
-    sa.Column("error", sa.Text, nullable=False),
-    sa.Column("create_time", sa.BigInteger, nullable=False),
-    sa.Column("update_time", sa.BigInteger, nullable=False),
-)
-
-
-def migrate_database(engine: Engine) -> None:
-    migrate(engine, MIGRATIONS, namespace="listboss_segmentation")
+# The tables live in schema.py; migrate_database is re-exported for the callers that start here.
+from listboss_segmentation.schema import backfills, migrate_database, products, segmentations  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The contacts schema's revisions, oldest first: 0001 is the baseline."""
