@@ -29,7 +29,7 @@ from listboss_ingest.normalize import event_from_webhook
 from listboss_ingest.publisher import EventPublisher, event_message_id, pack_events
 from listboss_ingest.webhook_tokens import WebhookTokens
 from listboss_segmentation import storage
-from listboss_segmentation.events import EventProcessor, change_for
+from listboss_segmentation.consumer import EventProcessor, change_for
 
 FIXTURES = sorted((Path(__file__).parent / "data" / "hotmart").glob("*.json"))
 HOTTOK = "alice-webhook-token-42"

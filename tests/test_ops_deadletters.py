@@ -413,7 +413,7 @@ async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(database_url,
     from listboss_contacts.changes import ChangeApplier
     from listboss_ingest.publisher import EventPublisher
     from listboss_segmentation import storage
-    from listboss_segmentation.events import EventProcessor
+    from listboss_segmentation.consumer import EventProcessor
 
     contacts_engine = create_engine(database_url)  # SQLite or PostgreSQL
     segmentation_engine = create_engine(f"sqlite:///{tmp_path / 'segmentation.db'}")

@@ -25,7 +25,7 @@ from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 from listboss_segmentation import storage
 from listboss_segmentation.backfill import Backfiller
-from listboss_segmentation.events import EventProcessor, decode_events
+from listboss_segmentation.consumer import EventProcessor, decode_events
 from listboss_segmentation.grpc_api import SegmentationServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name

@@ -14,7 +14,7 @@ from sqlalchemy.pool import StaticPool
 from listboss.events.v1 import event_pb2
 from listboss_contacts import queries, schema
 from listboss_contacts.apply import TagIds, apply_changes
-from listboss_segmentation.events import change_for
+from listboss_segmentation.consumer import change_for
 
 EVENT_TYPES = [value for value in event_pb2.EventType.values() if value != event_pb2.EVENT_TYPE_UNSPECIFIED]
 EMAILS = ["ana@example.com", "bia@example.com"]

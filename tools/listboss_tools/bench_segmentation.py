@@ -25,7 +25,8 @@ from dataclasses import replace
 from listboss.events.v1 import event_pb2
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain
-from listboss_segmentation.events import change_for, event_type_name
+from listboss_segmentation.consumer import change_for
+from listboss_segmentation.messages import event_type_name
 
 
 def sample_event() -> event_pb2.Event:
@@ -51,14 +52,14 @@ def _condition(index: int) -> cond.Condition:
     if kind == 0:
         return cond.Clause("payment_type", cond.EQUALS, (payment,))
     if kind == 1:
-        return cond.All((cond.Clause("payment_type", cond.EQUALS, (payment,)),
-                         cond.Clause("offer_code", cond.EQUALS, ("X",))))
+        return cond.AllOf((cond.Clause("payment_type", cond.EQUALS, (payment,)),
+                           cond.Clause("offer_code", cond.EQUALS, ("X",))))
     if kind == 2:
         return cond.Clause("offer_code", cond.IN, ("X" if hit else "Y", "Z", "W"))
     if kind == 3:
         return cond.Clause("price", cond.GREATER_OR_EQUALS, (cond.Money("BRL", 100.0 if hit else 1000.0),))
-    return cond.Not(cond.Any((cond.Clause("installments", cond.GREATER_THAN, (12.0,)),
-                              cond.Clause("coupon_code", cond.EQUALS, ("OFF10" if not hit else "NONE",)))))
+    return cond.Not(cond.AnyOf((cond.Clause("installments", cond.GREATER_THAN, (12.0,)),
+                                cond.Clause("coupon_code", cond.EQUALS, ("OFF10" if not hit else "NONE",)))))
 
 
 def custom_segmentations(count: int) -> list[domain.CustomSegmentation]:

@@ -33,18 +33,13 @@ from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss_common import bus, db
-from listboss_common.resources import SEGMENTATION
 from listboss_segmentation import domain, storage
-from listboss_segmentation.events import change_from, event_type_name, publish_changes
+from listboss_segmentation.consumer import publish_changes
+from listboss_segmentation.messages import backfill_name, change_from, event_type_name
 
 log = structlog.get_logger("listboss.segmentation.backfill")
 
 PROGRESS_EVERY = 500
-
-
-def backfill_name(record: storage.BackfillRecord) -> str:
-    segmentation = SEGMENTATION.format(record.producer, record.product_id, record.segmentation_id)
-    return f"{segmentation}/backfills/{record.backfill_id}"
 
 
 class Backfiller:

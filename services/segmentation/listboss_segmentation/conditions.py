@@ -1,14 +1,15 @@
 """Conditions on an event's data: one definition, three uses.
 
-A condition is data (a tree of :class:`Clause`, :class:`All`, :class:`Any` and
-:class:`Not`). The field registry (:data:`FIELDS`) says, for every field a
+A condition is data (a tree of :class:`Clause`, :class:`AllOf`, :class:`AnyOf`
+and :class:`Not`). The field registry (:data:`FIELDS`) says, for every field a
 clause may name, its type, the event types that offer it and how to read it
 from a canonical event. From that one definition come:
 
 * validation (:func:`check_clause`): the field exists for the event type, the
   operator suits the field's type, the values have the right type;
-* evaluation (:func:`compile_condition`): a tree of closures built once per
-  rule, so evaluating one event costs a few function calls per clause;
+* evaluation (:func:`compile_slots`): a tree of closures built once per rule,
+  over the values of a rule set's fields read once per event, so evaluating
+  one event costs a few function calls per clause;
 * explanation (:func:`explain`): each clause with its field, operator,
   expected value, the event's actual value and the result.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any as AnyType
+from typing import Any
 
 # --------------------------------------------------------------------------- the tree
 
@@ -44,12 +45,12 @@ class Clause:
 
 
 @dataclass(frozen=True)
-class All:
+class AllOf:
     terms: tuple["Condition", ...]
 
 
 @dataclass(frozen=True)
-class Any:
+class AnyOf:
     terms: tuple["Condition", ...]
 
 
@@ -58,7 +59,12 @@ class Not:
     term: "Condition"
 
 
-Condition = Clause | All | Any | Not
+Condition = Clause | AllOf | AnyOf | Not
+
+
+def list_kind(condition: AllOf | AnyOf) -> str:
+    """"all" or "any": the list's name in paths, in the stored JSON and in messages."""
+    return "all" if isinstance(condition, AllOf) else "any"
 
 # --------------------------------------------------------------------------- operators and types
 
@@ -144,7 +150,7 @@ class Field:
     name: str
     type: str
     event_types: frozenset[str]
-    read: Callable[[AnyType], AnyType]
+    read: Callable[[Any], Any]
     description: str
     # Upper-case expected values: ingest upper-cases these fields in events.
     upper: bool = False
@@ -280,7 +286,7 @@ def clauses(condition: Condition | None, path: str = "") -> list[tuple[str, Clau
         return [(_join(path, "clause"), condition)]
     if isinstance(condition, Not):
         return clauses(condition.term, _join(path, "negate"))
-    kind = "all" if isinstance(condition, All) else "any"
+    kind = list_kind(condition)
     found = []
     for index, term in enumerate(condition.terms):
         found.extend(clauses(term, _join(path, f"{kind}.conditions[{index}]")))
@@ -301,7 +307,7 @@ def depth(condition: Condition | None) -> int:
 
 # --------------------------------------------------------------------------- evaluation
 
-Test = Callable[[AnyType], bool]
+Test = Callable[[Any], bool]
 
 
 def _test(field: Field, clause: Clause) -> Test:
@@ -332,7 +338,7 @@ def _test(field: Field, clause: Clause) -> Test:
     return lambda actual: actual is not None and compare(actual, value)
 
 
-_COMPARE: dict[str, Callable[[AnyType, AnyType], bool]] = {
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     EQUALS: lambda a, b: a == b,
     NOT_EQUALS: lambda a, b: a != b,
     LESS_THAN: lambda a, b: a < b,
@@ -341,7 +347,7 @@ _COMPARE: dict[str, Callable[[AnyType, AnyType], bool]] = {
     GREATER_OR_EQUALS: lambda a, b: a >= b,
 }
 
-Predicate = Callable[[AnyType], bool]
+Predicate = Callable[[Any], bool]
 # A compiled condition takes the values of the fields it uses, read once per event
 # (``slots`` maps a field's name to its position), so rules sharing a field share the read.
 SlotPredicate = Callable[[list], bool]
@@ -356,7 +362,7 @@ def slots_for(conditions: Iterable[Condition | None]) -> dict[str, int]:
     return slots
 
 
-def readers(slots: dict[str, int]) -> tuple[Callable[[AnyType], AnyType], ...]:
+def readers(slots: dict[str, int]) -> tuple[Callable[[Any], Any], ...]:
     return tuple(FIELDS[name].read for name in slots)
 
 
@@ -373,10 +379,10 @@ def compile_slots(condition: Condition, slots: dict[str, int]) -> SlotPredicate:
         return terms[0]
     if len(terms) == 2:
         first, second = terms
-        if isinstance(condition, All):
+        if isinstance(condition, AllOf):
             return lambda values: first(values) and second(values)
         return lambda values: first(values) or second(values)
-    if isinstance(condition, All):
+    if isinstance(condition, AllOf):
         def all_of(values: list) -> bool:
             for term in terms:
                 if not term(values):
@@ -405,7 +411,7 @@ def compile_condition(condition: Condition) -> Predicate:
 class ClauseOutcome:
     path: str
     clause: Clause
-    actual: AnyType  # None, str, float or Money
+    actual: Any  # None, str, float or Money
     result: bool
 
 
@@ -425,9 +431,9 @@ def explain(condition: Condition | None, event) -> tuple[bool, list[ClauseOutcom
             return result
         if isinstance(node, Not):
             return not walk(node.term, _join(path, "negate"))
-        kind = "all" if isinstance(node, All) else "any"
+        kind = list_kind(node)
         results = [walk(t, _join(path, f"{kind}.conditions[{i}]")) for i, t in enumerate(node.terms)]
-        return all(results) if isinstance(node, All) else any(results)
+        return all(results) if isinstance(node, AllOf) else any(results)
 
     if condition is None:
         return True, outcomes
@@ -437,7 +443,7 @@ def explain(condition: Condition | None, event) -> tuple[bool, list[ClauseOutcom
 # --------------------------------------------------------------------------- storage form (JSON)
 
 
-def to_json(condition: Condition | None) -> AnyType:
+def to_json(condition: Condition | None) -> Any:
     if condition is None:
         return None
     if isinstance(condition, Clause):
@@ -445,11 +451,10 @@ def to_json(condition: Condition | None) -> AnyType:
                            "values": [_value_json(v) for v in condition.values]}}
     if isinstance(condition, Not):
         return {"not": to_json(condition.term)}
-    kind = "all" if isinstance(condition, All) else "any"
-    return {kind: [to_json(t) for t in condition.terms]}
+    return {list_kind(condition): [to_json(t) for t in condition.terms]}
 
 
-def from_json(data: AnyType) -> Condition | None:
+def from_json(data: Any) -> Condition | None:
     if data is None:
         return None
     if "clause" in data:
@@ -458,11 +463,11 @@ def from_json(data: AnyType) -> Condition | None:
     if "not" in data:
         return Not(from_json(data["not"]))  # type: ignore[arg-type]
     if "all" in data:
-        return All(tuple(from_json(t) for t in data["all"]))  # type: ignore[misc]
-    return Any(tuple(from_json(t) for t in data["any"]))  # type: ignore[misc]
+        return AllOf(tuple(from_json(t) for t in data["all"]))  # type: ignore[misc]
+    return AnyOf(tuple(from_json(t) for t in data["any"]))  # type: ignore[misc]
 
 
-def _value_json(value: Scalar) -> AnyType:
+def _value_json(value: Scalar) -> Any:
     if isinstance(value, Money):
         return {"currency_code": value.currency_code, "value": value.value}
     if isinstance(value, str):
@@ -470,7 +475,7 @@ def _value_json(value: Scalar) -> AnyType:
     return {"number": value}
 
 
-def _value_from_json(data: AnyType) -> Scalar:
+def _value_from_json(data: Any) -> Scalar:
     if "string" in data:
         return data["string"]
     if "number" in data:

@@ -7,18 +7,24 @@ this table.
 
 Custom segmentations are the producer's: an event type, an optional condition
 (:mod:`listboss_segmentation.conditions`), the contact data to send and the
-tags to add and remove. Each segmentation compiles once into a :class:`Rule`;
-:func:`evaluate` runs a product's rules on one event.
+tags to add and remove. Each segmentation, automatic or custom, compiles once
+into a :class:`Rule`; :func:`evaluate` runs a product's rules on one event (the
+only path that decides tag operations) and :func:`explain` tells what one
+segmentation would do with an event (TestSegmentation's dry run).
+
+Events are read by attribute (``event.person.email``), so the canonical
+protobuf Event is evaluated as it arrives without this module importing it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any as AnyType
+from typing import Any
 
 from listboss_segmentation import conditions as cond
 
@@ -99,11 +105,20 @@ AUTOMATIC_BY_ID: dict[str, AutomaticSegmentation] = {s.id: s for s in AUTOMATIC_
 RESERVED_TAG_KEYS = frozenset(TAG_LABELS)
 
 
+# A display name (a registered product's, a custom segmentation's): at most this many characters.
+MAX_DISPLAY_NAME = 200
 # Characters of the product's name a tag's display name carries: a registered product's whole
-# name (RegisterProduct takes at most 200). Every tag operation of a change carries the display
-# name, so its size is bounded here rather than by whatever an event's product name may hold
-# (README "SegmentationService limits").
-MAX_TAG_PRODUCT_NAME = 200
+# name. Every tag operation of a change carries the display name, so its size is bounded here
+# rather than by whatever an event's product name may hold (README "SegmentationService limits").
+MAX_TAG_PRODUCT_NAME = MAX_DISPLAY_NAME
+
+
+def check_display_name(name: str) -> str | None:
+    if not name.strip():
+        return "is required"
+    if len(name) > MAX_DISPLAY_NAME:
+        return f"must be at most {MAX_DISPLAY_NAME} characters"
+    return None
 
 
 def tag_display_name(tag_key: str, product_name: str) -> str:
@@ -113,25 +128,6 @@ def tag_display_name(tag_key: str, product_name: str) -> str:
     if len(product_name) > MAX_TAG_PRODUCT_NAME:
         product_name = product_name[: MAX_TAG_PRODUCT_NAME - 1] + "\u2026"
     return f"{label} - {product_name}" if product_name else label
-
-
-def decide_automatic(event_type: str) -> tuple[list[TagOperation], list[str]]:
-    """The tag operations for one event and the ids of the segmentations that fired.
-
-    Removals come before the addition so a reader of the operations sees the
-    status move; the contacts store decides by occurrence time, not list order.
-    """
-    segmentation = AUTOMATIC_BY_EVENT.get(event_type)
-    if segmentation is None:
-        return [], []
-    operations = [TagOperation(TagAction.REMOVE, key, segmentation.id) for key in segmentation.remove_tags]
-    operations.append(TagOperation(TagAction.ADD, segmentation.add_tag, segmentation.id))
-    return operations, [segmentation.id]
-
-
-def decide(event_type: str) -> tuple[list[TagOperation], list[str]]:
-    """The automatic segmentations' decision for an event type (no custom rules)."""
-    return decide_automatic(event_type)
 
 
 # --------------------------------------------------------------------------- contact data
@@ -149,7 +145,7 @@ def _address(event) -> dict[str, str]:
 
 
 # What a segmentation may send: name -> the entries it contributes (empty ones are dropped).
-CONTACT_DATA: dict[str, Callable[[AnyType], dict[str, str]]] = {
+CONTACT_DATA: dict[str, Callable[[Any], dict[str, str]]] = {
     "email": lambda e: {"email": e.person.email},
     "name": lambda e: {"name": _name(e)},
     "first_name": lambda e: {"first_name": e.person.first_name},
@@ -180,7 +176,6 @@ def contact_data(choices: Iterable[str], event) -> dict[str, str]:
 
 ACTIVE, INACTIVE = "ACTIVE", "INACTIVE"
 PROVIDERS = ("SEND",)
-MAX_DISPLAY_NAME = 200
 MAX_TAG_KEY = 64
 MAX_TAGS = 20
 _TAG_KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -210,6 +205,11 @@ class CustomSegmentation:
         return f"r{self.revision}"
 
 
+def new_segmentation_id() -> str:
+    """The id given to a segmentation created without one."""
+    return f"seg-{uuid.uuid4().hex[:12]}"
+
+
 def check_segmentation_id(segmentation_id: str) -> str | None:
     if not _SEGMENTATION_ID.match(segmentation_id):
         return "must be 1-63 lower-case letters, digits or '-', starting with a letter"
@@ -233,11 +233,8 @@ def check_tag_key(key: str) -> str | None:
 def check_segmentation(segmentation: CustomSegmentation) -> list[tuple[str, str]]:
     """Every problem of a custom segmentation, as (field path, description)."""
     problems: list[tuple[str, str]] = []
-    name = segmentation.display_name
-    if not name.strip():
-        problems.append(("display_name", "is required"))
-    elif len(name) > MAX_DISPLAY_NAME:
-        problems.append(("display_name", f"must be at most {MAX_DISPLAY_NAME} characters"))
+    if problem := check_display_name(segmentation.display_name):
+        problems.append(("display_name", problem))
     if segmentation.provider not in PROVIDERS:
         problems.append(("provider", "must be PROVIDER_SEND"))
     event_type_known = segmentation.event_type in cond.EVENT_TYPES
@@ -370,7 +367,8 @@ class Rule:
 
     def __post_init__(self) -> None:
         if not self.operations:
-            # Removals before additions, so a reader of the operations sees the status move.
+            # Removals before additions, so a reader of the operations sees the status move
+            # (the contacts store decides by occurrence time, not by list order).
             operations = [TagOperation(TagAction.REMOVE, key, self.segmentation_id) for key in self.remove_tags]
             operations += [TagOperation(TagAction.ADD, key, self.segmentation_id) for key in self.add_tags]
             object.__setattr__(self, "operations", tuple(operations))
@@ -383,7 +381,7 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     predicates: tuple[cond.SlotPredicate | None, ...]
-    readers: tuple[Callable[[AnyType], AnyType], ...]
+    readers: tuple[Callable[[Any], Any], ...]
 
 
 def rule_set(rules: Sequence[Rule]) -> RuleSet:
@@ -409,6 +407,12 @@ def automatic_rule(segmentation: AutomaticSegmentation) -> Rule:
 def custom_rule(segmentation: CustomSegmentation) -> Rule:
     return Rule(segmentation.segmentation_id, segmentation.event_type, False, segmentation.condition,
                 segmentation.add_tags, segmentation.remove_tags, segmentation.contact_data)
+
+
+def rule_for(segmentation: AutomaticSegmentation | CustomSegmentation) -> Rule:
+    if isinstance(segmentation, AutomaticSegmentation):
+        return automatic_rule(segmentation)
+    return custom_rule(segmentation)
 
 
 AUTOMATIC_RULES: dict[str, Rule] = {s.event_type: automatic_rule(s) for s in AUTOMATIC_SEGMENTATIONS}
@@ -452,3 +456,41 @@ def decision(fired: Sequence[Rule], event) -> Decision:
 
 def evaluate(index: RuleIndex, event_type: str, event) -> Decision:
     return decision(fire(index.get(event_type, _EMPTY), event), event)
+
+
+# --------------------------------------------------------------------------- explanation
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What one segmentation would do with one event, clause by clause."""
+
+    rule: Rule
+    matched: bool
+    event_type_matched: bool
+    # Every clause, not only those a short-circuit would reach.
+    clauses: list[cond.ClauseOutcome]
+    # What it would send: its own choices only (lead capture's are not its doing).
+    contact_data: dict[str, str]
+    text: str
+
+
+def explain(segmentation: AutomaticSegmentation | CustomSegmentation, event_type: str, event) -> Explanation:
+    """The dry run of ``segmentation`` on ``event`` (of type ``event_type``)."""
+    rule = rule_for(segmentation)
+    type_matched = event_type == rule.event_type
+    result, outcomes = cond.explain(rule.condition, event)
+    matched = type_matched and result
+    data: dict[str, str] = {}
+    if matched:
+        data = contact_data(rule.contact_data, event)
+        did = [*(f"add {k}" for k in rule.add_tags), *(f"remove {k}" for k in rule.remove_tags)]
+        text = "matches: it would " + ", ".join(did)
+    elif not type_matched:
+        text = f"does not match: the event is {event_type}, the segmentation is for {rule.event_type}"
+    else:
+        failed = [o.path for o in outcomes if not o.result]
+        text = "does not match: the condition is false" + (
+            f" (false clauses: {', '.join(failed)})" if failed else ""
+        )
+    return Explanation(rule, matched, type_matched, outcomes, data, text)

@@ -19,7 +19,7 @@ from listboss_common.service import run_service
 from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_segmentation import storage
 from listboss_segmentation.backfill import Backfiller
-from listboss_segmentation.events import EventProcessor
+from listboss_segmentation.consumer import EventProcessor
 from listboss_segmentation.grpc_api import SegmentationServicer
 from listboss_segmentation.rules import RULES_CHANGED_SUBJECT, RuleCache, change_message
 

@@ -1,7 +1,7 @@
-"""Custom segmentations: the conditions (one definition: validation, evaluation,
-explanation), the resource's lifecycle over real gRPC (SQLite and PostgreSQL),
+"""Custom segmentations over real gRPC (SQLite and PostgreSQL): the resource's lifecycle,
 every validation error, locked automatic segmentations, DescribeEventTypes,
-TestSegmentation and grpcurl through reflection."""
+TestSegmentation and grpcurl through reflection. (The conditions themselves:
+test_conditions.py; the pure rules: test_domain.py.)"""
 
 from __future__ import annotations
 
@@ -19,17 +19,12 @@ from grpc_status import rpc_status
 
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
-from listboss_common.auth import TokenVerifier
-from listboss_common.db import create_engine
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer, token
+from listboss_common.testing import bearer, token
 from listboss_ingest.normalize import event_from_webhook
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain, storage
-from listboss_segmentation.events import change_for, event_type_name
+from listboss_segmentation.grpc_api import SegmentationServicer
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 WEBHOOKS = Path(__file__).resolve().parents[3] / "tests" / "data" / "hotmart"
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 ALICE = bearer("alice")
@@ -41,125 +36,7 @@ def webhook_event(name: str) -> event_pb2.Event:
     return event_from_webhook((WEBHOOKS / f"{name}.json").read_text(), "alice")
 
 
-def clause(field, operator, *values) -> cond.Clause:
-    return cond.Clause(field, operator, tuple(values))
-
-
-# --- the conditions: one definition, evaluated, explained, validated --------------------------------
-
-
-BILLET = webhook_event("PURCHASE_BILLET_PRINTED")
-CASES = [
-    # (condition, event, expected)
-    (clause("payment_type", cond.EQUALS, "CREDIT_CARD"), BILLET, True),
-    (clause("payment_type", cond.EQUALS, "BILLET"), BILLET, False),
-    (clause("payment_type", cond.IN, "BILLET", "PIX", "CREDIT_CARD"), BILLET, True),
-    (clause("payment_type", cond.NOT_IN, "BILLET", "PIX"), BILLET, True),
-    (clause("offer_code", cond.EQUALS, "test"), BILLET, True),
-    (clause("coupon_code", cond.NOT_EQUALS, "SHHUHA"), BILLET, False),
-    (clause("price", cond.GREATER_OR_EQUALS, cond.Money("BRL", 1500)), BILLET, True),
-    (clause("price", cond.LESS_THAN, cond.Money("BRL", 1500)), BILLET, False),
-    (clause("price", cond.GREATER_THAN, cond.Money("USD", 10)), BILLET, False),  # another currency never matches
-    (clause("price", cond.NOT_EQUALS, cond.Money("USD", 1500)), BILLET, True),
-    (clause("installments", cond.GREATER_THAN, 10.0), BILLET, True),
-    (clause("installments", cond.LESS_OR_EQUALS, 1.0), BILLET, False),
-    (clause("recurrence_number", cond.EXISTS), BILLET, False),
-    (clause("recurrence_number", cond.NOT_EQUALS, 1.0), BILLET, True),  # absent: "not 1" holds
-    (clause("checkout_country", cond.EQUALS, "BR"), BILLET, True),
-    (clause("country", cond.EXISTS), BILLET, True),
-    (clause("email_domain", cond.EQUALS, "example.com"), BILLET, True),
-    (clause("subscription_plan", cond.EQUALS, "Subscription Plan Name"), webhook_event("SUBSCRIPTION_CANCELLATION"), True),
-    (clause("subscription_plan", cond.EQUALS, "Novo produto test postback2"), webhook_event("SWITCH_PLAN"), True),
-    (clause("module", cond.EQUALS, "Mudule test name"), webhook_event("CLUB_MODULE_COMPLETED"), True),
-    (clause("module_id", cond.IN, "other"), webhook_event("CLUB_MODULE_COMPLETED"), False),
-    (cond.All((clause("payment_type", cond.EQUALS, "CREDIT_CARD"), clause("offer_code", cond.EQUALS, "test"))), BILLET, True),
-    (cond.All((clause("payment_type", cond.EQUALS, "PIX"), clause("offer_code", cond.EQUALS, "test"))), BILLET, False),
-    (cond.Any((clause("payment_type", cond.EQUALS, "PIX"), clause("offer_code", cond.EQUALS, "test"))), BILLET, True),
-    (cond.Not(clause("payment_type", cond.EQUALS, "PIX")), BILLET, True),
-    (cond.Not(cond.Any((clause("installments", cond.GREATER_THAN, 1.0), clause("coupon_code", cond.EXISTS)))), BILLET, False),
-]
-
-
-@pytest.mark.parametrize(("condition", "event", "expected"), CASES)
-def test_conditions_on_the_example_webhooks(condition, event, expected):
-    assert cond.compile_condition(condition)(event) is expected
-    result, outcomes = cond.explain(condition, event)
-    assert result is expected  # the explanation and the compiled predicate agree
-    assert [o.clause for o in outcomes] == [c for _, c in cond.clauses(condition)]
-    event_type = event_type_name(event.type)
-    for _, found in cond.clauses(condition):
-        assert cond.check_clause(found, event_type) == []
-
-
-def test_progress_and_webinar_fields():
-    progress = event_pb2.Event(type=event_pb2.EVENT_TYPE_CONTENT_PROGRESS,
-                               content_progress=event_pb2.ContentProgress(content_id="c1", percentage=80))
-    assert cond.compile_condition(clause("course_progress", cond.GREATER_OR_EQUALS, 75.0))(progress)
-    assert not cond.compile_condition(clause("course_progress", cond.GREATER_OR_EQUALS, 90.0))(progress)
-    assert cond.compile_condition(clause("content_id", cond.EQUALS, "c1"))(progress)
-    webinar = event_pb2.Event(type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
-                              webinar=event_pb2.WebinarSession(id="w1", name="Live", attended_minutes=42))
-    assert cond.compile_condition(clause("attended_minutes", cond.GREATER_THAN, 30.0))(webinar)
-    assert cond.compile_condition(clause("webinar_name", cond.IN, "Live", "Replay"))(webinar)
-
-
-def test_explain_shows_actual_values():
-    condition = cond.All((clause("price", cond.GREATER_THAN, cond.Money("BRL", 100)),
-                          clause("recurrence_number", cond.EQUALS, 1.0)))
-    result, outcomes = cond.explain(condition, BILLET)
-    assert result is False
-    assert [(o.path, o.actual, o.result) for o in outcomes] == [
-        ("all.conditions[0].clause", cond.Money("BRL", 1500.0), True),
-        ("all.conditions[1].clause", None, False),
-    ]
-
-
-def test_registry_is_consistent():
-    for field in cond.FIELDS.values():
-        assert field.event_types <= set(cond.EVENT_TYPES), field.name
-        assert field.operators
-    known = {event_type_name(v) for v in event_pb2.EventType.values() if v}
-    assert set(cond.EVENT_TYPES) == known
-    assert cond.from_json(json.loads(json.dumps(cond.to_json(CASES[-1][0])))) == CASES[-1][0]
-
-
-def test_custom_rules_follow_the_automatic_one_in_the_change():
-    custom = domain.CustomSegmentation(
-        "alice", "0", "billet-buyers", "Billet buyers", "SEND", "PURCHASE_BILLET_PRINTED",
-        clause("offer_code", cond.EQUALS, "test"), ("phone", "address"), ("billet-buyers",), ("old-tag",),
-        state=domain.ACTIVE,
-    )
-    change = change_for(BILLET, domain.rule_index([custom]))
-    base = "producers/alice/products/0/segmentations/"
-    assert list(change.fired_segmentations) == [base + "auto-billet-printed", base + "billet-buyers"]
-    assert [(o.tag_key, o.automatic, o.segmentation.rsplit("/", 1)[1]) for o in change.tag_operations] == [
-        ("cart-abandoned", True, "auto-billet-printed"),
-        ("billet-printed", True, "auto-billet-printed"),
-        ("old-tag", False, "billet-buyers"),
-        ("billet-buyers", False, "billet-buyers"),
-    ]
-    data = dict(change.contact_data)
-    assert data["email"] == "testecomprador271101postman15@example.com"
-    assert data["name"] == "Teste Comprador"
-    assert data["phone"] and data["address.city"] == "Uberlândia"
-    assert "document" not in data  # not chosen by anyone
-    # An inactive one does nothing.
-    from dataclasses import replace
-
-    change = change_for(BILLET, domain.rule_index([replace(custom, state=domain.INACTIVE)]))
-    assert list(change.fired_segmentations) == [base + "auto-billet-printed"]
-    assert set(change.contact_data) == {"email", "name"}
-
-
 # --- gRPC fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    storage.migrate_database(engine)
-    yield engine
-    engine.dispose()
 
 
 class Notifications:
@@ -176,24 +53,18 @@ def notifications():
 
 
 @pytest.fixture
-async def server(engine, notifications):
-    from listboss_segmentation.grpc_api import SegmentationServicer
-
-    servicer = SegmentationServicer(engine, notify=notifications)
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
-    yield port
-    await server.stop(0)
+async def served(engine, notifications, serve):
+    return await serve(SegmentationServicer(engine, notify=notifications))
 
 
 @pytest.fixture
-async def service(server):
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server}")
-    stub = pb_grpc.SegmentationServiceStub(channel)
+def server(served) -> int:
+    return served[1]
+
+
+@pytest.fixture
+async def service(served):
+    stub = served[0]
     for product in ("42", "43"):
         await stub.RegisterProduct(
             pb.RegisterProductRequest(parent="producers/alice", product_id=product, display_name="Course",
@@ -205,8 +76,7 @@ async def service(server):
                                   kind=event_pb2.PRODUCT_KIND_WEBINAR),
         metadata=INTERNAL,
     )
-    yield stub
-    await channel.close()
+    return stub
 
 
 def billet_buyers(**overrides) -> pb.Segmentation:
@@ -640,87 +510,6 @@ async def test_grpcurl_drives_the_lifecycle(service, server):
     assert "FailedPrecondition" in error and "platform-defined" in error
     error = await call("CreateSegmentation", {"parent": PARENT, "segmentation": {"displayName": "x"}}, ok=False)
     assert "InvalidArgument" in error
-
-
-def test_capture_sends_email_and_name_even_without_an_automatic_segmentation():
-    webinar = event_pb2.Event(
-        id="w1", producer="alice", type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
-        product=event_pb2.Product(id="9", name="Live", kind=event_pb2.PRODUCT_KIND_WEBINAR),
-        person=event_pb2.Person(email="ana@example.com", first_name="Ana", last_name="Lima", phone="+55"),
-        webinar=event_pb2.WebinarSession(id="w", attended_minutes=50),
-    )
-    change = change_for(webinar)
-    assert list(change.fired_segmentations) == [] and list(change.tag_operations) == []
-    assert dict(change.contact_data) == {"email": "ana@example.com", "name": "Ana Lima"}
-    stayed = domain.CustomSegmentation(
-        "alice", "9", "stayed", "Stayed", "SEND", "WEBINAR_ATTENDANCE",
-        clause("attended_minutes", cond.GREATER_OR_EQUALS, 45.0), ("phone",), ("stayed-45",), (),
-        state=domain.ACTIVE,
-    )
-    change = change_for(webinar, domain.rule_index([stayed]))
-    assert [o.tag_key for o in change.tag_operations] == ["stayed-45"]
-    assert dict(change.contact_data) == {"email": "ana@example.com", "name": "Ana Lima", "phone": "+55"}
-
-
-# --- one definition: the compiled predicate and the explanation never disagree -------------------
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-_PAYMENT = st.sampled_from(["BILLET", "PIX", "CREDIT_CARD", ""])
-_NUMBER = st.sampled_from([0.0, 1.0, 3.0, 12.0])
-_MONEY = st.builds(cond.Money, st.sampled_from(["BRL", "USD"]), st.sampled_from([0.0, 97.0, 1500.0]))
-
-
-def _clauses_strategy():
-    string_ops = st.sampled_from([cond.EQUALS, cond.NOT_EQUALS, cond.EXISTS, cond.IN, cond.NOT_IN])
-    number_ops = st.sampled_from([cond.EQUALS, cond.NOT_EQUALS, cond.LESS_THAN, cond.LESS_OR_EQUALS,
-                                  cond.GREATER_THAN, cond.GREATER_OR_EQUALS, cond.EXISTS, cond.IN])
-    money_ops = st.sampled_from([cond.EQUALS, cond.NOT_EQUALS, cond.LESS_THAN, cond.GREATER_OR_EQUALS, cond.EXISTS])
-
-    def build(field, op, value, extra):
-        if op == cond.EXISTS:
-            return cond.Clause(field, op, ())
-        if op in (cond.IN, cond.NOT_IN):
-            return cond.Clause(field, op, (value, extra))
-        return cond.Clause(field, op, (value,))
-
-    payment = st.builds(build, st.just("payment_type"), string_ops, _PAYMENT.filter(bool), _PAYMENT.filter(bool))
-    installments = st.builds(build, st.just("installments"), number_ops, _NUMBER, _NUMBER)
-    price = st.builds(build, st.just("price"), money_ops, _MONEY, _MONEY)
-    return st.one_of(payment, installments, price)
-
-
-CONDITIONS = st.recursive(
-    _clauses_strategy(),
-    lambda inner: st.one_of(
-        st.builds(lambda terms: cond.All(tuple(terms)), st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda terms: cond.Any(tuple(terms)), st.lists(inner, min_size=1, max_size=3)),
-        st.builds(cond.Not, inner),
-    ),
-    max_leaves=8,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(CONDITIONS, _PAYMENT, _NUMBER, _MONEY)
-def test_compiled_and_explained_results_agree(condition, payment_type, installments, price):
-    event = event_pb2.Event(
-        type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
-        purchase=event_pb2.Purchase(payment_type=payment_type, installments=int(installments),
-                                    price=event_pb2.Money(currency_code=price.currency_code, value=price.value)),
-    )
-    compiled = cond.compile_condition(condition)(event)
-    explained, outcomes = cond.explain(condition, event)
-    assert compiled is explained
-    # A rule set compiled with other rules (shared slots) decides the same.
-    other = cond.Clause("coupon_code", cond.EXISTS, ())
-    rules = domain.rule_set([
-        domain.Rule("other", "PURCHASE_APPROVED", False, other, ("a",), (), ()),
-        domain.Rule("this", "PURCHASE_APPROVED", False, condition, ("b",), (), ()),
-    ])
-    assert ("this" in [r.segmentation_id for r in domain.fire(rules, event)]) is compiled
-    assert len(outcomes) == len(cond.clauses(condition))
 
 
 def test_a_stale_revision_saves_nothing(engine):

@@ -17,15 +17,12 @@ from grpc_status import rpc_status
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
-from listboss_common.auth import TokenVerifier
-from listboss_common.db import create_engine
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer
+from listboss_common.testing import bearer
 from listboss_ingest.normalize import MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_PRODUCT_ID_LENGTH
 from listboss_segmentation import domain, storage
-from listboss_segmentation.events import change_for, publish_changes
+from listboss_segmentation.consumer import change_for, publish_changes
+from listboss_segmentation.grpc_api import SegmentationServicer
 
 # nats-server's default max_payload: the most a message (headers included) may hold.
 MAX_PAYLOAD = 1024 * 1024
@@ -33,7 +30,6 @@ MAX_PAYLOAD = 1024 * 1024
 # Listboss-* headers, about 2 KiB) with a wide margin.
 ROOM = 64 * 1024
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 ALICE = bearer("alice")
 PARENT = "producers/alice/products/42"
 
@@ -201,37 +197,17 @@ def test_tag_operations_are_limited_per_event_type():
 
 
 @pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    storage.migrate_database(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-async def service(engine):
-    from listboss_segmentation.grpc_api import SegmentationServicer
-
+async def service(engine, serve):
     async def notify(producer, product):
         pass
 
-    servicer = SegmentationServicer(engine, notify=notify)
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.SegmentationServiceStub(channel)
+    stub, _ = await serve(SegmentationServicer(engine, notify=notify))
     await stub.RegisterProduct(
         pb.RegisterProductRequest(parent="producers/alice", product_id="42", display_name="Course",
                                   kind=event_pb2.PRODUCT_KIND_PRODUCT),
         metadata=bearer(None),
     )
-    yield stub
-    await channel.close()
-    await server.stop(0)
+    return stub
 
 
 def segmentation(event_type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED, add=("vip",), remove=()) -> pb.Segmentation:

@@ -8,26 +8,19 @@ import asyncio
 import time
 from collections import Counter
 
-import grpc
 import pytest
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.worker import PullWorker, WorkerSpec
-from listboss_common.auth import TokenVerifier
-from listboss_common.db import create_engine
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer
-from listboss_segmentation import storage
+from listboss_common.testing import bearer
 from listboss_segmentation.backfill import Backfiller
-from listboss_segmentation.events import EventProcessor
+from listboss_segmentation.consumer import EventProcessor
 from listboss_segmentation.grpc_api import SegmentationServicer
 from listboss_segmentation.rules import RULES_CHANGED_SUBJECT, RuleCache, change_message
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 ALICE = bearer("alice")
 PARENT = "producers/alice/products/42"
 NAME = f"{PARENT}/segmentations/billet-buyers"
@@ -71,14 +64,6 @@ class Replica:
 
 
 @pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    storage.migrate_database(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 async def replicas(nats_server, engine):
     made = []
 
@@ -95,18 +80,10 @@ async def replicas(nats_server, engine):
 
 
 @pytest.fixture
-async def api(engine, replicas):
+async def api(engine, replicas, serve):
     """SegmentationService served by the first replica (its notify broadcasts on NATS)."""
     first = await replicas()
-    servicer = SegmentationServicer(engine, notify=first.notify, backfiller=Backfiller(first.js, engine))
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.SegmentationServiceStub(channel)
+    stub, _ = await serve(SegmentationServicer(engine, notify=first.notify, backfiller=Backfiller(first.js, engine)))
     await stub.RegisterProduct(
         pb.RegisterProductRequest(parent="producers/alice", product_id="42", display_name="Course",
                                   kind=event_pb2.PRODUCT_KIND_PRODUCT),
@@ -128,9 +105,7 @@ async def api(engine, replicas):
         ),
         metadata=ALICE,
     )
-    yield stub, first
-    await channel.close()
-    await server.stop(0)
+    return stub, first
 
 
 def billet(event_id: str, payment_type: str = "BILLET", email: str | None = None) -> event_pb2.Event:

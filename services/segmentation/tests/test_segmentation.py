@@ -15,19 +15,16 @@ from grpc_status import rpc_status
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.worker import PullWorker, WorkerSpec
-from listboss_common.auth import TokenVerifier
-from listboss_common.db import create_engine
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer
+from listboss_common.testing import bearer
 from listboss_segmentation import domain, storage
-from listboss_segmentation.events import EventProcessor, change_for, decode_events, event_type_name
+from listboss_segmentation.consumer import EventProcessor, change_for, decode_events
+from listboss_segmentation.grpc_api import SegmentationServicer
+from listboss_segmentation.messages import event_type_name
 
 ADD = contact_change_pb2.TagOperation.ACTION_ADD
 REMOVE = contact_change_pb2.TagOperation.ACTION_REMOVE
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 
 # DESIGN.md's table of standard automatic tags: event -> (adds, removes).
 DESIGN_TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -56,21 +53,23 @@ DESIGN_TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 @pytest.mark.parametrize("event_type", list(DESIGN_TABLE))
-def test_decide_follows_the_design_table(event_type):
+def test_automatic_rules_follow_the_design_table(event_type):
+    # The evaluation the consumer runs, on a product with no custom segmentations.
     adds, removes = DESIGN_TABLE[event_type]
-    operations, fired = domain.decide(event_type)
+    decision = domain.evaluate(domain.AUTOMATIC_INDEX, event_type, event_pb2.Event())
     segmentation_id = f"auto-{adds}"
-    assert fired == [segmentation_id]
-    assert [(o.action, o.tag_key) for o in operations] == [
+    assert [rule.segmentation_id for rule in decision.fired] == [segmentation_id]
+    assert [(o.action, o.tag_key) for o in decision.operations] == [
         *((domain.TagAction.REMOVE, key) for key in removes),
         (domain.TagAction.ADD, adds),
     ]
-    assert {o.segmentation_id for o in operations} == {segmentation_id}
+    assert {o.segmentation_id for o in decision.operations} == {segmentation_id}
 
 
-def test_decide_unknown_event_does_nothing():
-    assert domain.decide("UNSPECIFIED") == ([], [])
-    assert domain.decide("NO_SUCH_EVENT") == ([], [])
+def test_unknown_event_type_fires_nothing():
+    for event_type in ("UNSPECIFIED", "NO_SUCH_EVENT"):
+        decision = domain.evaluate(domain.AUTOMATIC_INDEX, event_type, event_pb2.Event())
+        assert (decision.operations, decision.fired) == ([], [])
 
 
 def test_one_automatic_segmentation_per_event_of_the_table():
@@ -141,14 +140,6 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    storage.migrate_database(engine)
-    yield engine
-    engine.dispose()
 
 
 async def publish_events(js, *events: event_pb2.Event, msg_id: str | None = None) -> None:
@@ -319,20 +310,9 @@ async def test_pull_worker_runs_the_processor_end_to_end(engine, js):
 
 
 @pytest.fixture
-async def service(engine):
-    from listboss_segmentation.grpc_api import SegmentationServicer
-
-    servicer = SegmentationServicer(engine)
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield pb_grpc.SegmentationServiceStub(channel)
-    await channel.close()
-    await server.stop(0)
+async def service(engine, serve):
+    stub, _ = await serve(SegmentationServicer(engine))
+    return stub
 
 
 INTERNAL = bearer(None)

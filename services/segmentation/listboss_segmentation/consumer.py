@@ -1,4 +1,12 @@
-"""Turning canonical events into contact changes: the segmentation consumer's work."""
+"""The bus entrypoint: canonical events in, contact changes out.
+
+:class:`EventProcessor` handles the chunks of decoded events its
+:class:`~listboss_common.worker.PullWorker` hands it (the worker bounds them,
+isolates a failing event and waits out outages): it records products first seen,
+evaluates each event under its product's rules (:mod:`domain`, compiled and
+cached by :mod:`rules`), translates the decisions (:mod:`messages`) and
+publishes them packed per producer.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +21,13 @@ from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common import bus, db
-from listboss_segmentation import domain, storage
+from listboss_common import bus
+from listboss_segmentation import domain, handlers
+from listboss_segmentation.messages import change_from, event_type_name
 from listboss_segmentation.rules import RuleCache
+from listboss_segmentation.unit_of_work import UnitOfWork
 
-log = structlog.get_logger("listboss.segmentation.events")
-
-_ACTIONS = {
-    domain.TagAction.ADD: contact_change_pb2.TagOperation.ACTION_ADD,
-    domain.TagAction.REMOVE: contact_change_pb2.TagOperation.ACTION_REMOVE,
-}
-_TYPE_PREFIX = "EVENT_TYPE_"
-
-
-def event_type_name(event_type: int) -> str:
-    """EVENT_TYPE_PURCHASE_APPROVED -> PURCHASE_APPROVED (the webhook's name)."""
-    return event_pb2.EventType.Name(event_type).removeprefix(_TYPE_PREFIX)
+log = structlog.get_logger("listboss.segmentation.consumer")
 
 
 def change_for(
@@ -36,30 +35,6 @@ def change_for(
 ) -> contact_change_pb2.ContactChange:
     """The change for one event under a product's rules (by default the automatic ones only)."""
     return change_from(event, domain.evaluate(index, event_type_name(event.type), event))
-
-
-def change_from(event: event_pb2.Event, decision: domain.Decision, backfill: str = "") -> contact_change_pb2.ContactChange:
-    product_name = event.product.name
-    # SEGMENTATION.format, spelled out: this runs for every operation of every event.
-    base = f"producers/{event.producer}/products/{event.product.id}/segmentations/"
-    automatic = {rule.segmentation_id for rule in decision.fired if rule.automatic}
-    operations = [
-        contact_change_pb2.TagOperation(
-            action=_ACTIONS[operation.action],
-            tag_key=operation.tag_key,
-            tag_display_name=domain.tag_display_name(operation.tag_key, product_name),
-            automatic=operation.segmentation_id in automatic,
-            segmentation=base + operation.segmentation_id,
-        )
-        for operation in decision.operations
-    ]
-    return contact_change_pb2.ContactChange(
-        event=event,
-        tag_operations=operations,
-        fired_segmentations=[base + rule.segmentation_id for rule in decision.fired],
-        contact_data=decision.contact_data,
-        backfill=backfill,
-    )
 
 
 async def publish_changes(
@@ -76,14 +51,12 @@ async def publish_changes(
     await asyncio.gather(*publishes)
 
 
-def decode_events(messages: Sequence[Msg]) -> list[event_pb2.Event]:
-    return bus.unpack(messages, bus.EVENT_ITEMS)
+def decode_events(received: Sequence[Msg]) -> list[event_pb2.Event]:
+    return bus.unpack(received, bus.EVENT_ITEMS)
 
 
 class EventProcessor:
-    """Handles chunks of events (its worker bounds them, isolates a failing event and
-    waits out outages): records new products, decides each event's tag operations and
-    publishes the changes, packed per producer."""
+    """The worker's callback (``handle``): one chunk of decoded events at a time."""
 
     def __init__(self, js: JetStreamContext, engine: Engine, rules: RuleCache | None = None):
         self._js = js
@@ -118,6 +91,5 @@ class EventProcessor:
                 )
         if not new:
             return
-
-        await db.write(self._engine, storage.ensure_products, list(new.values()))
+        await asyncio.to_thread(handlers.record_products_seen, UnitOfWork(self._engine), list(new.values()))
         self._known_products.update(new)
