@@ -23,7 +23,7 @@ from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_common.db import create_engine
 from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
-from listboss_contacts.changes import ChangeApplier
+from listboss_contacts.consumer import ChangeApplier
 from listboss_ingest.http_api import HOTTOK_HEADER, WebhookReceiver
 from listboss_ingest.normalize import event_from_webhook
 from listboss_ingest.publisher import EventPublisher, event_message_id, pack_events

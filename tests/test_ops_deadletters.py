@@ -410,7 +410,7 @@ async def settled(js, durable: str, stream: str) -> bool:
 async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(database_url, nats_server, js, tmp_path):
     from listboss_common.worker import PullWorker, WorkerSpec
     from listboss_contacts import schema
-    from listboss_contacts.changes import ChangeApplier
+    from listboss_contacts.consumer import ChangeApplier
     from listboss_ingest.publisher import EventPublisher
     from listboss_segmentation import storage
     from listboss_segmentation.consumer import EventProcessor

@@ -20,7 +20,7 @@ from listboss_common.readiness import DatabaseProbe, Readiness
 from listboss_common.service import run_service
 from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_contacts import schema
-from listboss_contacts.changes import ChangeApplier
+from listboss_contacts.consumer import ChangeApplier
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
 

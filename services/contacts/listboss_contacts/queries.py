@@ -520,9 +520,6 @@ def list_history(
     ]
 
 
-MICROS_PER_DAY = 86_400 * 1_000_000
-
-
 @dataclass(frozen=True)
 class Dashboard:
     start_day: int
@@ -531,6 +528,14 @@ class Dashboard:
     events_by_type: list[tuple[int, int]]  # (event type, count), most frequent first
     days: list[tuple[int, int, int]]  # (day, events, captured)
     tags: list[sa.Row]
+
+    @property
+    def event_count(self) -> int:
+        return sum(events for _, events, _ in self.days)
+
+    @property
+    def contacts_captured(self) -> int:
+        return sum(captured for _, _, captured in self.days)
 
 
 def product_dashboard(connection: Connection, producer: str, product: str, start_day: int, end_day: int) -> Dashboard:

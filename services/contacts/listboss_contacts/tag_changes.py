@@ -1,6 +1,6 @@
 """Tag changes for automations: the outbox relay and the WatchTagChanges reader.
 
-apply.py writes one ``tag_change_outbox`` row for every tag link whose present
+Applying changes (apply.py) writes one ``tag_change_outbox`` row for every tag link whose present
 state changed, in the same transaction as the link. :class:`OutboxRelay` (a task
 of the contacts process) publishes those rows in id order to the JetStream
 stream ``LISTBOSS_TAG_CHANGES`` (subject ``listboss.tagchanges.<producer>``,
@@ -39,27 +39,12 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.db import is_postgres
 from listboss_common.errors import ServiceError, failed_precondition, invalid_field
-from listboss_common.resources import CONTACT, HISTORY_EVENT, TAG
-from listboss_common.timestamps import timestamp
+from listboss_contacts.messages import tag_change_message
 from listboss_contacts.schema import tag_change_outbox
 
 log = structlog.get_logger("listboss.contacts.tag_changes")
 
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"listboss_contacts.outbox_relay").digest()[:8], "big", signed=True)
-
-
-def change_message(row) -> pb.TagChange:
-    return pb.TagChange(
-        id=str(row.id),
-        contact=CONTACT.format(row.producer, str(row.contact_id)),
-        tag=TAG.format(row.producer, f"{row.product}.{row.tag_key}"),
-        tag_key=row.tag_key,
-        action=pb.TagChange.ACTION_ADDED if row.added else pb.TagChange.ACTION_REMOVED,
-        event=HISTORY_EVENT.format(row.producer, row.product, row.event_id),
-        segmentation=row.segmentation,
-        occur_time=timestamp(row.occur_time),
-        commit_time=timestamp(row.commit_time),
-    )
 
 
 def pending_changes(connection: Connection, limit: int) -> list:
@@ -129,7 +114,7 @@ class OutboxRelay:
         for row in rows:
             future = await self._js.publish_async(
                 bus.tag_changes_subject(row.producer),
-                change_message(row).SerializeToString(),
+                tag_change_message(row).SerializeToString(),
                 headers={"Nats-Msg-Id": f"tagchange/{row.id}"},
             )
             sent.append((row.id, future))

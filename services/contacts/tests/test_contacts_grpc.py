@@ -22,7 +22,7 @@ from listboss_common.auth import TokenVerifier
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.testing import AUTH_SECRET, bearer
 from listboss_contacts import schema
-from listboss_contacts.changes import ChangeApplier
+from listboss_contacts.consumer import ChangeApplier
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
 
