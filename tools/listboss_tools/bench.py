@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import random
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import sqlalchemy as sa
@@ -35,6 +37,7 @@ from listboss.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from listboss.segmentation.v1 import segmentation_service_pb2 as seg_pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as seg_grpc
 from listboss_common.db import create_engine
+from listboss_tools.databases import DATABASE_NAMES, drop_postgres_database
 from listboss_tools.suite import Suite
 
 # The platform's webhook events: they need no data beyond the person and the product.
@@ -149,13 +152,24 @@ def figures(engine: sa.Engine) -> dict[str, float]:
     }
 
 
-def drop_databases(suite: Suite) -> None:
-    for service in ("segmentation", "contacts"):
-        url = sa.make_url(suite.database_url(service))
-        admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        admin.dispose()
+@contextlib.contextmanager
+def bench_suite(database: str, prefix: str) -> Iterator[tuple[Suite, sa.Engine]]:
+    """A running suite of its own in a temporary folder (``prefix``), on free ports, its
+    services logging warnings only, and an engine on contacts' database. On PostgreSQL its
+    databases are dropped first: a benchmark starts from nothing."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
+        suite = Suite.on_free_ports(
+            data_dir, database=database, output=None, extra_env={"LISTBOSS_LOG_LEVEL": "WARNING"}
+        )
+        if database != "sqlite":
+            for service in DATABASE_NAMES:
+                drop_postgres_database(suite.database_url(service))
+        with suite:
+            engine = create_engine(suite.database_url("contacts"))
+            try:
+                yield suite, engine
+            finally:
+                engine.dispose()
 
 
 def main() -> None:
@@ -169,21 +183,12 @@ def main() -> None:
                         help="ACTIVE custom segmentations per product (at most the product limit, 100)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="listboss-bench-") as data_dir:
-        suite = Suite(
-            data_dir, nats_port=0, ingest_port=0, segmentation_port=0, contacts_port=0, http_port=0,
-            database=args.database, output=None, extra_env={"LISTBOSS_LOG_LEVEL": "WARNING"},
-        )
-        if args.database != "sqlite":
-            drop_databases(suite)
-        with suite:
-            engine = create_engine(suite.database_url("contacts"))
-            if args.custom_segmentations:
-                asyncio.run(activate_custom_segmentations(suite, args.custom_segmentations))
-            ingest_seconds = asyncio.run(send(suite, args.events, args.batch, args.concurrency, args.people))
-            wait_until_applied(engine, args.events, timeout=600)
-            result = figures(engine)
-            engine.dispose()
+    with bench_suite(args.database, "listboss-bench-") as (suite, engine):
+        if args.custom_segmentations:
+            asyncio.run(activate_custom_segmentations(suite, args.custom_segmentations))
+        ingest_seconds = asyncio.run(send(suite, args.events, args.batch, args.concurrency, args.people))
+        wait_until_applied(engine, args.events, timeout=600)
+        result = figures(engine)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; {args.events} events, "

@@ -16,22 +16,13 @@ import argparse
 import asyncio
 import os
 import platform
-import tempfile
 import time
 
 import sqlalchemy as sa
 
-from listboss_common.db import create_engine
-from listboss_tools.bench import drop_databases, send
+from listboss_common.processes import resident_mib
+from listboss_tools.bench import bench_suite, send
 from listboss_tools.suite import Suite
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def counts(engine: sa.Engine) -> tuple[int, int]:
@@ -67,30 +58,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the catch-up")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="listboss-backlog-") as data_dir:
-        suite = Suite(
-            data_dir, nats_port=0, ingest_port=0, segmentation_port=0, contacts_port=0, http_port=0,
-            database=args.database, output=None, extra_env={"LISTBOSS_LOG_LEVEL": "WARNING"},
-        )
-        if args.database != "sqlite":
-            drop_databases(suite)
-        with suite:
-            engine = create_engine(suite.database_url("contacts"))
-            suite.kill("contacts")
-            asyncio.run(send(suite, args.events, 1_000, 4, args.people))
-            wait_for_segmentation(suite, timeout=args.timeout)
+    with bench_suite(args.database, "listboss-backlog-") as (suite, engine):
+        suite.kill("contacts")
+        asyncio.run(send(suite, args.events, 1_000, 4, args.people))
+        wait_for_segmentation(suite, timeout=args.timeout)
 
-            started = time.monotonic()
-            suite.restart("contacts")
-            pid = suite.pid("contacts")
-            samples: list[tuple[float, int, int, float]] = []
-            while time.monotonic() - started < args.timeout:
-                history, outbox = counts(engine)
-                samples.append((time.monotonic() - started, history, outbox, rss_mib(pid)))
-                if history >= args.events and outbox == 0:
-                    break
-                time.sleep(0.25)
-            engine.dispose()
+        started = time.monotonic()
+        suite.restart("contacts")
+        pid = suite.pid("contacts")
+        samples: list[tuple[float, int, int, float]] = []
+        while time.monotonic() - started < args.timeout:
+            history, outbox = counts(engine)
+            samples.append((time.monotonic() - started, history, outbox, resident_mib(pid)))
+            if history >= args.events and outbox == 0:
+                break
+            time.sleep(0.25)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; backlog of {args.events:,} events "

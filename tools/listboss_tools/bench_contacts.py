@@ -25,8 +25,6 @@ import platform
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,8 +37,9 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss_common.auth import issue_token
 from listboss_common.db import create_engine, is_postgres
+from listboss_common.processes import NatsServer, ProcessError, ServiceProcess, free_port, resident_mib, wait_serving
 from listboss_contacts import queries, schema
-from listboss_tools.suite import free_port, health_status, nats_server_binary
+from listboss_tools.databases import drop_postgres_database, ensure_postgres_database, postgres_url
 
 PRODUCER = "bench"
 PRODUCT = "1"
@@ -56,17 +55,14 @@ def tag_key(index: int) -> str:
 def database_url(choice: str, data_dir: Path) -> str:
     if choice == "sqlite":
         return f"sqlite:///{data_dir / 'contacts.db'}"
-    url = sa.engine.make_url(choice)
-    return url.set(database=PG_DATABASE).render_as_string(hide_password=False)
+    return postgres_url(choice, PG_DATABASE)
 
 
 def reset_postgres(url: str) -> None:
-    target = sa.engine.make_url(url)
-    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-        connection.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
-    admin.dispose()
+    drop_postgres_database(url)
+    problem = ensure_postgres_database(url)
+    if problem:
+        raise SystemExit(problem)
 
 
 def existing_size(url: str) -> int:
@@ -218,61 +214,46 @@ def _insert_sqlite(engine, contacts: int, links: int, tags: int, counts: list[in
 
 
 class Service:
-    """nats-server and listboss-contacts as child processes."""
+    """nats-server and listboss-contacts as child processes; contacts' output goes to
+    ``contacts.log`` in ``work``."""
 
     def __init__(self, url: str, work: Path):
         self.url = url
         self.work = work
-        self.nats_port = free_port("127.0.0.1")
-        self.grpc_port = free_port("127.0.0.1")
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        self.processes.append(
-            subprocess.Popen(
-                [str(nats_server_binary()), "-js", "-sd", str(self.work / "nats"), "-a", "127.0.0.1", "-p", str(self.nats_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        script = Path(sys.executable).parent / "listboss-contacts"
-        command = [str(script)] if script.is_file() else [sys.executable, "-m", "listboss_contacts.main"]
+        self.nats = NatsServer(work / "nats")
+        self.address = f"127.0.0.1:{free_port()}"
+        self.log = open(work / "contacts.log", "w")
         env = dict(
             os.environ,
-            LISTBOSS_GRPC_ADDRESS=f"127.0.0.1:{self.grpc_port}",
-            LISTBOSS_NATS_URL=f"nats://127.0.0.1:{self.nats_port}",
+            LISTBOSS_GRPC_ADDRESS=self.address,
+            LISTBOSS_NATS_URL=self.nats.url,
             LISTBOSS_AUTH_SECRET=SECRET,
-            LISTBOSS_DATABASE_URL=self.url,
+            LISTBOSS_DATABASE_URL=url,
             LISTBOSS_LOG_LEVEL="WARNING",
             LISTBOSS_LOG_FORMAT="json",
         )
-        self.log = open(self.work / "contacts.log", "wb")
-        self.contacts = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.processes.append(self.contacts)
-        deadline = time.monotonic() + 60
-        while health_status(self.address) != "SERVING":
-            if self.contacts.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"listboss-contacts did not start; see {self.work / 'contacts.log'}")
-            time.sleep(0.2)
+        self.contacts = ServiceProcess("contacts", env, address=self.address, echo=lambda line: print(line, file=self.log))
+
+    def start(self) -> None:
+        self.nats.start()
+        self.contacts.start()
+        try:
+            wait_serving([self.contacts], timeout=60)
+        except ProcessError as error:
+            raise SystemExit(f"listboss-contacts did not start; see {self.work / 'contacts.log'}\n{error}") from None
 
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+    def pid(self) -> int:
+        assert self.contacts.child is not None
+        return self.contacts.child.pid
 
     def rss_mib(self) -> float:
-        with open(f"/proc/{self.contacts.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return resident_mib(self.pid)
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if self.contacts.child is not None:
+            self.contacts.child.stop(30)
+        self.nats.stop(30)
         self.log.close()
 
 

@@ -29,15 +29,14 @@ import platform
 import random
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from listboss_common.auth import issue_token
-from listboss_tools.suite import REPO_ROOT, free_port, health_status, nats_server_binary
+from listboss_common.processes import NatsServer, ServiceProcess, free_port, wait_serving
+from listboss_tools.suite_files import REPO_ROOT
 
 FIXTURES_DIR = REPO_ROOT / "tests" / "data" / "hotmart"
 PRODUCER = "bench"
@@ -48,55 +47,43 @@ class IngestUnderTest:
 
     def __init__(self, folder: Path, extra_env: dict[str, str] | None = None):
         self.folder = folder
-        self.nats_port, self.grpc_port, self.http_port = free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1")
+        self.grpc_port, self.http_port = free_port(), free_port()
         self.secret = secrets.token_urlsafe(32)
         self.hottok = secrets.token_urlsafe(24)
-        self.extra_env = extra_env or {}
-        self._processes: list[subprocess.Popen] = []
-
-    def __enter__(self) -> "IngestUnderTest":
-        nats = subprocess.Popen(
-            [str(nats_server_binary()), "-js", "-sd", str(self.folder / "nats"), "-a", "127.0.0.1", "-p",
-             str(self.nats_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self._processes.append(nats)
+        self.nats = NatsServer(folder / "nats", capture=False)
         env = {
             **os.environ,
             "LISTBOSS_GRPC_ADDRESS": f"127.0.0.1:{self.grpc_port}",
             "LISTBOSS_HTTP_ADDRESS": f"127.0.0.1:{self.http_port}",
-            "LISTBOSS_NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
+            "LISTBOSS_NATS_URL": self.nats.url,
             "LISTBOSS_AUTH_SECRET": self.secret,
             "LISTBOSS_WEBHOOK_TOKENS": f"{PRODUCER}={self.hottok}",
             "LISTBOSS_LOG_FORMAT": "json",
             "LISTBOSS_LOG_LEVEL": "INFO",  # one line per request, as in production
-            **self.extra_env,
+            **(extra_env or {}),
         }
-        ingest = subprocess.Popen([sys.executable, "-m", "listboss_ingest.main"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._processes.append(ingest)
-        deadline = time.monotonic() + 30
-        while health_status(f"127.0.0.1:{self.grpc_port}") != "SERVING":
-            if ingest.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError("ingest did not start")
-            time.sleep(0.1)
+        # Its log lines are not read: a reader thread would take the GIL from the client.
+        self.ingest = ServiceProcess("ingest", env, address=f"127.0.0.1:{self.grpc_port}", capture=False)
+
+    def __enter__(self) -> "IngestUnderTest":
+        try:
+            self.nats.start()
+            self.ingest.start()
+            wait_serving([self.ingest])
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for process in reversed(self._processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        self._processes.clear()
+        if self.ingest.child is not None:  # first: while it drains it still needs NATS
+            self.ingest.child.stop()
+        self.nats.stop()
 
     @property
     def pid(self) -> int:
-        return self._processes[1].pid
+        assert self.ingest.child is not None
+        return self.ingest.child.pid
 
 
 def _cpu_seconds(pid: int) -> float:

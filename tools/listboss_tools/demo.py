@@ -24,14 +24,8 @@ import grpc
 from listboss.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
 from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
-from listboss_tools.suite import (
-    DEFAULT_DATA_DIR,
-    DEMO_PRODUCER,
-    GRPC_CHANNEL_OPTIONS,
-    REPO_ROOT,
-    SUITE_FILE_NAME,
-    health_status,
-)
+from listboss_common.processes import GRPC_CHANNEL_OPTIONS, health_status
+from listboss_tools.suite_files import DEFAULT_DATA_DIR, DEMO_PRODUCER, REPO_ROOT, SUITE_FILE_NAME
 
 DEFAULT_SUITE_FILE = DEFAULT_DATA_DIR / SUITE_FILE_NAME
 DEFAULT_WEBHOOKS_DIR = REPO_ROOT / "tests" / "data" / "hotmart"

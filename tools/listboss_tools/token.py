@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from listboss_common.auth import issue_token
-from listboss_tools.suite import DEFAULT_DATA_DIR, SECRET_FILE_NAME
+from listboss_tools.suite_files import DEFAULT_DATA_DIR, SECRET_FILE_NAME
 
 DEFAULT_SECRET_FILE = DEFAULT_DATA_DIR / SECRET_FILE_NAME
 PRODUCER_PREFIX = "producers/"

@@ -1,7 +1,9 @@
-"""The HTTP entrypoint: receives the platform's webhooks directly.
+"""The HTTP entrypoint: receives the platform's webhooks directly, translates and calls the
+use cases (:mod:`listboss_ingest.handlers`).
 
 ``POST /webhooks/hotmart/{producer}`` with the webhook JSON (format 2.0.0) as body and the
-producer's token in ``X-HOTMART-HOTTOK``. Answers:
+producer's token in ``X-HOTMART-HOTTOK`` (the platform's adapter, :mod:`.sources.hotmart`,
+names both and reads the body). Answers:
 
 =====  =========================================================================================
 200    ``{"event_id": "...", "duplicate": false}`` once JetStream has stored the event
@@ -19,7 +21,7 @@ Every error body is ``{"error": {"code", "status", "reason", "message", "field_v
 ``GET /healthz`` answers 200 while the receiver serves, 503 while it shuts down.
 
 The token is compared with :func:`hmac.compare_digest` and never logged, echoed or stored
-(the converter never reads a ``hottok`` key of the body either). One structlog line per
+(the adapter never reads a ``hottok`` key of the body either). One structlog line per
 request: method, path, producer, status, event id, duplicate flag, duration.
 """
 
@@ -28,22 +30,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 
 import grpc
 import structlog
 from aiohttp import web
 
 from listboss_common.errors import FieldViolation, InvalidArgument, ServiceError
-from listboss_ingest.normalize import event_from_webhook
+from listboss_ingest import handlers
 from listboss_ingest.publisher import EventPublisher
+from listboss_ingest.sources import WebhookSource, hotmart
 from listboss_ingest.webhook_tokens import WebhookTokens
 
 log = structlog.get_logger("listboss.ingest.http")
 
-WEBHOOK_PATH = "/webhooks/hotmart/{producer}"
-HOTTOK_HEADER = "X-HOTMART-HOTTOK"
-MAX_BODY_BYTES = 1024 * 1024
+# Where a source adapter's webhooks arrive: /webhooks/hotmart/{producer}.
+WEBHOOK_PATH = "/webhooks/{source}/{{producer}}"
+HOTTOK_HEADER = hotmart.TOKEN_HEADER
+MAX_BODY_BYTES = handlers.MAX_WEBHOOK_BYTES
 # The platform retries a webhook that fails; answering 503 quickly beats holding it.
 PUBLISH_TIMEOUT = 2.0
 RETRY_AFTER_SECONDS = "5"
@@ -105,11 +108,13 @@ class WebhookReceiver:
         publisher: EventPublisher,
         tokens: WebhookTokens,
         *,
+        source: WebhookSource = hotmart,
         publish_timeout: float = PUBLISH_TIMEOUT,
         shutdown_grace: float = 10.0,
     ):
         self._publisher = publisher
         self._tokens = tokens
+        self._source = source
         self._publish_timeout = publish_timeout
         self._shutdown_grace = shutdown_grace
         self._runner: web.AppRunner | None = None
@@ -122,7 +127,7 @@ class WebhookReceiver:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._middleware])
-        app.router.add_post(WEBHOOK_PATH, self._receive)
+        app.router.add_post(WEBHOOK_PATH.format(source=self._source.NAME), self._receive)
         app.router.add_get("/healthz", self._health)
         return app
 
@@ -200,9 +205,10 @@ class WebhookReceiver:
         fields = request[_LOG_FIELDS]
         producer = request.match_info["producer"]
         fields["producer"] = producer[:_MAX_LOGGED_PRODUCER]
-        if not self._tokens.verify(producer, request.headers.get(HOTTOK_HEADER)):
+        header = self._source.TOKEN_HEADER
+        if not self._tokens.verify(producer, request.headers.get(header)):
             # One answer for a missing token, a wrong one and an unknown producer.
-            raise _Reject(401, "UNAUTHENTICATED", f"missing or invalid {HOTTOK_HEADER} for this producer")
+            raise _Reject(401, "UNAUTHENTICATED", f"missing or invalid {header} for this producer")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise _Reject(413, "PAYLOAD_TOO_LARGE", f"the body must be at most {MAX_BODY_BYTES} bytes",
                           headers={"Connection": "close"})
@@ -210,12 +216,12 @@ class WebhookReceiver:
             raise _Reject(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json (charset utf-8)")
         body = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size
         try:
-            event = event_from_webhook(body, producer, receive_time=datetime.now(timezone.utc))
+            event = handlers.webhook_event(self._source, body, producer)
         except InvalidArgument as error:
             raise _Reject(400, "INVALID_ARGUMENT", error.message, error.violations) from None
         fields["event_id"] = event.id[:128]
         try:
-            duplicate = await self._publisher.publish_one(event, timeout=self._publish_timeout)
+            duplicate = await handlers.store_webhook_event(self._publisher, event, timeout=self._publish_timeout)
         except ServiceError as error:
             if error.code != grpc.StatusCode.UNAVAILABLE:
                 raise

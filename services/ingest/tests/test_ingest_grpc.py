@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -18,13 +19,12 @@ from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2 as pb
 from listboss.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from listboss_common import bus
-from listboss_common.auth import TokenVerifier, issue_token
+from listboss_common.auth import issue_token
 from listboss_common.errors import ERROR_DOMAIN
-from listboss_common.grpc_server import MAX_MESSAGE_BYTES, GrpcServer, ServiceBinding
+from listboss_common.grpc_server import MAX_MESSAGE_BYTES
 from listboss_common.testing import AUTH_SECRET, bearer
-from listboss_ingest.grpc_api import MAX_BATCH_EVENTS, IngestServicer, add_to_server
 from listboss_ingest import normalize
-from listboss_ingest.publisher import EventPublisher
+from listboss_ingest.handlers import MAX_BATCH_EVENTS
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = sorted((REPO / "tests" / "data" / "hotmart").glob("*.json"))
@@ -33,29 +33,7 @@ STREAM = bus.EVENTS.name
 Outcome = pb.EventResult.Outcome
 
 
-# --- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def ingest_port(js):
-    """A real IngestService server on a free port; yields the port."""
-    servicer = IngestServicer(EventPublisher(js))
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: add_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
-    yield port
-    await server.stop(0)
-
-
-@pytest.fixture
-async def ingest(ingest_port):
-    """An IngestService stub on a grpc.aio channel to the server."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ingest_port}")
-    yield pb_grpc.IngestServiceStub(channel)
-    await channel.close()
+# --- fixtures (conftest.py: ``ingest_port``, ``ingest``) and helpers ------------------------------
 
 
 def make_event(event_id="evt-1", producer="alice", email="  Ana.Silva@Example.COM ", **overrides) -> event_pb2.Event:
@@ -109,6 +87,15 @@ def rich_status(error: grpc.aio.AioRpcError):
 
 def violated_fields(bad_request) -> set[str]:
     return {v.field for v in bad_request.field_violations}
+
+
+async def refused_fields(call: Awaitable[object]) -> set[str]:
+    """The fields an INVALID_ARGUMENT answer to ``call`` names (fails on any other answer)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = rich_status(caught.value)
+    return violated_fields(bad_request)
 
 
 def expected_webhook_email(document) -> str:
@@ -182,11 +169,8 @@ async def test_ingest_event_defaults_the_producer_to_the_token(ingest, js):
 
 
 async def test_internal_caller_must_name_the_producer(ingest, js):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestEvent(pb.IngestEventRequest(event=make_event(producer="")), metadata=bearer(None))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert "event.producer" in violated_fields(bad_request)
+    unnamed = pb.IngestEventRequest(event=make_event(producer=""))
+    assert "event.producer" in await refused_fields(ingest.IngestEvent(unnamed, metadata=bearer(None)))
 
     # With a producer named, the internal role may ingest for anyone.
     response = await ingest.IngestEvent(pb.IngestEventRequest(event=make_event(producer="dave")), metadata=bearer(None))
@@ -212,11 +196,7 @@ async def test_invalid_event_is_invalid_argument_with_rich_details(ingest, js):
 
 
 async def test_missing_event_is_invalid_argument(ingest, js):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestEvent(pb.IngestEventRequest(), metadata=bearer("alice"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"event"}
+    assert await refused_fields(ingest.IngestEvent(pb.IngestEventRequest(), metadata=bearer("alice"))) == {"event"}
 
 
 async def test_rich_details_reach_a_sync_client(ingest_port, js):
@@ -344,11 +324,8 @@ async def test_internal_batch_is_packed_per_producer(ingest, js):
 
 
 async def test_empty_batch_is_invalid_argument(ingest, js):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.BatchIngestEvents(pb.BatchIngestEventsRequest(), metadata=bearer("alice"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"events"}
+    empty = pb.BatchIngestEventsRequest()
+    assert await refused_fields(ingest.BatchIngestEvents(empty, metadata=bearer("alice"))) == {"events"}
 
 
 async def test_the_same_event_twice_in_one_batch_is_stored_once(ingest, js):
@@ -428,11 +405,8 @@ async def test_an_event_too_large_for_the_bus_is_invalid_argument(ingest, js, mo
         setattr(big.person, name, "x" * 500)
     big.product.name = "x" * 500
     assert big.ByteSize() > 2048
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestEvent(pb.IngestEventRequest(event=big), metadata=bearer("alice"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"event"}
+    request = pb.IngestEventRequest(event=big)
+    assert await refused_fields(ingest.IngestEvent(request, metadata=bearer("alice"))) == {"event"}
     response = await ingest.BatchIngestEvents(
         pb.BatchIngestEventsRequest(events=[make_event("small"), big]), metadata=bearer("alice")
     )
@@ -505,13 +479,9 @@ async def test_webhook_fixture_becomes_a_stored_event(ingest, js, path):
 
 
 async def test_webhook_with_bad_json_is_invalid_argument_on_payload(ingest, js):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestWebhook(
-            pb.IngestWebhookRequest(parent="producers/acme", payload='{"id": "x", '), metadata=bearer("acme")
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"payload"}
+    assert await refused_fields(ingest.IngestWebhook(
+        pb.IngestWebhookRequest(parent="producers/acme", payload='{"id": "x", '), metadata=bearer("acme")
+    )) == {"payload"}
     assert await stored_events(js) == []
 
 
@@ -526,13 +496,9 @@ async def test_webhook_for_another_producer_is_permission_denied(ingest, js):
 
 
 async def test_webhook_with_bad_parent_is_invalid_argument(ingest, js):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestWebhook(
-            pb.IngestWebhookRequest(parent="acme", payload=FIXTURES[0].read_text()), metadata=bearer("acme")
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"parent"}
+    assert await refused_fields(ingest.IngestWebhook(
+        pb.IngestWebhookRequest(parent="acme", payload=FIXTURES[0].read_text()), metadata=bearer("acme")
+    )) == {"parent"}
 
 
 # --- what a store cannot hold ------------------------------------------------------------------
@@ -635,11 +601,7 @@ async def test_a_lone_surrogate_on_the_wire_is_invalid_argument_naming_the_field
     assert violated_fields(bad_request) == {"events[2].purchase.offer_code"}
 
     webhook = pb.IngestWebhookRequest(parent="producers/alice", payload=FIXTURES[0].read_text() + " Q7Z")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call_raw(ingest_port, "IngestWebhook", with_surrogate(webhook))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"payload"}
+    assert await refused_fields(call_raw(ingest_port, "IngestWebhook", with_surrogate(webhook))) == {"payload"}
     assert await stored_events(js) == []
 
 
@@ -675,13 +637,9 @@ async def test_ingest_webhook_refuses_what_a_store_cannot_hold(ingest, js, key, 
     document["data"]["buyer"][key] = value
     payload = json.dumps(document)  # a control or a lone surrogate travels as a \u escape
     assert payload.isascii()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestWebhook(
-            pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme")
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {field}
+    assert await refused_fields(ingest.IngestWebhook(
+        pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme")
+    )) == {field}
     assert await stored_events(js) == []
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from listboss_common import bus
 from listboss_common.errors import InvalidArgument
 from listboss_ingest.http_api import HOTTOK_HEADER, WebhookReceiver
-from listboss_ingest.normalize import event_from_webhook
+from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.publisher import EventPublisher
 from listboss_ingest.webhook_tokens import WebhookTokens
 

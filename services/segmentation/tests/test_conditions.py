@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from listboss.events.v1 import event_pb2
-from listboss_ingest.normalize import event_from_webhook
+from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain
 from listboss_segmentation.messages import event_type_name

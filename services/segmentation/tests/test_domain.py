@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from listboss.events.v1 import event_pb2
-from listboss_ingest.normalize import event_from_webhook
+from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain
 from listboss_segmentation.consumer import change_for
