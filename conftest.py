@@ -1,2 +1,2 @@
-# Shared fixtures for every test in the repository (nats-server, databases, tokens).
-pytest_plugins = ["listboss_common.testing"]
+# Shared fixtures for every test in the repository (libs/listboss_testing: nats-server, databases, gRPC servers).
+pytest_plugins = ["listboss_testing.fixtures"]

@@ -156,7 +156,7 @@ def test_a_repeated_webhook_is_a_duplicate_and_changes_nothing(suite, ingested):
             metadata=auth(suite),
         )
     assert reply.duplicate
-    time.sleep(0.5)
+    time.sleep(0.5)  # deliberately lets time pass: the duplicate must add nothing to the history
     assert len(all_history(stub, suite, "0")) == 13
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
-from listboss_common.db import create_engine, is_postgres
+from listboss_common.db import is_postgres
 from listboss_tools import deadletters
 
 OPS_SCRIPT = Path(sys.executable).parent / "listboss-ops"
@@ -407,7 +407,7 @@ async def settled(js, durable: str, stream: str) -> bool:
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
-async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(database_url, nats_server, js, tmp_path):
+async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(migrated_engine, nats_server, js, tmp_path):
     from listboss_common.worker import PullWorker, WorkerSpec
     from listboss_contacts import schema
     from listboss_contacts.consumer import ChangeApplier
@@ -415,10 +415,8 @@ async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(database_url,
     from listboss_segmentation import storage
     from listboss_segmentation.consumer import EventProcessor
 
-    contacts_engine = create_engine(database_url)  # SQLite or PostgreSQL
-    segmentation_engine = create_engine(f"sqlite:///{tmp_path / 'segmentation.db'}")
-    schema.migrate_database(contacts_engine)
-    storage.migrate_database(segmentation_engine)
+    contacts_engine = migrated_engine(schema.migrate_database)  # SQLite or PostgreSQL
+    segmentation_engine = migrated_engine(storage.migrate_database, f"sqlite:///{tmp_path / 'segmentation.db'}")
     refuse_history_of(contacts_engine, REFUSED)
 
     workers = [

@@ -4,9 +4,7 @@ backfill's tag operations without a second history entry; a second run changes n
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import grpc
 import pytest
@@ -17,10 +15,7 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
-from listboss_common.auth import TokenVerifier
-from listboss_common.db import create_engine
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer
+from listboss_testing import bearer, binding, eventually
 from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 from listboss_segmentation import storage
@@ -28,21 +23,17 @@ from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.consumer import EventProcessor, decode_events
 from listboss_segmentation.grpc_api import SegmentationServicer
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["SegmentationService"]
 ALICE = bearer("alice")
 PARENT = "producers/alice/products/42"
 
 
 @pytest.fixture
-def engines(database_url, tmp_path):
-    segmentation = create_engine(database_url)
-    storage.migrate_database(segmentation)
+def engines(migrated_engine, tmp_path):
+    segmentation = migrated_engine(storage.migrate_database)
     # Contacts in a database of its own, as in production (schema_migrations is per database).
-    contacts = create_engine(f"sqlite:///{tmp_path / 'contacts.db'}")
-    schema.migrate_database(contacts)
-    yield segmentation, contacts
-    segmentation.dispose()
-    contacts.dispose()
+    contacts = migrated_engine(schema.migrate_database, f"sqlite:///{tmp_path / 'contacts.db'}")
+    return segmentation, contacts
 
 
 def event(event_id, email, payment_type, *, product="42", seconds=1_700_000_000, event_type=None):
@@ -92,20 +83,14 @@ class ContactsSide:
             [tuple(r) for r in people]
 
 
-async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(engines, nats_server):
+async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(engines, nats_server, grpc_server):
     segmentation_engine, contacts_engine = engines
     nc = await bus.connect(nats_server.url, name="backfill-test")
     js = nc.jetstream()
     await bus.ensure_streams(js, [bus.EVENTS, bus.CHANGES, bus.DEADLETTER])
     servicer = SegmentationServicer(segmentation_engine, backfiller=Backfiller(js, segmentation_engine))
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.SegmentationServiceStub(channel)
+    served = await grpc_server([binding(SERVICE, pb_grpc.add_SegmentationServiceServicer_to_server, servicer)])
+    stub = pb_grpc.SegmentationServiceStub(served.channel)
     contacts = ContactsSide(js, contacts_engine)
     try:
         # The past: events processed while no custom segmentation existed.
@@ -142,13 +127,12 @@ async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(e
                                                       metadata=ALICE)
             assert started.name.startswith(created.name + "/backfills/")
             assert started.state == pb.BACKFILL_STATE_RUNNING
-            deadline = time.monotonic() + 20
-            while True:
+
+            async def finished():
                 polled = await stub.GetBackfill(pb.GetBackfillRequest(name=started.name), metadata=ALICE)
-                if polled.state != pb.BACKFILL_STATE_RUNNING:
-                    return polled
-                assert time.monotonic() < deadline, "the backfill never finished"
-                await asyncio.sleep(0.05)
+                return polled if polled.state != pb.BACKFILL_STATE_RUNNING else None
+
+            return await eventually(finished, timeout=20, message="the backfill never finished")
 
         first = await backfill()
         assert first.state == pb.BACKFILL_STATE_SUCCEEDED, first.error
@@ -175,6 +159,5 @@ async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(e
             await stub.GetBackfill(pb.GetBackfillRequest(name=first.name), metadata=bearer("bob"))
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
-        await channel.close()
-        await server.stop(0)
+        await served.close()
         await nc.close()

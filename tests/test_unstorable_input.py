@@ -39,7 +39,7 @@ from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2 as ingest_pb
 from listboss_common import bus
 from listboss_common.errors import InvalidArgument
-from listboss_common.testing import POSTGRES_ADMIN_URL
+from listboss_testing import POSTGRES_ADMIN_URL
 from listboss_ingest.normalize import normalize_event
 from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_tools.suite import DEMO_PRODUCER, Suite, postgres_url

@@ -309,6 +309,7 @@ async def test_a_client_that_stops_reading_holds_back_its_own_stream_only(logged
             ids = [(await stalled.read()).change.id for _ in range(STALL_AFTER)]
             # It reads nothing more for a while: the server stops reading the stream for
             # it once gRPC flow control pushes back (it holds at most a batch, not all).
+            # Deliberately lets time pass: the server must not read on in that time.
             await asyncio.sleep(2.0)
             [held] = await watch_consumers(suite)
             assert held.delivered.consumer_seq < len(expected) and held.num_pending > 0, held

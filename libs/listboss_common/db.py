@@ -51,14 +51,19 @@ def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+def advisory_lock_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key (a signed 64-bit integer) of the lock called ``name``:
+    the first 8 bytes of its SHA-256, so every process derives the same key from the same name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 def hold_migration_lock(connection: Connection, namespace: str) -> None:
     """On PostgreSQL, takes the advisory lock of ``namespace`` (one per service), waiting for
     it, and holds it until the transaction ends, so replicas starting together migrate one at
     a time. The pre-Alembic path below and ``migrations.upgrade`` use the same key, so old and
     new replicas of a rolling start wait for each other too."""
     if is_postgres(connection):
-        key = int.from_bytes(hashlib.sha256(namespace.encode()).digest()[:8], "big", signed=True)
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_lock_key(namespace)})
 
 
 def now() -> dt.datetime:

@@ -11,14 +11,16 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from listboss_common.errors import invalid_field
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+T = TypeVar("T")
 
 
 def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -56,6 +58,28 @@ def decode_page_token(token: str, *binding: str) -> list[Any] | None:
             "page_token", "was issued for a different request; keep parent, filter and order_by while paging"
         )
     return position
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a keyset listing."""
+
+    items: list[T]
+    # The keyset position after the last item, for the next page's token; None at the end.
+    next_position: list | None
+
+    @classmethod
+    def of(cls, rows: Sequence[T], size: int, position: Callable[[T], list]) -> Page[T]:
+        """The page in ``rows``, read with one more than ``size`` to learn whether another follows;
+        ``position`` is an item's keyset position."""
+        if len(rows) > size:
+            return cls(list(rows[:size]), position(rows[size - 1]))
+        return cls(list(rows), None)
+
+    def next_page_token(self, *binding: str) -> str:
+        """The response's ``next_page_token``: empty only at the end (AIP-158), else bound
+        to ``binding`` as :func:`decode_page_token` expects."""
+        return "" if self.next_position is None else encode_page_token(self.next_position, *binding)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import nats
 from listboss_common import bus
 from listboss_common.db import create_engine
 from listboss_common.faults import dependency_of, is_transient
-from listboss_common.testing import free_port
+from listboss_testing import free_port
 
 
 def error_of(engine: sa.Engine, *statements: str) -> BaseException:

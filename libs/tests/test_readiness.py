@@ -6,37 +6,29 @@ refused a connection. (A real database going away and coming back: tests/faults.
 from __future__ import annotations
 
 import asyncio
-import time
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from listboss_common import bus
-from listboss_common.auth import TokenVerifier
-from listboss_common.grpc_server import GrpcServer
 from listboss_common.db import create_engine
 from listboss_common.readiness import DatabaseProbe, Readiness
-from listboss_common.testing import AUTH_SECRET, free_port
+from listboss_testing import eventually, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def status_becomes(stub, expected, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=""))
-        if response.status == expected:
-            return
-        assert time.monotonic() < deadline, f"health stayed {response.status}, expected {expected}"
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return (await stub.Check(health_pb2.HealthCheckRequest(service=""))).status == expected
+
+    await eventually(reached, timeout=timeout, message=f"health did not become {expected} within {timeout}s")
 
 
-async def serving(readiness: Readiness):
-    server = GrpcServer("127.0.0.1:0", [], TokenVerifier(AUTH_SECRET), readiness)
-    port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    return server, channel, health_pb2_grpc.HealthStub(channel)
+async def serving(grpc_server, readiness: Readiness):
+    """A real GrpcServer with no service but health, following ``readiness``; its health stub."""
+    served = await grpc_server(readiness=readiness)
+    return served, health_pb2_grpc.HealthStub(served.channel)
 
 
 def test_readiness_tracks_each_missing_dependency():
@@ -53,9 +45,9 @@ def test_readiness_tracks_each_missing_dependency():
     assert changes == [False, True]
 
 
-async def test_health_follows_readiness_until_shutdown():
+async def test_health_follows_readiness_until_shutdown(grpc_server):
     readiness = Readiness()
-    server, channel, stub = await serving(readiness)
+    served, stub = await serving(grpc_server, readiness)
     try:
         await status_becomes(stub, SERVING)
         readiness.down("database", "connection refused")
@@ -65,28 +57,24 @@ async def test_health_follows_readiness_until_shutdown():
 
         readiness.down("database", "connection refused")
         await status_becomes(stub, NOT_SERVING)
-        stopping = asyncio.create_task(server.stop(1.0))
+        stopping = asyncio.create_task(served.server.stop(1.0))
         readiness.up("database")  # shutting down: it must not turn SERVING again
         await stopping
     finally:
-        await channel.close()
+        await served.channel.close()
 
 
-async def test_a_process_starting_without_a_dependency_is_not_serving():
+async def test_a_process_starting_without_a_dependency_is_not_serving(grpc_server):
     readiness = Readiness()
     readiness.down("nats", "disconnected")
-    server, channel, stub = await serving(readiness)
-    try:
-        await status_becomes(stub, NOT_SERVING)
-    finally:
-        await channel.close()
-        await server.stop(0)
+    _, stub = await serving(grpc_server, readiness)
+    await status_becomes(stub, NOT_SERVING)
 
 
-async def test_health_is_not_serving_while_nats_is_away(nats_server):
+async def test_health_is_not_serving_while_nats_is_away(nats_server, grpc_server):
     readiness = Readiness()
     nc = await bus.connect(nats_server.url, name="test-readiness", readiness=readiness)
-    server, channel, stub = await serving(readiness)
+    served, stub = await serving(grpc_server, readiness)
     try:
         await status_becomes(stub, SERVING)
         nats_server.stop()
@@ -94,8 +82,7 @@ async def test_health_is_not_serving_while_nats_is_away(nats_server):
         nats_server.start()
         await status_becomes(stub, SERVING, timeout=20)
     finally:
-        await channel.close()
-        await server.stop(0)
+        await served.close()
         await nc.close()
 
 
@@ -122,10 +109,7 @@ async def test_database_probe_runs_until_stopped(tmp_path):
     stop = asyncio.Event()
     task = asyncio.create_task(DatabaseProbe(engine, readiness, interval=0.05).run(stop))
     try:
-        deadline = time.monotonic() + 10
-        while readiness.ready and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert not readiness.ready
+        await eventually(lambda: not readiness.ready, interval=0.02)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -13,22 +13,12 @@ import sqlalchemy as sa
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_common.readiness import Readiness
-from listboss_common.testing import free_port
+from listboss_testing import eventually, free_port
 from listboss_common.worker import PullWorker, WorkerSpec
 
 STREAM = bus.EVENTS.name
 DEADLETTER = bus.DEADLETTER.name
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05) -> None:
-    """Polls ``check`` until it is true; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def spec(durable: str = "worker", **overrides) -> WorkerSpec:
@@ -330,6 +320,7 @@ async def test_stop_ends_run_after_the_batch_in_hand(js):
     try:
         await asyncio.wait_for(entered.wait(), 10)
         stop.set()
+        # Deliberately lets time pass: run() must not return while the batch is in hand.
         await asyncio.sleep(0.2)
         assert not task.done(), "run() must finish the batch in hand before returning"
         release.set()
@@ -342,7 +333,7 @@ async def test_stop_ends_run_after_the_batch_in_hand(js):
     assert handled == ["in-hand"]
     await eventually(lambda: settled(js, 1))
     await publish(js, "after-stop")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # deliberately lets time pass: a stopped worker must not take it
     assert (await consumer(js)).num_pending == 1
 
 
@@ -412,7 +403,8 @@ async def test_dead_letter_waits_for_nats_to_come_back(nats_server):
         task = asyncio.create_task(worker.run(stop))
         try:
             await eventually(lambda: asyncio.sleep(0, bool(calls)))
-            await asyncio.sleep(2.0)  # past the dead-letter publish's timeout
+            # Deliberately lets time pass, past the dead-letter publish's timeout: run() must survive it.
+            await asyncio.sleep(2.0)
             assert not task.done(), "run() died during the outage"
             nats_server.start()
 

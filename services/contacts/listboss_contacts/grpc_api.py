@@ -16,7 +16,7 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss_common.auth import require_producer_access
 from listboss_common.errors import invalid_field, not_found, unavailable
-from listboss_common.paging import decode_page_token, encode_page_token, page_size, parse_order_by
+from listboss_common.paging import decode_page_token, page_size, parse_order_by
 from listboss_common.resources import CONTACT, PRODUCER, PRODUCT, ResourcePattern
 from listboss_common.timestamps import micros
 from listboss_contacts import domain, handlers, messages, queries, tag_changes
@@ -87,8 +87,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         page = await self._call(handlers.list_contacts, producer, node, order, after, size)
         response = pb.ListContactsResponse()
         messages.add_contacts(response.contacts, producer, page.items)
-        if page.next_position is not None:
-            response.next_page_token = encode_page_token(page.next_position, *binding)
+        response.next_page_token = page.next_page_token(*binding)
         return response
 
     async def CountContacts(self, request: pb.CountContactsRequest, context) -> pb.CountContactsResponse:
@@ -143,10 +142,10 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         position = decode_page_token(request.page_token, request.parent, request.product)
         after = _check_position(position, queries.DEFAULT_ORDER)
         page = await self._call(handlers.list_tags, producer, product, after[0] if after else None, size)
-        response = pb.ListTagsResponse(tags=[messages.tag_message(row) for row in page.items])
-        if page.next_position is not None:
-            response.next_page_token = encode_page_token(page.next_position, request.parent, request.product)
-        return response
+        return pb.ListTagsResponse(
+            tags=[messages.tag_message(row) for row in page.items],
+            next_page_token=page.next_page_token(request.parent, request.product),
+        )
 
     async def ListEvents(self, request: pb.ListEventsRequest, context) -> pb.ListEventsResponse:
         producer, product = PRODUCT.parse(request.parent, "parent")
@@ -156,10 +155,10 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         position = decode_page_token(request.page_token, request.parent, request.filter)
         before = _check_position(position, queries.DEFAULT_ORDER)
         page = await self._call(handlers.list_events, producer, product, node, before[0] if before else None, size)
-        response = pb.ListEventsResponse(events=[messages.history_message(producer, row) for row in page.items])
-        if page.next_position is not None:
-            response.next_page_token = encode_page_token(page.next_position, request.parent, request.filter)
-        return response
+        return pb.ListEventsResponse(
+            events=[messages.history_message(producer, row) for row in page.items],
+            next_page_token=page.next_page_token(request.parent, request.filter),
+        )
 
     async def GetProductDashboard(self, request: pb.GetProductDashboardRequest, context) -> pb.ProductDashboard:
         producer, product = DASHBOARD.parse(request.name, "name")

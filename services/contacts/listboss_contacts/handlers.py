@@ -10,9 +10,9 @@ translate the result. This module imports neither protobuf nor SQLAlchemy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
+from listboss_common.paging import Page
 from listboss_contacts import apply, domain, queries, tag_changes
 
 if TYPE_CHECKING:
@@ -26,17 +26,8 @@ if TYPE_CHECKING:
     from listboss_contacts.repository import TagIds
     from listboss_contacts.unit_of_work import UnitOfWork
 
-T = TypeVar("T")
-
 # Contacts per export chunk: one keyset query and one stream message each.
 EXPORT_CHUNK = 1000
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    # The keyset position after the last item, for the next page's token; None at the end.
-    next_position: list | None
 
 
 def apply_changes(uow: UnitOfWork, changes: Sequence[domain.Change], tag_ids: TagIds) -> apply.AppliedBatch:
@@ -60,9 +51,7 @@ def list_contacts(
 ) -> Page[tuple[queries.ContactRow, list[queries.ContactTagRow]]]:
     with uow:
         found = uow.contacts(producer, node, after, size + 1, order)
-    if len(found) > size:
-        return Page(found[:size], queries.position_of(found[size - 1][0], order))
-    return Page(found, None)
+    return Page.of(found, size, lambda item: queries.position_of(item[0], order))
 
 
 def export_chunk(
@@ -90,7 +79,7 @@ def delete_contact(uow: UnitOfWork, producer: str, contact_id: int) -> bool:
 def list_tags(uow: UnitOfWork, producer: str, product: str | None, after_id: int | None, size: int) -> Page:
     with uow:
         rows = uow.tags(producer, product, after_id, size + 1)
-    return Page(rows[:size], [rows[size - 1].id] if len(rows) > size else None)
+    return Page.of(rows, size, lambda row: [row.id])
 
 
 def list_events(
@@ -99,7 +88,7 @@ def list_events(
     """A product's history, newest recorded first."""
     with uow:
         rows = uow.history(producer, product, before_id, size + 1, node)
-    return Page(rows[:size], [rows[size - 1].id] if len(rows) > size else None)
+    return Page.of(rows, size, lambda row: [row.id])
 
 
 def product_dashboard(uow: UnitOfWork, producer: str, product: str, start: int, end: int) -> queries.Dashboard:

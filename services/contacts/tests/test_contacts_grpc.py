@@ -18,15 +18,13 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
-from listboss_common.auth import TokenVerifier
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer
+from listboss_testing import bearer, binding
 from listboss_contacts import schema
 from listboss_contacts.consumer import ChangeApplier
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ContactsService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["ContactsService"]
 ADD = contact_change_pb2.TagOperation.ACTION_ADD
 REMOVE = contact_change_pb2.TagOperation.ACTION_REMOVE
 ALICE = bearer("alice")
@@ -57,29 +55,22 @@ class Service:
         self.engine = engine
         self.servicer = ContactsServicer(engine, js)
         self.applier = ChangeApplier(engine)
-        self.server = GrpcServer(
-            "127.0.0.1:0",
-            [ServiceBinding(SERVICE_NAME, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(self.servicer, s))],
-            TokenVerifier(AUTH_SECRET),
-        )
 
-    async def start(self):
-        port = await self.server.start()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = pb_grpc.ContactsServiceStub(self.channel)
+    async def start(self, grpc_server):
+        self.served = await grpc_server([binding(SERVICE, pb_grpc.add_ContactsServiceServicer_to_server, self.servicer)])
+        self.stub = pb_grpc.ContactsServiceStub(self.served.channel)
 
     async def stop(self):
-        await self.channel.close()
-        await self.server.stop(0)
+        await self.served.close()
 
     def apply(self, changes):
         return self.applier.apply(changes)
 
 
 @pytest.fixture
-async def service(engine):
+async def service(engine, grpc_server):
     service = Service(engine)
-    await service.start()
+    await service.start(grpc_server)
     yield service
     await service.stop()
 
@@ -228,9 +219,9 @@ async def test_history_filter_and_dashboard(service):
 
 
 @pytest.fixture
-async def streaming(engine, nc):
+async def streaming(engine, nc, grpc_server):
     service = Service(engine, nc.jetstream())
-    await service.start()
+    await service.start(grpc_server)
     yield service
     service.servicer.close_streams()
     await service.stop()
@@ -323,10 +314,15 @@ async def test_watch_rejects_bad_cursors_and_other_producers(streaming):
         assert error.value.code() == code
 
 
-async def test_open_watch_streams_end_cleanly_at_shutdown(streaming):
+async def test_open_watch_streams_end_cleanly_at_shutdown(streaming, nc):
     stream = streaming.stub.WatchTagChanges(pb.WatchTagChangesRequest(parent="producers/alice"), metadata=ALICE)
     reading = asyncio.ensure_future(take(stream, 1, timeout=30))
-    await asyncio.sleep(0.5)
+    # Close only once the watch is open: its reader has made its JetStream consumer.
+    # (A local bounded poll until the shared ``eventually`` lands.)
+    deadline = time.monotonic() + 10
+    while not (await nc.jetstream().stream_info(bus.TAG_CHANGES.name)).state.consumer_count:
+        assert time.monotonic() < deadline, "the watch never opened"
+        await asyncio.sleep(0.02)
     streaming.servicer.close_streams()
     assert await reading == []  # the stream ended, without an error
     assert await stream.code() == grpc.StatusCode.OK

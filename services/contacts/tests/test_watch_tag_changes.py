@@ -16,10 +16,8 @@ from structlog.testing import capture_logs
 from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss_common import bus
-from listboss_common.auth import TokenVerifier
 from listboss_common.errors import ServiceError
-from listboss_common.grpc_server import GrpcServer, ServiceBinding
-from listboss_common.testing import AUTH_SECRET, bearer
+from listboss_testing import bearer, binding
 from listboss_contacts import tag_changes
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import ChangeReader, TagSelector, watch
@@ -208,30 +206,25 @@ async def test_a_cursor_before_the_oldest_kept_change_is_expired(js):
         assert [change.id for change, _ in got] == ["6", "7", "8", "9"]
 
 
-async def test_an_expired_cursor_is_failed_precondition_over_grpc(js):
+async def test_an_expired_cursor_is_failed_precondition_over_grpc(js, grpc_server):
     sequences = await publish(js, "alice", 4)
     await js.purge_stream(STREAM, seq=sequences[3])
-    name = pb.DESCRIPTOR.services_by_name["ContactsService"].full_name
     servicer = ContactsServicer(None, js)
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [ServiceBinding(name, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s))],
-        TokenVerifier(AUTH_SECRET),
-    )
-    port = await server.start()
+    served = await grpc_server([
+        binding(pb.DESCRIPTOR.services_by_name["ContactsService"], pb_grpc.add_ContactsServiceServicer_to_server, servicer)
+    ])
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stream = pb_grpc.ContactsServiceStub(channel).WatchTagChanges(
-                pb.WatchTagChangesRequest(parent="producers/alice", cursor=tag_changes.encode_cursor(sequences[0])),
-                metadata=bearer("alice"),
-                timeout=10,
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                async for _ in stream:
-                    pass
+        stream = pb_grpc.ContactsServiceStub(served.channel).WatchTagChanges(
+            pb.WatchTagChangesRequest(parent="producers/alice", cursor=tag_changes.encode_cursor(sequences[0])),
+            metadata=bearer("alice"),
+            timeout=10,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async for _ in stream:
+                pass
     finally:
         servicer.close_streams()
-        await server.stop(0)
+        await served.close()
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     status = rpc_status.from_call(error.value)
     info = error_details_pb2.ErrorInfo()

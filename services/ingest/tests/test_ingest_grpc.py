@@ -22,7 +22,7 @@ from listboss_common import bus
 from listboss_common.auth import issue_token
 from listboss_common.errors import ERROR_DOMAIN
 from listboss_common.grpc_server import MAX_MESSAGE_BYTES
-from listboss_common.testing import AUTH_SECRET, bearer
+from listboss_testing import AUTH_SECRET, bearer
 from listboss_ingest import normalize
 from listboss_ingest.handlers import MAX_BATCH_EVENTS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import aiohttp
@@ -385,8 +386,13 @@ async def test_stop_finishes_in_flight_requests_then_refuses(js):
         in_flight = asyncio.create_task(post(session, body=fixture_bytes(), headers=auth()))
         await entered.wait()
         stopping = asyncio.create_task(receiver.stop())
-        await asyncio.sleep(0.1)
-        assert not receiver.serving
+        # Once stop() has begun the receiver is no longer serving, while the request in hand
+        # waits. (A local bounded poll until the shared ``eventually`` lands.)
+        deadline = time.monotonic() + 10
+        while receiver.serving:
+            assert time.monotonic() < deadline, "stop() never began"
+            await asyncio.sleep(0.01)
+        assert not in_flight.done()
         gate.set()
         status, body, _ = await in_flight
         await stopping

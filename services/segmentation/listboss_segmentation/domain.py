@@ -1,9 +1,9 @@
 """The segmentation rules, free of protobuf and of the database.
 
 Automatic segmentations are platform-defined: one per event type, adding one
-status tag and removing the tags that status supersedes (DESIGN.md's table).
-They exist for every product, cannot be changed, and are not stored: they are
-this table.
+status tag and removing the tags that status supersedes. They exist for every
+product, cannot be changed, and are not stored: they are the table
+:data:`AUTOMATIC_SEGMENTATIONS` below.
 
 Custom segmentations are the producer's: an event type, an optional condition
 (:mod:`listboss_segmentation.conditions`), the contact data to send and the

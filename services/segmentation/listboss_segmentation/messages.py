@@ -18,7 +18,7 @@ from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import filtering
 from listboss_common.errors import FieldViolation, InvalidArgument, invalid_field
 from listboss_common.filtering import FieldSpec
-from listboss_common.paging import decode_page_token, encode_page_token, page_size
+from listboss_common.paging import Page, decode_page_token, page_size
 from listboss_common.resources import PRODUCT, SEGMENTATION, ResourcePattern, canonical_product_id, is_valid_id
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain
@@ -407,19 +407,19 @@ def segmentation_page(request: pb.ListSegmentationsRequest, product, listed) -> 
             key = [1, int(segmentation.create_time.timestamp() * 1_000_000), segmentation.segmentation_id]
         if _matches(node, row) and (position is None or key > position):
             selected.append((key, segmentation))
-    page = selected[:limit]
-    response = pb.ListSegmentationsResponse(segmentations=[segmentation_message(product, s) for _, s in page])
-    if len(selected) > limit:
-        response.next_page_token = encode_page_token(page[-1][0], request.parent, request.filter)
-    return response
+    page = Page.of(selected, limit, lambda item: item[0])
+    return pb.ListSegmentationsResponse(
+        segmentations=[segmentation_message(product, s) for _, s in page.items],
+        next_page_token=page.next_page_token(request.parent, request.filter),
+    )
 
 
 def product_page(request: pb.ListProductsRequest, records: list, limit: int) -> pb.ListProductsResponse:
     """The response for ``records``, read with one more than ``limit`` to know whether a page follows."""
-    response = pb.ListProductsResponse(products=[product_message(r) for r in records[:limit]])
-    if len(records) > limit:
-        response.next_page_token = encode_page_token([records[limit - 1].product_id], request.parent)
-    return response
+    page = Page.of(records, limit, lambda record: [record.product_id])
+    return pb.ListProductsResponse(
+        products=[product_message(r) for r in page.items], next_page_token=page.next_page_token(request.parent)
+    )
 
 
 # --------------------------------------------------------------------------- describe and test

@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss_common.testing import bearer, token
+from listboss_testing import bearer, token
 from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain, storage

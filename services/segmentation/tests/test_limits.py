@@ -18,7 +18,7 @@ from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import bus
-from listboss_common.testing import bearer
+from listboss_testing import bearer
 from listboss_ingest.normalize import MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_PRODUCT_ID_LENGTH
 from listboss_segmentation import domain, storage
 from listboss_segmentation.consumer import change_for, publish_changes

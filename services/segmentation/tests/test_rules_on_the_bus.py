@@ -15,7 +15,7 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.worker import PullWorker, WorkerSpec
-from listboss_common.testing import bearer
+from listboss_testing import bearer, eventually
 from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.consumer import EventProcessor
 from listboss_segmentation.grpc_api import SegmentationServicer
@@ -127,16 +127,6 @@ async def publish(js, *events):
         await js.publish(bus.events_subject(event.producer), event_pb2.EventBatch(events=[event]).SerializeToString(),
                          headers={"Nats-Msg-Id": f"{event.producer}/{event.id}"})
 
-
-async def eventually(check, timeout=10.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def changes(js) -> dict[str, list[contact_change_pb2.ContactChange]]:

@@ -17,7 +17,7 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.worker import PullWorker, WorkerSpec
-from listboss_common.testing import bearer
+from listboss_testing import bearer, eventually
 from listboss_segmentation import domain, storage
 from listboss_segmentation.consumer import EventProcessor, change_for, decode_events
 from listboss_segmentation.grpc_api import SegmentationServicer
@@ -26,8 +26,9 @@ from listboss_segmentation.messages import event_type_name
 ADD = contact_change_pb2.TagOperation.ACTION_ADD
 REMOVE = contact_change_pb2.TagOperation.ACTION_REMOVE
 
-# DESIGN.md's table of standard automatic tags: event -> (adds, removes).
-DESIGN_TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
+# The standard automatic tags, written out here independently of domain.AUTOMATIC_SEGMENTATIONS
+# (the table the tests check): event -> (adds, removes).
+STANDARD_TAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "PURCHASE_OUT_OF_SHOPPING_CART": ("cart-abandoned", ()),
     "PURCHASE_BILLET_PRINTED": ("billet-printed", ("cart-abandoned",)),
     "PURCHASE_APPROVED": (
@@ -52,10 +53,10 @@ DESIGN_TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
 # --- (a) the rules -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event_type", list(DESIGN_TABLE))
+@pytest.mark.parametrize("event_type", list(STANDARD_TAGS))
 def test_automatic_rules_follow_the_design_table(event_type):
     # The evaluation the consumer runs, on a product with no custom segmentations.
-    adds, removes = DESIGN_TABLE[event_type]
+    adds, removes = STANDARD_TAGS[event_type]
     decision = domain.evaluate(domain.AUTOMATIC_INDEX, event_type, event_pb2.Event())
     segmentation_id = f"auto-{adds}"
     assert [rule.segmentation_id for rule in decision.fired] == [segmentation_id]
@@ -74,8 +75,8 @@ def test_unknown_event_type_fires_nothing():
 
 def test_one_automatic_segmentation_per_event_of_the_table():
     names = {event_type_name(value) for value in event_pb2.EventType.values() if value}
-    assert set(DESIGN_TABLE) <= names
-    assert [s.event_type for s in domain.AUTOMATIC_SEGMENTATIONS] == list(DESIGN_TABLE)
+    assert set(STANDARD_TAGS) <= names
+    assert [s.event_type for s in domain.AUTOMATIC_SEGMENTATIONS] == list(STANDARD_TAGS)
     assert len(domain.AUTOMATIC_SEGMENTATIONS) == 15
     assert len({s.id for s in domain.AUTOMATIC_SEGMENTATIONS}) == 15
     # Every tag the rules touch has a label, and no rule removes the tag it adds.
@@ -130,16 +131,6 @@ def make_event(
     event.receive_time.FromSeconds(1_700_000_100)
     return event
 
-
-async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def publish_events(js, *events: event_pb2.Event, msg_id: str | None = None) -> None:
@@ -416,7 +407,7 @@ async def test_list_segmentations_pages_through_the_automatic_ones(service):
     everything = [s for page in pages for s in page]
     assert all(s.kind == pb.SEGMENTATION_KIND_AUTOMATIC for s in everything)
     assert all(s.state == pb.SEGMENTATION_STATE_ACTIVE for s in everything)
-    assert {event_type_name(s.event_type) for s in everything} == set(DESIGN_TABLE)
+    assert {event_type_name(s.event_type) for s in everything} == set(STANDARD_TAGS)
 
     # One page holds all of them with the default page size, and no token follows.
     whole = await service.ListSegmentations(pb.ListSegmentationsRequest(parent=parent), metadata=INTERNAL)
@@ -470,7 +461,7 @@ async def test_get_automatic_segmentation(service):
     assert segmentation.state == pb.SEGMENTATION_STATE_ACTIVE
     assert segmentation.event_type == event_pb2.EVENT_TYPE_PURCHASE_APPROVED
     assert list(segmentation.action.add_tags) == ["purchase-approved"]
-    assert list(segmentation.action.remove_tags) == list(DESIGN_TABLE["PURCHASE_APPROVED"][1])
+    assert list(segmentation.action.remove_tags) == list(STANDARD_TAGS["PURCHASE_APPROVED"][1])
     assert segmentation.display_name
     assert segmentation.create_time == product.create_time
 

@@ -1,5 +1,5 @@
-"""Test support shared by every service's tests: a real nats-server on free ports,
-SQLite and PostgreSQL databases, tokens, and gRPC servers on port 0.
+"""The fixtures shared by every test in the repository: a real nats-server on free ports,
+SQLite and PostgreSQL databases, migrated engines, and real gRPC servers on port 0.
 
 Loaded as a pytest plugin by the repository's conftest.py.
 """
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from listboss_common import bus
-from listboss_common.auth import issue_token
-from listboss_common.processes import NatsServer, free_port
+from listboss_common.db import create_engine
+from listboss_common.processes import NatsServer
+from listboss_testing.grpc_servers import GrpcServers
 
-# What tests import from here besides the fixtures (processes.py holds the process helpers).
-__all__ = ["AUTH_SECRET", "POSTGRES_ADMIN_URL", "NatsServer", "bearer", "free_port", "token"]
-
-AUTH_SECRET = "test-secret"
 # Where PostgreSQL runs for the tests; each test gets a database of its own there.
 POSTGRES_ADMIN_URL = os.environ.get(
     "LISTBOSS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -83,10 +81,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-def token(producer: str | None) -> str:
-    return issue_token(AUTH_SECRET, producer)
+@pytest.fixture
+def migrated_engine(database_url: str) -> Iterator[Callable[..., Engine]]:
+    """``migrated_engine(migrate, url=None)``: an engine on ``url`` (default: the test's
+    ``database_url``, so SQLite and PostgreSQL) migrated by ``migrate`` (a service's
+    ``migrate_database``); disposed after the test."""
+    engines: list[Engine] = []
+
+    def make(migrate: Callable[[Engine], None], url: str | None = None) -> Engine:
+        engine = create_engine(url or database_url)
+        engines.append(engine)
+        migrate(engine)
+        return engine
+
+    yield make
+    for engine in reversed(engines):
+        engine.dispose()
 
 
-def bearer(producer: str | None) -> tuple[tuple[str, str]]:
-    """gRPC metadata authenticating as ``producer`` (None: the internal role)."""
-    return (("authorization", f"Bearer {token(producer)}"),)
+@pytest.fixture
+async def grpc_server():
+    """``await grpc_server(bindings, readiness=None)``: the production GrpcServer on a free port
+    with those bindings (see ``listboss_testing.binding``), verifying ``AUTH_SECRET``; gives a
+    :class:`~listboss_testing.grpc_servers.Served` (``port``, ``channel``, ``server``). Channels
+    are closed and servers stopped after the test, newest first."""
+    servers = GrpcServers()
+    yield servers
+    await servers.close()

@@ -1,0 +1,30 @@
+"""Test support for every ListBoss test (not shipped in any service's runtime path).
+
+- :mod:`listboss_testing.fixtures`: the pytest fixtures (nats-server, NATS client, PostgreSQL
+  and SQLite databases, migrated engines, real gRPC servers on port 0), loaded as a plugin by the
+  repository's conftest.py;
+- :mod:`listboss_testing.polling`: ``eventually`` (async) and ``eventually_sync``;
+- :mod:`listboss_testing.grpc_servers`: the real-gRPC-server helper behind the ``grpc_server`` fixture;
+- :mod:`listboss_testing.tokens`: ``AUTH_SECRET``, ``token``, ``bearer``.
+
+What tests import besides the fixtures is re-exported here.
+"""
+
+from listboss_common.processes import NatsServer, free_port
+from listboss_testing.fixtures import POSTGRES_ADMIN_URL
+from listboss_testing.grpc_servers import Served, binding
+from listboss_testing.polling import eventually, eventually_sync
+from listboss_testing.tokens import AUTH_SECRET, bearer, token
+
+__all__ = [
+    "AUTH_SECRET",
+    "POSTGRES_ADMIN_URL",
+    "NatsServer",
+    "Served",
+    "bearer",
+    "binding",
+    "eventually",
+    "eventually_sync",
+    "free_port",
+    "token",
+]
