@@ -20,7 +20,7 @@ import pytest
 
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as contacts_grpc
-from listboss_common.testing import AUTH_SECRET, free_port
+from listboss_testing import AUTH_SECRET, eventually_sync, free_port
 from listboss_tools.suite import DEMO_PRODUCER, health_status
 
 pytestmark = pytest.mark.e2e
@@ -75,10 +75,8 @@ def test_example_webhooks_over_http_reach_the_contacts_history(suite):
                 found.extend(event.name.rsplit("/", 1)[-1] for event in reply.events)
             return found
 
-        deadline = time.monotonic() + 30
-        while sorted(recorded()) != sorted(ids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert sorted(recorded()) == sorted(ids)
+        eventually_sync(lambda: sorted(recorded()) == sorted(ids), timeout=30, interval=0.2,
+                        message=f"contacts did not record every one of {sorted(ids)} within 30s")
 
 
 def test_http_health_follows_grpc_health(suite):
@@ -97,6 +95,8 @@ def _ingest_env(grpc_port: int, http_port: int, nats_url: str) -> dict[str, str]
         "LISTBOSS_AUTH_SECRET": AUTH_SECRET,
         "LISTBOSS_WEBHOOK_TOKENS": "alice=alice-hottok",
         "LISTBOSS_LOG_FORMAT": "json",
+        # A free port, so a second run on the machine cannot collide with this one.
+        "LISTBOSS_METRICS_ADDRESS": "127.0.0.1:0",
     }
 
 

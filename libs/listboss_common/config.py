@@ -42,12 +42,15 @@ class ServiceConfig:
     auth_secret: str
     # Seconds to let in-flight work finish on SIGTERM before cancelling it.
     shutdown_grace: float
+    # Where Prometheus scrapes /metrics (host:port); empty: no metrics server.
+    metrics_address: str = ""
 
     @classmethod
-    def from_env(cls, default_grpc_address: str) -> "ServiceConfig":
+    def from_env(cls, default_grpc_address: str, default_metrics_address: str = "") -> "ServiceConfig":
         return cls(
             grpc_address=env("LISTBOSS_GRPC_ADDRESS", default_grpc_address),
             nats_url=env("LISTBOSS_NATS_URL", DEFAULT_NATS_URL),
             auth_secret=env("LISTBOSS_AUTH_SECRET"),
             shutdown_grace=float(env_int("LISTBOSS_SHUTDOWN_GRACE_SECONDS", 10)),
+            metrics_address=os.environ.get("LISTBOSS_METRICS_ADDRESS", default_metrics_address).strip(),
         )

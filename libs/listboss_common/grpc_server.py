@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 
 from listboss_common.auth import TokenVerifier, current_principal
 from listboss_common.errors import ServiceError
+from listboss_common.metrics import GRPC_HANDLED, GRPC_HANDLING, split_method
 from listboss_common.readiness import Readiness
 
 log = structlog.get_logger("listboss.grpc")
@@ -100,6 +101,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
             _log_rpc(code, started)
+            _count_rpc(method, code, started)
 
     def _unary(self, behavior, method: str):
         async def wrapper(request, context):
@@ -120,6 +122,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 def _log_rpc(code: grpc.StatusCode, started: float) -> None:
     log.info("rpc", code=code.name, duration_ms=round((time.perf_counter() - started) * 1000, 2))
     structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
+
+
+def _count_rpc(method: str, code: grpc.StatusCode, started: float) -> None:
+    service, name = split_method(method)
+    GRPC_HANDLED.labels(service, name, code.name).inc()
+    GRPC_HANDLING.labels(service, name).observe(time.perf_counter() - started)
 
 
 class GrpcServer:

@@ -20,6 +20,7 @@ from listboss_common.auth import TokenVerifier
 from listboss_common.config import ServiceConfig
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.lifecycle import shutdown_event
+from listboss_common.metrics import serve as serve_metrics
 from listboss_common.readiness import Readiness
 
 log = structlog.get_logger("listboss.service")
@@ -62,6 +63,8 @@ async def run_service(
     workers) drives the health status: NOT_SERVING while a dependency is missing."""
     for worker in workers:
         await worker.subscribe()
+    # Before anything serves: a metrics address already taken fails the start.
+    metrics = serve_metrics(config.metrics_address)
     started: list[Companion] = []
     try:
         for companion in companions:
@@ -70,13 +73,15 @@ async def run_service(
     except BaseException:
         for companion in reversed(started):
             await companion.stop(0)
+        if metrics is not None:
+            metrics.stop()
         raise
     server = GrpcServer(config.grpc_address, bindings, TokenVerifier(config.auth_secret), readiness)
     port = await server.start()
     stop = shutdown_event()
     consuming = [asyncio.create_task(worker.run(stop)) for worker in workers]
     log.info("service started", grpc_port=port, services=[b.name for b in bindings],
-             companions=[c.name for c in started])
+             companions=[c.name for c in started], metrics_port=metrics.port if metrics else None)
 
     await stop.wait()
     log.info("shutting down")
@@ -85,6 +90,8 @@ async def run_service(
     if consuming:
         await asyncio.wait(consuming, timeout=config.shutdown_grace + 5)
     await nc.drain()
+    if metrics is not None:
+        metrics.stop()  # last: a final scrape still sees the shutdown's figures
     if on_stopped is not None:
         on_stopped()
     log.info("stopped")

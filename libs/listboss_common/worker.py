@@ -43,12 +43,26 @@ from nats.js.errors import BadRequestError
 
 from listboss_common.bus import DEADLETTER, PackedItems, PoisonMessage, StreamSpec, ensure_streams
 from listboss_common.faults import dependency_of, is_transient
+from listboss_common.metrics import (
+    CONSUMER_ACK_PENDING,
+    CONSUMER_BATCH_ITEMS,
+    CONSUMER_BATCH_SECONDS,
+    CONSUMER_DEAD_LETTERS,
+    CONSUMER_ITEMS,
+    CONSUMER_MESSAGES,
+    CONSUMER_OUTAGE_WAITS,
+    CONSUMER_PENDING,
+    CONSUMER_REDELIVERIES,
+)
 from listboss_common.readiness import Readiness
 
 log = structlog.get_logger("listboss.worker")
 
 
 ItemHandler = Callable[[Sequence], Awaitable[None]]
+
+# Seconds between two reads of the consumer's pending and ack-pending counts (for metrics).
+CONSUMER_INFO_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,13 @@ class PullWorker:
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._outages = 0
         self._stop = asyncio.Event()
+        consumer = spec.durable
+        self._messages_handled = CONSUMER_MESSAGES.labels(consumer)
+        self._items_handled = CONSUMER_ITEMS.labels(consumer)
+        self._batch_items = CONSUMER_BATCH_ITEMS.labels(consumer)
+        self._batch_seconds = CONSUMER_BATCH_SECONDS.labels(consumer)
+        self._redeliveries = CONSUMER_REDELIVERIES.labels(consumer)
+        self._dead_letters = CONSUMER_DEAD_LETTERS.labels(consumer)
 
     @property
     def readiness(self) -> Readiness:
@@ -134,6 +155,7 @@ class PullWorker:
         if self._subscription is None:
             await self.subscribe()
         assert self._subscription is not None
+        observer = asyncio.create_task(self._observe_consumer(stop))
         try:
             while not stop.is_set():
                 try:
@@ -152,8 +174,24 @@ class PullWorker:
             # Drop the inbox so draining the connection does not wait on an expired
             # pull request. The durable consumer stays; anything delivered to the
             # inbox but not handled is redelivered after ack_wait.
+            observer.cancel()
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+
+    async def _observe_consumer(self, stop: asyncio.Event) -> None:
+        """Keeps the pending and ack-pending gauges fresh: one consumer_info every few seconds,
+        whatever the scrape rate."""
+        pending = CONSUMER_PENDING.labels(self._spec.durable)
+        ack_pending = CONSUMER_ACK_PENDING.labels(self._spec.durable)
+        while not stop.is_set():
+            try:
+                info = await self._js.consumer_info(self._spec.stream.name, self._spec.durable, timeout=2.0)
+                pending.set(info.num_pending or 0)
+                ack_pending.set(info.num_ack_pending or 0)
+            except Exception:  # NATS away: the gauges keep their last values
+                pass
+            if await _sleep_unless(stop, CONSUMER_INFO_INTERVAL):
+                return
 
     async def process(self, messages: Sequence[Msg]) -> None:
         """Handles fetched messages: every item applied or dead-lettered, then acked."""
@@ -173,7 +211,11 @@ class PullWorker:
         items: list = []
         owners: list[int] = []
         last_item: dict[int, int] = {}
+        started = time.perf_counter()
         for index, message in enumerate(messages):
+            with contextlib.suppress(Exception):  # a message that is not from JetStream has none
+                if message.metadata.num_delivered > 1:
+                    self._redeliveries.inc()
             try:
                 decoded = self._spec.items.decode(message.data)
             except PoisonMessage as error:
@@ -186,7 +228,6 @@ class PullWorker:
             items.extend(decoded)
             owners.extend([index] * len(decoded))
             last_item[index] = len(items) - 1
-        started = time.perf_counter()
         # Chunks of equal size, none above max_items: 5,001 items make two of 2,501, not
         # one of 5,000 and one of 1 (each chunk costs a transaction's fixed work).
         chunks = -(-len(items) // self._spec.max_items)
@@ -197,6 +238,8 @@ class PullWorker:
             done = [messages[i] for i, last in last_item.items() if start <= last < end]
             await self._ack(done, unacked)
         if items:
+            self._batch_items.observe(len(items))
+            self._batch_seconds.observe(time.perf_counter() - started)
             log.info(
                 "batch handled",
                 durable=self._spec.durable,
@@ -229,6 +272,7 @@ class PullWorker:
                 log.warning("item failed; will retry", durable=self._spec.durable, attempts=attempts, error=repr(error))
                 await _sleep_unless(self._stop, 0.2 * attempts)
                 continue
+            self._items_handled.inc(len(items))
             self._recovered()
             return
 
@@ -237,6 +281,7 @@ class PullWorker:
         dependency = dependency_of(error)
         self._readiness.down(f"{dependency} ({self._spec.durable} worker)", repr(error)[:300])
         self._outages += 1
+        CONSUMER_OUTAGE_WAITS.labels(self._spec.durable, dependency).inc()
         ceiling = min(self._spec.outage_backoff_max, self._spec.outage_backoff_min * 2 ** min(self._outages, 16))
         delay = ceiling * random.uniform(0.5, 1.0)
         log.warning(
@@ -291,6 +336,7 @@ class PullWorker:
             except Exception as publish_error:
                 # The dead letter must be stored before the original is acked.
                 await self._wait_out(publish_error)
+        self._dead_letters.inc()
         log.error(
             "dead-lettered",
             durable=self._spec.durable,
@@ -304,6 +350,7 @@ class PullWorker:
     async def _ack(self, done: Sequence[Msg], unacked: list[Msg]) -> None:
         for message in done:
             unacked.remove(message)
+        self._messages_handled.inc(len(done))
         # A lost ack only means a redelivery, which every consumer tolerates.
         await asyncio.gather(*(_quietly(m.ack()) for m in done))
 

@@ -226,6 +226,7 @@ class Service:
         env = dict(
             os.environ,
             LISTBOSS_GRPC_ADDRESS=self.address,
+            LISTBOSS_METRICS_ADDRESS="127.0.0.1:0",  # a free port: never clash with a running suite
             LISTBOSS_NATS_URL=self.nats.url,
             LISTBOSS_AUTH_SECRET=SECRET,
             LISTBOSS_DATABASE_URL=url,

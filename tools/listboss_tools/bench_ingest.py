@@ -54,6 +54,7 @@ class IngestUnderTest:
         env = {
             **os.environ,
             "LISTBOSS_GRPC_ADDRESS": f"127.0.0.1:{self.grpc_port}",
+            "LISTBOSS_METRICS_ADDRESS": "127.0.0.1:0",  # a free port: never clash with a running suite
             "LISTBOSS_HTTP_ADDRESS": f"127.0.0.1:{self.http_port}",
             "LISTBOSS_NATS_URL": self.nats.url,
             "LISTBOSS_AUTH_SECRET": self.secret,

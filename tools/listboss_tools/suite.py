@@ -84,6 +84,10 @@ DEFAULT_PORTS = {
     "http": 8080,
 }
 
+# Each service's Prometheus endpoint (LISTBOSS_METRICS_ADDRESS): a free port unless one is given,
+# so the suite never collides with a Prometheus exporter already on 9101-9103.
+METRICS_PARTS = {name: f"{name}_metrics" for name in SERVICE_NAMES}
+
 START_TIMEOUT = 30.0
 
 
@@ -141,6 +145,9 @@ class Suite:
         segmentation_port: int = DEFAULT_PORTS["segmentation"],
         contacts_port: int = DEFAULT_PORTS["contacts"],
         http_port: int = DEFAULT_PORTS["http"],
+        ingest_metrics_port: int = 0,
+        segmentation_metrics_port: int = 0,
+        contacts_metrics_port: int = 0,
         database: str = "sqlite",
         extra_env: Mapping[str, str] | None = None,
         output: TextIO | None = None,
@@ -161,6 +168,9 @@ class Suite:
                 "segmentation": segmentation_port,
                 "contacts": contacts_port,
                 "http": http_port,
+                "ingest_metrics": ingest_metrics_port,
+                "segmentation_metrics": segmentation_metrics_port,
+                "contacts_metrics": contacts_metrics_port,
             }
         )
         self._printer = _Printer(output)
@@ -222,6 +232,14 @@ class Suite:
     def grpc_addresses(self) -> dict[str, str]:
         return {name: self._address(name) for name in SERVICE_NAMES}
 
+    def metrics_url(self, service: str) -> str:
+        """Where Prometheus scrapes ``service`` (``ingest``, ``segmentation``, ``contacts``)."""
+        return f"http://{self._address(METRICS_PARTS[service])}/metrics"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        return {name: self.metrics_url(name) for name in SERVICE_NAMES}
+
     def webhook_url(self, producer: str = "{producer}") -> str:
         return f"http://{self.http_address}/webhooks/hotmart/{producer}"
 
@@ -269,9 +287,14 @@ class Suite:
             "data_dir": str(self.data_dir),
             "nats_url": self.nats_url,
             "services": {
-                "ingest": {"grpc": self.ingest_address, "http": self.http_address, "webhook_url": self.webhook_url()},
-                "segmentation": {"grpc": self.segmentation_address},
-                "contacts": {"grpc": self.contacts_address},
+                "ingest": {
+                    "grpc": self.ingest_address,
+                    "http": self.http_address,
+                    "webhook_url": self.webhook_url(),
+                    "metrics_url": self.metrics_url("ingest"),
+                },
+                "segmentation": {"grpc": self.segmentation_address, "metrics_url": self.metrics_url("segmentation")},
+                "contacts": {"grpc": self.contacts_address, "metrics_url": self.metrics_url("contacts")},
             },
             "producer": DEMO_PRODUCER,
             "tokens": {"producer": self.demo_token, "internal": self.internal_token, "hottok": self.demo_hottok},
@@ -328,6 +351,7 @@ class Suite:
         env.update(
             {
                 "LISTBOSS_GRPC_ADDRESS": self._address(name),
+                "LISTBOSS_METRICS_ADDRESS": self._address(METRICS_PARTS[name]),
                 "LISTBOSS_NATS_URL": self.nats_url,
                 "LISTBOSS_AUTH_SECRET": self.secret,
                 # Console logs on a terminal; JSON lines when captured (tests, files).

@@ -5,18 +5,31 @@ outages: :mod:`listboss_common.worker`)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 import structlog
+from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss_contacts import handlers, messages
+from listboss_common.metrics import LATENCY_BUCKETS
 from listboss_contacts.apply import AppliedBatch
 from listboss_contacts.repository import TagIds
 from listboss_contacts.unit_of_work import UnitOfWork
 
 log = structlog.get_logger("listboss.contacts.consumer")
+
+APPLY_SECONDS = Histogram(
+    "listboss_contacts_apply_seconds",
+    "Time to apply one chunk of contact changes, its transaction included.",
+    buckets=LATENCY_BUCKETS,
+)
+CHANGES_APPLIED = Counter("listboss_contacts_changes_applied_total", "Contact changes applied.")
+CHANGES_SKIPPED = Counter(
+    "listboss_contacts_changes_skipped_total", "Contact changes skipped: their event was already in the history."
+)
 
 
 class ChangeApplier:
@@ -30,7 +43,12 @@ class ChangeApplier:
         self._on_committed = on_committed
 
     def apply(self, changes: Sequence[contact_change_pb2.ContactChange]) -> AppliedBatch:
-        return handlers.apply_changes(UnitOfWork(self._engine), messages.changes_from(changes), self._tag_ids)
+        started = time.perf_counter()
+        result = handlers.apply_changes(UnitOfWork(self._engine), messages.changes_from(changes), self._tag_ids)
+        APPLY_SECONDS.observe(time.perf_counter() - started)
+        CHANGES_APPLIED.inc(result.applied)
+        CHANGES_SKIPPED.inc(result.skipped)
+        return result
 
     async def handle(self, changes: Sequence[contact_change_pb2.ContactChange]) -> None:
         result = await asyncio.to_thread(self.apply, changes)

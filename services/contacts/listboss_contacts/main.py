@@ -1,6 +1,7 @@
 """``listboss-contacts``: the contacts service process.
 
-Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50053), LISTBOSS_NATS_URL,
+Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50053), LISTBOSS_METRICS_ADDRESS (Prometheus
+/metrics, default 127.0.0.1:9103), LISTBOSS_NATS_URL,
 LISTBOSS_AUTH_SECRET, LISTBOSS_DATABASE_URL (default sqlite:///contacts.db).
 """
 
@@ -41,7 +42,7 @@ def changes_worker() -> WorkerSpec:
 
 
 async def run() -> None:
-    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50053")
+    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50053", default_metrics_address="127.0.0.1:9103")
     engine = create_engine(env("LISTBOSS_DATABASE_URL", "sqlite:///contacts.db"))
     schema.migrate_database(engine)
 

@@ -24,31 +24,48 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 
 import nats
 import sqlalchemy as sa
 import structlog
 from google.protobuf.message import DecodeError
+from prometheus_client import Counter, Gauge, Histogram
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.engine import Connection, Engine
 
 from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss_common import bus
-from listboss_common.db import is_postgres
+from listboss_common.db import advisory_lock_key, is_postgres
 from listboss_common.errors import ServiceError, failed_precondition, invalid_field
+from listboss_common.metrics import LATENCY_BUCKETS
 from listboss_contacts.messages import tag_change_message
 from listboss_contacts.schema import tag_change_outbox
 
 log = structlog.get_logger("listboss.contacts.tag_changes")
 
-_LOCK_KEY = int.from_bytes(hashlib.sha256(b"listboss_contacts.outbox_relay").digest()[:8], "big", signed=True)
+_LOCK_KEY = advisory_lock_key("listboss_contacts.outbox_relay")
+
+OUTBOX_PUBLISHED = Counter("listboss_contacts_outbox_published_total", "Tag changes the outbox relay published.")
+OUTBOX_BACKLOG = Gauge(
+    "listboss_contacts_outbox_backlog_rows", "Outbox rows waiting to be published, as the relay last saw them."
+)
+OUTBOX_RELAY_DELAY = Histogram(
+    "listboss_contacts_outbox_relay_delay_seconds",
+    "Time from a tag change's commit to its publication's acknowledgement.",
+    buckets=LATENCY_BUCKETS,
+)
+WATCHERS_OPEN = Gauge("listboss_contacts_tag_change_watchers", "WatchTagChanges streams open.")
 
 
 def pending_changes(connection: Connection, limit: int) -> list:
     return connection.execute(sa.select(tag_change_outbox).order_by(tag_change_outbox.c.id).limit(limit)).all()
+
+
+def outbox_size(connection: Connection) -> int:
+    return connection.execute(sa.select(sa.func.count()).select_from(tag_change_outbox)).scalar_one()
 
 
 def delete_relayed(connection: Connection, ids: Sequence[int]) -> None:
@@ -109,6 +126,7 @@ class OutboxRelay:
         """Publishes one batch of the outbox; returns how many rows went out."""
         rows = await asyncio.to_thread(self._pending)
         if not rows:
+            OUTBOX_BACKLOG.set(0)
             return 0
         sent: list[tuple[int, asyncio.Future]] = []
         for row in rows:
@@ -132,7 +150,18 @@ class OutboxRelay:
             future.cancel()
         if acked:
             await asyncio.to_thread(self._delete, acked)
+            published = time.time()
+            commit_times = {row.id: row.commit_time for row in rows}
+            for row_id in acked:
+                OUTBOX_RELAY_DELAY.observe(max(0.0, published - commit_times[row_id] / 1_000_000))
+            OUTBOX_PUBLISHED.inc(len(acked))
             log.info("tag changes relayed", count=len(acked), last_id=acked[-1])
+        # A batch short of full was the whole outbox; a full one may leave more: count them.
+        if len(rows) < self._batch_size:
+            OUTBOX_BACKLOG.set(len(rows) - len(acked))
+        else:
+            with contextlib.suppress(Exception):
+                OUTBOX_BACKLOG.set(await asyncio.to_thread(self._size))
         if error is not None:
             raise error
         return len(acked)
@@ -142,6 +171,10 @@ class OutboxRelay:
             return []
         with self._engine.connect() as connection:
             return pending_changes(connection, self._batch_size)
+
+    def _size(self) -> int:
+        with self._engine.connect() as connection:
+            return outbox_size(connection)
 
     def _delete(self, ids: Sequence[int]) -> None:
         with self._engine.begin() as connection:
@@ -357,6 +390,7 @@ async def watch(
     client's cursor past them, so resuming does not read them again.
     """
     reader = ChangeReader(js, producer, after, batch)
+    WATCHERS_OPEN.inc()
     clock = asyncio.get_running_loop().time
     skipped: int | None = None  # the last sequence read but not sent
     quiet_since = clock()
@@ -398,4 +432,5 @@ async def watch(
                 else:
                     skipped = sequence
     finally:
+        WATCHERS_OPEN.dec()
         await reader.close()

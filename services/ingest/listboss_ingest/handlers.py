@@ -18,11 +18,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Final
 
 from google.protobuf import timestamp_pb2
+from prometheus_client import Counter
 
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_common.auth import Principal
-from listboss_common.errors import FieldViolation, InvalidArgument, invalid_field, permission_denied, unauthenticated
+from listboss_common.errors import FieldViolation, InvalidArgument, ServiceError, invalid_field, permission_denied, unauthenticated
 from listboss_common.resources import PRODUCER
 from listboss_ingest.normalize import normalize_in_place
 from listboss_ingest.publisher import event_message_id
@@ -41,6 +42,25 @@ ACCEPTED: Final = 1
 DUPLICATE: Final = 2
 REJECTED: Final = 3
 
+# By source (EventSource name: GRPC, WEBHOOK). A batch's repeat of one of its events is a duplicate.
+EVENTS_ACCEPTED = Counter("listboss_ingest_events_accepted_total", "Events stored on the events stream.", ["source"])
+EVENTS_DUPLICATE = Counter(
+    "listboss_ingest_events_duplicate_total", "Events already stored (same producer and event id).", ["source"]
+)
+EVENTS_REJECTED = Counter(
+    "listboss_ingest_events_rejected_total", "Events refused: invalid, or not the caller's producer.", ["source"]
+)
+
+
+def _source_label(source: int) -> str:
+    name = event_pb2.EventSource.Name(source) if source in event_pb2.EventSource.values() else "UNKNOWN"
+    return name.removeprefix("EVENT_SOURCE_")
+
+
+def _count_stored(source: int, duplicate: bool) -> None:
+    (EVENTS_DUPLICATE if duplicate else EVENTS_ACCEPTED).labels(_source_label(source)).inc()
+
+
 _NOT_THE_CALLERS: Final = (FieldViolation("producer", "the caller may not ingest events for this producer"),)
 
 
@@ -56,11 +76,17 @@ async def ingest_event(
     accepted.CopyFrom(event)
     if not accepted.producer and caller is not None and caller.producer:
         accepted.producer = caller.producer
-    normalize_in_place(accepted)
-    _authorize(caller, accepted.producer)
+    try:
+        normalize_in_place(accepted)
+        _authorize(caller, accepted.producer)
+    except ServiceError:  # invalid, or not the caller's to send
+        EVENTS_REJECTED.labels(_source_label(source)).inc()
+        raise
     accepted.source = source
     accepted.receive_time.GetCurrentTime()
-    return accepted, await publisher.publish_one(accepted)
+    duplicate = await publisher.publish_one(accepted)
+    _count_stored(source, duplicate)
+    return accepted, duplicate
 
 
 @dataclass(frozen=True)
@@ -141,23 +167,34 @@ async def ingest_batch(
             if duplicate:
                 results[position] = (results[position][0], DUPLICATE, ())
         stored_before = sum(duplicates)
-    return BatchOutcome(results, len(accepted) - stored_before, stored_before + repeated, rejected)
+    outcome = BatchOutcome(results, len(accepted) - stored_before, stored_before + repeated, rejected)
+    label = _source_label(source)
+    EVENTS_ACCEPTED.labels(label).inc(outcome.accepted)
+    EVENTS_DUPLICATE.labels(label).inc(outcome.duplicates)
+    EVENTS_REJECTED.labels(label).inc(outcome.rejected)
+    return outcome
 
 
 def webhook_event(source: WebhookSource, payload: bytes | str, producer: str) -> event_pb2.Event:
     """The canonical event one webhook ``payload`` of platform ``source`` describes, for
     ``producer`` (the caller has proved it may: a token of the producer's), stamped as received
     now; :func:`store_webhook_event` stores it."""
-    size = len(payload.encode(errors="surrogatepass") if isinstance(payload, str) else payload)
-    if size > MAX_WEBHOOK_BYTES:
-        raise invalid_field("payload", f"must be at most {MAX_WEBHOOK_BYTES} bytes")
-    return source.event_from_webhook(payload, producer, receive_time=datetime.now(timezone.utc))
+    try:
+        size = len(payload.encode(errors="surrogatepass") if isinstance(payload, str) else payload)
+        if size > MAX_WEBHOOK_BYTES:
+            raise invalid_field("payload", f"must be at most {MAX_WEBHOOK_BYTES} bytes")
+        return source.event_from_webhook(payload, producer, receive_time=datetime.now(timezone.utc))
+    except InvalidArgument:
+        EVENTS_REJECTED.labels(_source_label(event_pb2.EVENT_SOURCE_WEBHOOK)).inc()
+        raise
 
 
 async def store_webhook_event(publisher: EventPublisher, event: event_pb2.Event, *, timeout: float | None = None) -> bool:
     """Stores the event :func:`webhook_event` made; True when JetStream already had it (a
     duplicate). ``timeout`` bounds the wait for JetStream (default: the publisher's)."""
-    return await publisher.publish_one(event, timeout=timeout)
+    duplicate = await publisher.publish_one(event, timeout=timeout)
+    _count_stored(event.source, duplicate)
+    return duplicate
 
 
 def _authorize(caller: Principal | None, producer: str) -> None:

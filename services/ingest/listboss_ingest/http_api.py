@@ -27,6 +27,7 @@ request: method, path, producer, status, event id, duplicate flag, duration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -34,8 +35,10 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
 from listboss_common.errors import FieldViolation, InvalidArgument, ServiceError
+from listboss_common.metrics import LATENCY_BUCKETS
 from listboss_ingest import handlers
 from listboss_ingest.publisher import EventPublisher
 from listboss_ingest.sources import WebhookSource, hotmart
@@ -54,6 +57,19 @@ _JSON_TYPES = ("application/json",)
 _MAX_LOGGED_PRODUCER = 64
 # What the request's log line carries beyond method, path, status and duration.
 _LOG_FIELDS = web.RequestKey("listboss_log_fields", dict)
+
+# Label ``route`` is the matched route's pattern (``/webhooks/hotmart/{producer}``), never the
+# path itself: no producer ids in labels. An unmatched path counts as ``unmatched``.
+HTTP_REQUESTS = Counter(
+    "listboss_http_requests_total", "HTTP requests answered by the webhook receiver.", ["route", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "listboss_http_request_duration_seconds",
+    "Time to answer an HTTP request of the webhook receiver.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -186,14 +202,16 @@ class WebhookReceiver:
             log.exception("webhook request failed", method=request.method, path=request.path)
             fields["reason"] = "INTERNAL"
             response = error_response(500, "INTERNAL", "internal error")
+        duration = time.perf_counter() - started
         log.info(
             "http",
             method=request.method,
             path=request.path[:200],  # never the query string
             status=response.status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round(duration * 1000, 2),
             **fields,
         )
+        _count_request(request, response.status, duration)
         return response
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -232,6 +250,17 @@ class WebhookReceiver:
             body=json.dumps({"event_id": event.id, "duplicate": duplicate}).encode(),
             content_type="application/json",
         )
+
+
+def _count_request(request: web.Request, status: int, duration: float) -> None:
+    route = "unmatched"
+    with contextlib.suppress(Exception):
+        resource = request.match_info.route.resource
+        if resource is not None:
+            route = resource.canonical
+    method = request.method if request.method in _METHODS else "OTHER"
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_DURATION.labels(route, method).observe(duration)
 
 
 def _split_address(address: str) -> tuple[str, int]:

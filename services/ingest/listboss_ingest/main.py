@@ -1,6 +1,7 @@
 """``listboss-ingest``: the ingest service process.
 
-Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50051), LISTBOSS_HTTP_ADDRESS (the
+Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50051), LISTBOSS_METRICS_ADDRESS (Prometheus
+/metrics, default 127.0.0.1:9101), LISTBOSS_HTTP_ADDRESS (the
 webhook receiver, default 127.0.0.1:8080), LISTBOSS_NATS_URL, LISTBOSS_AUTH_SECRET,
 LISTBOSS_WEBHOOK_TOKENS_FILE and/or LISTBOSS_WEBHOOK_TOKENS (the producers' hottoks).
 """
@@ -30,7 +31,7 @@ log = structlog.get_logger("listboss.ingest")
 
 
 async def run() -> None:
-    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50051")
+    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50051", default_metrics_address="127.0.0.1:9101")
     http_address = env("LISTBOSS_HTTP_ADDRESS", DEFAULT_HTTP_ADDRESS)
     tokens = WebhookTokens.from_env()  # read once, at start; a bad file fails the start
     if not len(tokens):

@@ -29,6 +29,7 @@ import asyncio
 
 import structlog
 from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
@@ -38,6 +39,11 @@ from listboss_segmentation.consumer import publish_changes
 from listboss_segmentation.messages import backfill_name, change_from, event_type_name
 
 log = structlog.get_logger("listboss.segmentation.backfill")
+
+BACKFILLS_RUNNING = Gauge("listboss_segmentation_backfills_running", "Backfills of custom segmentations running.")
+BACKFILLS_FINISHED = Counter(
+    "listboss_segmentation_backfills_finished_total", "Backfills finished, by final state.", ["state"]
+)
 
 PROGRESS_EVERY = 500
 
@@ -71,6 +77,7 @@ class Backfiller:
             await publish_changes(self._js, record.producer, pending, "backfill", name)
             pending.clear()
 
+        BACKFILLS_RUNNING.inc()
         try:
             async for message in bus.replay(self._js, bus.EVENTS, bus.events_subject(record.producer)):
                 try:
@@ -93,11 +100,15 @@ class Backfiller:
             await flush()
             await self._update(record, state="SUCCEEDED", events_scanned=scanned,
                                events_considered=considered, events_matched=matched)
+            BACKFILLS_FINISHED.labels("SUCCEEDED").inc()
             log.info("backfill done", backfill=name, scanned=scanned, considered=considered, matched=matched)
         except Exception as error:
+            BACKFILLS_FINISHED.labels("FAILED").inc()
             log.exception("backfill failed", backfill=name)
             await self._update(record, state="FAILED", error=repr(error)[:1000], events_scanned=scanned,
                                events_considered=considered, events_matched=matched)
+        finally:
+            BACKFILLS_RUNNING.dec()
 
     async def wait(self) -> None:
         if self._tasks:

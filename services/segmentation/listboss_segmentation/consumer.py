@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
@@ -28,6 +29,11 @@ from listboss_segmentation.rules import RuleCache
 from listboss_segmentation.unit_of_work import UnitOfWork
 
 log = structlog.get_logger("listboss.segmentation.consumer")
+
+RULES_EVALUATED = Counter(
+    "listboss_segmentation_rules_evaluated_total",
+    "Segmentation rules (automatic and custom) evaluated against live events.",
+)
 
 
 def change_for(
@@ -70,8 +76,13 @@ class EventProcessor:
         await self._record_new_products(events)
         indexes = await self.rules.rules((event.producer, event.product.id) for event in events)
         changes: dict[str, list[contact_change_pb2.ContactChange]] = defaultdict(list)
+        evaluated = 0
         for event in events:
-            changes[event.producer].append(change_for(event, indexes[(event.producer, event.product.id)]))
+            index = indexes[(event.producer, event.product.id)]
+            rules = index.get(event_type_name(event.type))
+            evaluated += len(rules.rules) if rules is not None else 0
+            changes[event.producer].append(change_for(event, index))
+        RULES_EVALUATED.inc(evaluated)
         # Acks come only after every change is stored on JetStream.
         await asyncio.gather(
             *(publish_changes(self._js, producer, group, producer) for producer, group in changes.items())

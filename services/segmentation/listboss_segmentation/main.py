@@ -1,6 +1,7 @@
 """``listboss-segmentation``: the segmentation service process.
 
-Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50052), LISTBOSS_NATS_URL,
+Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50052), LISTBOSS_METRICS_ADDRESS (Prometheus
+/metrics, default 127.0.0.1:9102), LISTBOSS_NATS_URL,
 LISTBOSS_AUTH_SECRET, LISTBOSS_DATABASE_URL (default sqlite:///segmentation.db).
 """
 
@@ -30,7 +31,7 @@ EVENTS_WORKER = WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.
 
 
 async def run() -> None:
-    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50052")
+    config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50052", default_metrics_address="127.0.0.1:9102")
     engine = create_engine(env("LISTBOSS_DATABASE_URL", "sqlite:///segmentation.db"))
     storage.migrate_database(engine)
 

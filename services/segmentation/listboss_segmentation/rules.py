@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
+from prometheus_client import Counter
 from sqlalchemy.engine import Engine
 
 from listboss_segmentation import domain, storage
@@ -35,6 +36,11 @@ Key = tuple[str, str]  # (producer, product)
 
 def change_message(producer: str, product: str) -> bytes:
     return json.dumps({"producer": producer, "product": product}).encode()
+
+
+RULE_CACHE_LOADS = Counter(
+    "listboss_segmentation_rule_cache_loads_total", "Products' rules loaded from the database (cache misses)."
+)
 
 
 class RuleCache:
@@ -78,6 +84,7 @@ class RuleCache:
             started = self._clock()
             loaded = await asyncio.to_thread(self._load, missing)
             self.loads += len(missing)
+            RULE_CACHE_LOADS.inc(len(missing))
             retry = []
             for key, index in loaded.items():
                 found[key] = index
