@@ -5,15 +5,21 @@
   repository's conftest.py;
 - :mod:`listboss_testing.polling`: ``eventually`` (async) and ``eventually_sync``;
 - :mod:`listboss_testing.grpc_servers`: the real-gRPC-server helper behind the ``grpc_server`` fixture;
-- :mod:`listboss_testing.tokens`: ``AUTH_SECRET``, ``token``, ``bearer``.
+- :mod:`listboss_testing.tokens`: ``AUTH_SECRET``, ``token``, ``bearer``;
+- :mod:`listboss_testing.rich_errors`: ``rich_status``, ``violated_fields``, ``refused_fields``;
+- :mod:`listboss_testing.events`: ``make_event``, a purchase approval as a client would send it;
+- :mod:`listboss_testing.streams`: ``event_messages``, ``stored_events`` (what LISTBOSS_EVENTS holds).
 
 What tests import besides the fixtures is re-exported here.
 """
 
 from listboss_common.processes import NatsServer, free_port
+from listboss_testing.events import make_event
 from listboss_testing.fixtures import POSTGRES_ADMIN_URL
 from listboss_testing.grpc_servers import Served, binding
 from listboss_testing.polling import eventually, eventually_sync
+from listboss_testing.rich_errors import refused_fields, rich_status, violated_fields
+from listboss_testing.streams import event_messages, stored_events
 from listboss_testing.tokens import AUTH_SECRET, bearer, token
 
 __all__ = [
@@ -23,8 +29,14 @@ __all__ = [
     "Served",
     "bearer",
     "binding",
+    "event_messages",
     "eventually",
     "eventually_sync",
     "free_port",
+    "make_event",
+    "refused_fields",
+    "rich_status",
+    "stored_events",
     "token",
+    "violated_fields",
 ]

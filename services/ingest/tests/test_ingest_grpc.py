@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -20,9 +19,17 @@ from listboss.ingest.v1 import ingest_service_pb2 as pb
 from listboss.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.auth import issue_token
-from listboss_common.errors import ERROR_DOMAIN
 from listboss_common.grpc_server import MAX_MESSAGE_BYTES
-from listboss_testing import AUTH_SECRET, bearer
+from listboss_testing import (
+    AUTH_SECRET,
+    bearer,
+    event_messages,
+    make_event,
+    refused_fields,
+    rich_status,
+    stored_events,
+    violated_fields,
+)
 from listboss_ingest import normalize
 from listboss_ingest.handlers import MAX_BATCH_EVENTS
 
@@ -34,68 +41,6 @@ Outcome = pb.EventResult.Outcome
 
 
 # --- fixtures (conftest.py: ``ingest_port``, ``ingest``) and helpers ------------------------------
-
-
-def make_event(event_id="evt-1", producer="alice", email="  Ana.Silva@Example.COM ", **overrides) -> event_pb2.Event:
-    event = event_pb2.Event(
-        id=event_id,
-        producer=producer,
-        type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
-        product=event_pb2.Product(id="0042", name=" Course "),
-        person=event_pb2.Person(email=email, name="Ana"),
-    )
-    event.occur_time.FromSeconds(int(time.time()) - 60)
-    for key, value in overrides.items():
-        setattr(event, key, value)
-    return event
-
-
-async def stream_events(js) -> list[tuple[str, str | None, list[event_pb2.Event]]]:
-    """Every message on LISTBOSS_EVENTS: (subject, Nats-Msg-Id, decoded events)."""
-    info = await js.stream_info(STREAM)
-    found = []
-    if not info.state.messages:
-        return found
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        message = await js.get_msg(STREAM, seq=seq)
-        batch = event_pb2.EventBatch.FromString(message.data)
-        found.append((message.subject, (message.headers or {}).get("Nats-Msg-Id"), list(batch.events)))
-    return found
-
-
-async def stored_events(js) -> list[event_pb2.Event]:
-    return [event for _, _, events in await stream_events(js) for event in events]
-
-
-def rich_status(error: grpc.aio.AioRpcError):
-    """The google.rpc.Status in the error's trailers: (ErrorInfo, BadRequest or None)."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "no grpc-status-details-bin trailer"
-    assert status.code == error.code().value[0]
-    info = bad_request = None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-    assert info is not None, "no ErrorInfo detail"
-    assert info.domain == ERROR_DOMAIN
-    return info, bad_request
-
-
-def violated_fields(bad_request) -> set[str]:
-    return {v.field for v in bad_request.field_violations}
-
-
-async def refused_fields(call: Awaitable[object]) -> set[str]:
-    """The fields an INVALID_ARGUMENT answer to ``call`` names (fails on any other answer)."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    return violated_fields(bad_request)
 
 
 def expected_webhook_email(document) -> str:
@@ -126,7 +71,7 @@ async def test_ingest_event_stores_a_normalized_event(ingest, js):
     assert response.event_id == "evt-1"
     assert response.duplicate is False
 
-    ((subject, msg_id, events),) = await stream_events(js)
+    ((subject, msg_id, events),) = await event_messages(js)
     assert subject == "listboss.events.alice"
     assert msg_id == "alice/evt-1"
     (event,) = events
@@ -163,7 +108,7 @@ async def test_ingest_event_defaults_the_producer_to_the_token(ingest, js):
         pb.IngestEventRequest(event=make_event(producer="")), metadata=bearer("carol")
     )
     assert response.duplicate is False
-    ((subject, _, (event,)),) = await stream_events(js)
+    ((subject, _, (event,)),) = await event_messages(js)
     assert subject == "listboss.events.carol"
     assert event.producer == "carol"
 
@@ -319,7 +264,7 @@ async def test_internal_batch_is_packed_per_producer(ingest, js):
     )
     response = await ingest.BatchIngestEvents(request, metadata=bearer(None))
     assert response.accepted_count == 3
-    by_subject = {subject: [e.id for e in events] for subject, _, events in await stream_events(js)}
+    by_subject = {subject: [e.id for e in events] for subject, _, events in await event_messages(js)}
     assert by_subject == {"listboss.events.alice": ["p-0", "p-2"], "listboss.events.bob": ["p-1"]}
 
 
@@ -367,7 +312,7 @@ async def test_a_batch_of_the_maximum_size_is_accepted_and_packed(ingest, js):
         pb.BatchIngestEventsRequest(request_id="req-max", events=events), metadata=bearer("alice"), timeout=60
     )
     assert response.accepted_count == MAX_BATCH_EVENTS
-    messages = await stream_events(js)
+    messages = await event_messages(js)
     assert len(messages) > 1  # packed: no message above bus.MAX_PACKED_BYTES
     assert [e.id for _, _, batch in messages for e in batch] == [e.id for e in events]
     assert all(msg_id.startswith("alice/batch/req-max/") for _, msg_id, _ in messages)
@@ -466,7 +411,7 @@ async def test_webhook_fixture_becomes_a_stored_event(ingest, js, path):
     assert event.product.id
     assert "hottok" not in str(event).lower()
 
-    ((subject, msg_id, (stored,)),) = await stream_events(js)
+    ((subject, msg_id, (stored,)),) = await event_messages(js)
     assert subject == "listboss.events.acme"
     assert msg_id == f"acme/{document['id']}"
     assert stored == event
@@ -475,7 +420,7 @@ async def test_webhook_fixture_becomes_a_stored_event(ingest, js, path):
         pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme")
     )
     assert again.duplicate is True
-    assert len(await stream_events(js)) == 1
+    assert len(await event_messages(js)) == 1
 
 
 async def test_webhook_with_bad_json_is_invalid_argument_on_payload(ingest, js):
@@ -499,148 +444,6 @@ async def test_webhook_with_bad_parent_is_invalid_argument(ingest, js):
     assert await refused_fields(ingest.IngestWebhook(
         pb.IngestWebhookRequest(parent="acme", payload=FIXTURES[0].read_text()), metadata=bearer("acme")
     )) == {"parent"}
-
-
-# --- what a store cannot hold ------------------------------------------------------------------
-
-# Three ASCII bytes stand in for the three bytes of an encoded lone surrogate (U+D800 through
-# "surrogatepass"): swapping them keeps every length prefix right. Python's protobuf refuses to
-# encode a surrogate; other clients' encoders may not check.
-STAND_IN, SURROGATE_BYTES = b"Q7Z", "\ud800".encode("utf-8", "surrogatepass")
-
-
-def with_surrogate(message) -> bytes:
-    data = message.SerializeToString()
-    assert data.count(STAND_IN) == 1
-    return data.replace(STAND_IN, SURROGATE_BYTES)
-
-
-async def call_raw(ingest_port: int, method: str, data: bytes, metadata=None) -> bytes:
-    """One IngestService call with a request already in its wire form."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest_port}") as channel:
-        call = channel.unary_unary(f"/{SERVICE_NAME}/{method}")
-        return await call(data, metadata=bearer("alice") if metadata is None else metadata)
-
-
-def description_of(bad_request, field: str) -> str:
-    return next(v.description for v in bad_request.field_violations if v.field == field)
-
-
-@pytest.mark.parametrize(
-    "path, value, expected",
-    [
-        ("person.name", "A\x00B", "found U+0000 at position 1"),
-        ("person.name", "Ana\tMaria", "found U+0009 at position 3"),
-        ("product.name", "Curso\nAvançado", "found U+000A at position 5"),
-        ("person.address.city", "S\x7fo Paulo", "found U+007F at position 1"),
-        ("purchase.offer_code", "OFF\x85ER", "found U+0085 at position 3"),
-        ("person.name", "x" * 501, "must be at most 500 characters"),
-        ("product.id", "p" * 129, "must be at most 128 characters"),
-        ("subscription.plan.name", "y" * 501, "must be at most 500 characters"),
-    ],
-)
-async def test_ingest_event_refuses_what_a_store_cannot_hold(ingest, js, path, value, expected):
-    event = make_event("unstorable")
-    *parents, name = path.split(".")
-    message = event
-    for parent in parents:
-        message = getattr(message, parent)
-    setattr(message, name, value)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ingest.IngestEvent(pb.IngestEventRequest(event=event), metadata=bearer("alice"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    info, bad_request = rich_status(caught.value)
-    assert info.reason == "INVALID_ARGUMENT"
-    assert violated_fields(bad_request) == {f"event.{path}"}
-    assert description_of(bad_request, f"event.{path}").endswith(expected)
-    assert await stored_events(js) == []
-
-
-async def test_batch_refuses_each_unstorable_event_by_index_and_stores_its_neighbours(ingest, js):
-    nul = make_event("nul")
-    nul.person.name = "A\x00B"
-    long = make_event("long")
-    long.product.name = "x" * 501
-    c1 = make_event("c1")
-    c1.person.address.street = "Rua 1\x9f"
-    response = await ingest.BatchIngestEvents(
-        pb.BatchIngestEventsRequest(events=[make_event("ok-0"), nul, make_event("ok-2"), long, c1]),
-        metadata=bearer("alice"),
-    )
-    assert [r.outcome for r in response.results] == [
-        Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_REJECTED, Outcome.OUTCOME_ACCEPTED,
-        Outcome.OUTCOME_REJECTED, Outcome.OUTCOME_REJECTED,
-    ]
-    assert [[v.field for v in r.field_violations] for r in response.results] == [
-        [], ["events[1].person.name"], [], ["events[3].product.name"], ["events[4].person.address.street"],
-    ]
-    assert "U+0000" in response.results[1].field_violations[0].description
-    assert (response.accepted_count, response.rejected_count) == (2, 3)
-    assert [e.id for e in await stored_events(js)] == ["ok-0", "ok-2"]
-
-
-async def test_a_lone_surrogate_on_the_wire_is_invalid_argument_naming_the_field(ingest_port, js):
-    """protobuf refuses a string field that is not UTF-8 while parsing; grpc would answer UNKNOWN."""
-    event = make_event("surrogate", email="ana@example.com")
-    event.person.name = STAND_IN.decode()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call_raw(ingest_port, "IngestEvent", with_surrogate(pb.IngestEventRequest(event=event)))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    assert violated_fields(bad_request) == {"event.person.name"}
-    assert "lone surrogate" in description_of(bad_request, "event.person.name")
-
-    bad = make_event("b-2")
-    bad.purchase.offer_code = STAND_IN.decode()
-    request = pb.BatchIngestEventsRequest(events=[make_event("b-0"), make_event("b-1"), bad, make_event("b-3")])
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call_raw(ingest_port, "BatchIngestEvents", with_surrogate(request))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, bad_request = rich_status(caught.value)
-    # Not valid protobuf: the request as a whole is refused (nothing stored), naming the field.
-    assert violated_fields(bad_request) == {"events[2].purchase.offer_code"}
-
-    webhook = pb.IngestWebhookRequest(parent="producers/alice", payload=FIXTURES[0].read_text() + " Q7Z")
-    assert await refused_fields(call_raw(ingest_port, "IngestWebhook", with_surrogate(webhook))) == {"payload"}
-    assert await stored_events(js) == []
-
-
-async def test_an_undecodable_request_still_needs_a_token(ingest_port, js):
-    event = make_event("surrogate")
-    event.person.name = STAND_IN.decode()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call_raw(ingest_port, "IngestEvent", with_surrogate(pb.IngestEventRequest(event=event)), metadata=())
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-async def test_a_request_with_broken_framing_is_invalid_argument(ingest_port, js):
-    data = pb.IngestEventRequest(event=make_event("cut")).SerializeToString()[:-3]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call_raw(ingest_port, "IngestEvent", data)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not a valid IngestEventRequest" in caught.value.details()
-    assert await stored_events(js) == []
-
-
-@pytest.mark.parametrize(
-    "key, value, field",
-    [
-        ("name", "A\x00B", "person.name"),
-        ("name", "Ana \ud800", "person.name"),
-        ("name", "A\x85B", "person.name"),
-        ("name", "x" * 501, "person.name"),
-        ("email", "ana@example.com\udfff", "person.email"),
-    ],
-)
-async def test_ingest_webhook_refuses_what_a_store_cannot_hold(ingest, js, key, value, field):
-    document = json.loads((REPO / "tests" / "data" / "hotmart" / "PURCHASE_APPROVED.json").read_text())
-    document["data"]["buyer"][key] = value
-    payload = json.dumps(document)  # a control or a lone surrogate travels as a \u escape
-    assert payload.isascii()
-    assert await refused_fields(ingest.IngestWebhook(
-        pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme")
-    )) == {field}
-    assert await stored_events(js) == []
 
 
 # --- NATS outage -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from listboss_common.config import ConfigError
 from listboss_ingest.http_api import HOTTOK_HEADER, MAX_BODY_BYTES, WebhookReceiver
 from listboss_ingest.publisher import EventPublisher
 from listboss_ingest.webhook_tokens import WebhookTokens, parse_tokens
+from listboss_testing import stored_events
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = {path.stem: path for path in sorted((REPO / "tests" / "data" / "hotmart").glob("*.json"))}
@@ -59,16 +60,6 @@ async def http(receiver):
 
 async def message_count(js) -> int:
     return (await js.stream_info(STREAM)).state.messages
-
-
-async def stored_events(js) -> list[event_pb2.Event]:
-    info = await js.stream_info(STREAM)
-    events: list[event_pb2.Event] = []
-    if info.state.messages:
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            message = await js.get_msg(STREAM, seq=seq)
-            events.extend(event_pb2.EventBatch.FromString(message.data).events)
-    return events
 
 
 async def post(http, producer="alice", body: bytes | str = b"", headers=None, **kwargs):
