@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
 from listboss_common.auth import TokenVerifier, current_principal
@@ -130,6 +130,25 @@ def _count_rpc(method: str, code: grpc.StatusCode, started: float) -> None:
     GRPC_HANDLING.labels(service, name).observe(time.perf_counter() - started)
 
 
+# grpc.reflection.v1 is what current clients ask for first; grpcio-reflection implements only
+# v1alpha, whose messages are the same on the wire, so one servicer answers both names.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_SERVICES = (REFLECTION_V1, reflection.SERVICE_NAME)
+
+
+def _serve_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+    servicer = reflection.aio.ReflectionServicer(service_names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    for name in REFLECTION_SERVICES:
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler}),)
+        )
+
+
 class GrpcServer:
     """Serves the given bindings plus health and reflection on ``address``."""
 
@@ -163,8 +182,8 @@ class GrpcServer:
             binding.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [b.name for b in self._bindings]
-        reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        _serve_reflection(
+            server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, *REFLECTION_SERVICES]
         )
         self.port = server.add_insecure_port(self._address)
         if self.port == 0:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
 from listboss.events.v1 import event_pb2
@@ -495,16 +495,23 @@ async def test_health_serves_without_a_token(ingest_port):
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_reflection_lists_the_ingest_service(ingest_port):
+@pytest.mark.parametrize("reflection_service", ["grpc.reflection.v1.ServerReflection",
+                                                "grpc.reflection.v1alpha.ServerReflection"])
+async def test_reflection_lists_the_ingest_service(ingest_port, reflection_service):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest_port}") as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        # v1 and v1alpha messages are the same on the wire: the v1alpha classes serve for both.
+        info = channel.stream_stream(
+            f"/{reflection_service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
         ]
-        responses = [response async for response in stub.ServerReflectionInfo(iter(requests))]
+        responses = [response async for response in info(iter(requests))]
     names = {s.name for s in responses[0].list_services_response.service}
-    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+    assert {SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
     assert SERVICE_NAME == "listboss.ingest.v1.IngestService"
     # The service's descriptor is served, so grpcurl needs no .proto files.
     assert responses[1].file_descriptor_response.file_descriptor_proto
