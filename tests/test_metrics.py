@@ -20,6 +20,8 @@ from listboss.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from listboss_ingest.sources import hotmart
 from listboss_tools.suite import DEMO_PRODUCER, Suite
 
+pytestmark = pytest.mark.e2e  # runs the services as processes
+
 FIXTURES = sorted((Path(__file__).parent / "data" / "hotmart").glob("*.json"))
 PRODUCTS = ("0", "123456", "788921")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
