@@ -1,7 +1,7 @@
 """Configuration from environment variables.
 
 Every service reads its settings once at start-up from ``LISTBOSS_*`` variables;
-README.md lists them. Tests and the local suite pass the same variables.
+docs/operations.md lists them. Tests and the local suite pass the same variables.
 """
 
 from __future__ import annotations

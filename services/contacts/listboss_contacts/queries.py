@@ -36,7 +36,7 @@ _EQUALITY = frozenset({"=", "!="})
 _COMPARISON = frozenset({"=", "!=", "<", "<=", ">", ">="})
 _TIMES = ("create_time", "update_time", "first_event_time", "last_event_time")
 
-# The fields a contact filter may name (AIP-160). README.md documents them.
+# The fields a contact filter may name (AIP-160). docs/api.md documents them.
 CONTACT_FILTER_FIELDS: dict[str, FieldSpec] = {
     "tag": FieldSpec("tag", _EQUALITY, "string"),
     "product": FieldSpec("product", _EQUALITY, "string"),

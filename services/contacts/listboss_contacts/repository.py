@@ -314,7 +314,7 @@ class ContactStore:
 
 
 def outbox_row(change: domain.TagChange) -> dict:
-    """A tag_change_outbox row: resource ids only, no personal data (see README, erasure)."""
+    """A tag_change_outbox row: resource ids only, no personal data (see docs/api.md, "Erasure")."""
     producer, product, key = change.tag
     link = change.link
     return dict(

@@ -1,7 +1,7 @@
 """The contacts service's own tables, defined once, and their migrations.
 
 The tables below are the schema: Alembic revisions in ``migrations/versions/`` bring a
-database to them, and ``./dev lint`` fails when the two disagree (README, "Schema
+database to them, and ``./dev lint`` fails when the two disagree (docs/operations.md, "Schema
 migrations"). Names of tables, columns, constraints and indexes are what databases
 already hold: change them only through a revision.
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from listboss_ingest.publisher import EventPublisher
     from listboss_ingest.sources import WebhookSource
 
-# Limits of one call (README.md). Larger loads send several batches.
+# Limits of one call (docs/api.md). Larger loads send several batches.
 MAX_BATCH_EVENTS: Final = 10_000
 MAX_REQUEST_ID_LENGTH: Final = 128
 MAX_WEBHOOK_BYTES: Final = 1024 * 1024

@@ -330,7 +330,7 @@ async def test_a_batch_over_the_maximum_count_is_invalid_argument(ingest, js):
 
 
 async def test_a_request_over_the_message_limit_is_refused_by_the_transport(ingest, js):
-    """Past 16 MiB gRPC itself answers RESOURCE_EXHAUSTED before any handler runs (README)."""
+    """Past 16 MiB gRPC itself answers RESOURCE_EXHAUSTED before any handler runs (docs/api.md)."""
     big = make_event("big")
     big.product.name = "x" * (MAX_MESSAGE_BYTES // 4)
     request = pb.BatchIngestEventsRequest(events=[big] * 5)

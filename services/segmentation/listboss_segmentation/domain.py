@@ -109,7 +109,7 @@ RESERVED_TAG_KEYS = frozenset(TAG_LABELS)
 MAX_DISPLAY_NAME = 200
 # Characters of the product's name a tag's display name carries: a registered product's whole
 # name. Every tag operation of a change carries the display name, so its size is bounded here
-# rather than by whatever an event's product name may hold (README "SegmentationService limits").
+# rather than by whatever an event's product name may hold (docs/api.md, "SegmentationService limits").
 MAX_TAG_PRODUCT_NAME = MAX_DISPLAY_NAME
 
 
@@ -297,7 +297,7 @@ def _normalize(condition: cond.Condition | None) -> cond.Condition | None:
 # Every ACTIVE custom segmentation is evaluated for each of its product's events of its type,
 # and the tag operations of all that fire travel in the event's one ContactChange, which must fit
 # in one bus message (nats-server's max_payload, 1 MiB). Past these limits activation (or an
-# update of an ACTIVE one) is FAILED_PRECONDITION. README "SegmentationService limits" has the
+# update of an ACTIVE one) is FAILED_PRECONDITION. docs/api.md "SegmentationService limits" has the
 # arithmetic; services/segmentation/tests/test_limits.py builds the worst case and measures it.
 MAX_ACTIVE_SEGMENTATIONS = 100  # per product
 MAX_ACTIVE_TAG_OPERATIONS = 100  # per product and event type: tags added + removed, summed

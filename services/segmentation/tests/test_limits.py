@@ -104,11 +104,11 @@ def test_the_largest_change_the_limits_allow_fits_in_one_bus_message_with_room()
 
     message = contact_change_pb2.ContactChangeBatch(changes=[change]).SerializeToString()
     assert len(message) <= MAX_PAYLOAD - ROOM, f"{len(message):,} bytes"
-    # The figures README's arithmetic uses (a bound, so at least what is measured).
+    # The figures docs/api.md's arithmetic uses (a bound, so at least what is measured).
     assert len(message) <= 4 + (4 + MAX_EVENT_BYTES) + CONTACT_DATA_BOUND + OPERATIONS_BOUND
 
 
-# README "SegmentationService limits": contact data <= twice the event (first and last names
+# docs/api.md "SegmentationService limits": contact data <= twice the event (first and last names
 # appear again in "name") + 21 keys with framing; each tag operation <= 1,235 bytes, each fired
 # segmentation's name <= 292.
 CONTACT_DATA_BOUND = 2 * MAX_EVENT_BYTES + 21 * 30
