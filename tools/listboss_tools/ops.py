@@ -1,38 +1,66 @@
 """``listboss-ops``: operating a running ListBoss from the command line.
 
+    listboss-ops status [--contacts-database URL] [--segmentation-database URL] [--json]
+    listboss-ops backfills list [--segmentation-database URL] [--state S] [--producer P] [--json]
+    listboss-ops backfills resume (NAME... | --stuck) [--token T] [--force] [--json]
+    listboss-ops migrations status [--segmentation-database URL] [--contacts-database URL] [--json]
     listboss-ops deadletters list [--producer P] [--stream S] [--json]
     listboss-ops deadletters show SEQ [--json]
     listboss-ops deadletters replay (SEQ... | --all [--producer P] [--stream S])
     listboss-ops deadletters purge (SEQ... | --all [--producer P] [--stream S])
 
-``--nats-url`` (before or after the command) defaults to ``$LISTBOSS_NATS_URL``, else
+``--nats-url`` and ``--suite-file`` go before or after the command. Where each part is found
+(an option, then the local suite's ``suite.json`` given with ``--suite-file``, then the
+environment, then the defaults) is :mod:`listboss_tools.ops_targets`; what ``status``
+gathers is :mod:`listboss_tools.ops_status`, backfills :mod:`listboss_tools.ops_backfills`,
+migrations :mod:`listboss_tools.ops_migrations`. Tables for people by default, ``--json``
+for scripts. ``--nats-url`` defaults to ``$LISTBOSS_NATS_URL``, else
 nats://127.0.0.1:4222. SEQ is a dead letter's sequence in LISTBOSS_DEADLETTER, as
 ``list`` prints it. ``--stream`` names the original stream (LISTBOSS_EVENTS or
 LISTBOSS_CHANGES; ``events`` and ``changes`` will do). The dead letters' format is in
 :mod:`listboss_tools.deadletters`.
 
-Exit status: 0 when everything asked for was done (an empty stream included), 1 when
-something failed (NATS unreachable, a sequence with no dead letter, a replay refused
-or not acknowledged), 2 for a usage error.
+Exit status: 0 when everything asked for was done and is healthy (an empty stream
+included), 1 when something is unhealthy or failed (``status`` found a problem, a database
+behind its head revision, NATS unreachable, a sequence with no dead letter, a replay or a
+resume refused), 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import grpc
 import nats
 import nats.errors
 import nats.js.errors
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from listboss_tools import deadletters
+from listboss_tools import deadletters, ops_backfills, ops_migrations, ops_status
+from listboss_tools.ops_targets import (
+    ADDRESS_ENV,
+    DATABASE_ENV,
+    DEFAULT_ADDRESSES,
+    DEFAULT_NATS_URL,
+    SERVICES,
+    TOKEN_ENV,
+    TargetError,
+    Targets,
+    read_engine,
+    resolve,
+)
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 CONNECT_TIMEOUT = 5.0
 PROG = "listboss-ops"
 
@@ -57,16 +85,119 @@ def _positive(text: str) -> int:
     return value
 
 
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"minutes must be more than 0, got {text}")
+    return value
+
+
+def _backfill_name(text: str) -> str:
+    try:
+        ops_backfills.parse_backfill_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip("/")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    # --nats-url is accepted before or after the command; the top level holds the default.
+    # --nats-url and --suite-file are accepted before or after the command; the top level holds the default.
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--nats-url", default=argparse.SUPPRESS,
-                            help="NATS server (default: $LISTBOSS_NATS_URL, else %s)" % DEFAULT_NATS_URL)
+                            help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)"
+                            % DEFAULT_NATS_URL)
+    connection.add_argument("--suite-file", type=Path, default=argparse.SUPPRESS,
+                            help="the local suite's suite.json (./dev run writes var/suite.json): NATS, the "
+                            "services' addresses and an internal token")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Operate a running ListBoss.")
-    parser.add_argument("--nats-url", default=os.environ.get("LISTBOSS_NATS_URL") or DEFAULT_NATS_URL,
-                        help="NATS server (default: $LISTBOSS_NATS_URL, else %(default)s)")
+    parser.add_argument("--nats-url", default=None,
+                        help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)"
+                        % DEFAULT_NATS_URL)
+    parser.add_argument("--suite-file", type=Path, default=None,
+                        help="the local suite's suite.json (./dev run writes var/suite.json)")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    def address(command: argparse.ArgumentParser, service: str) -> None:
+        command.add_argument(f"--{service}-address", metavar="HOST:PORT",
+                             help=f"{service}'s gRPC address (default: the suite file's, else "
+                             f"${ADDRESS_ENV[service]}, else {DEFAULT_ADDRESSES[service]})")
+
+    def database(command: argparse.ArgumentParser, service: str, what: str) -> None:
+        command.add_argument(f"--{service}-database", metavar="URL",
+                             help=f"the {service} database's SQLAlchemy URL, read only ({what}; default: "
+                             f"${DATABASE_ENV[service]})")
+
+    def as_json(command: argparse.ArgumentParser, what: str = "one JSON object instead, for scripts") -> None:
+        command.add_argument("--json", action="store_true", help=what)
+
+    def stuck_after(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--stuck-after", type=_minutes, metavar="MINUTES",
+                             default=ops_backfills.DEFAULT_STUCK_MINUTES,
+                             help="a RUNNING backfill not updated for this long is stuck (default: %(default)s)")
+
+    # -- status
+    status = groups.add_parser(
+        "status", parents=[connection], help="health, consumer lag, outbox, dead letters, backfills",
+        description="Each service's gRPC health; per durable consumer, JetStream's pending, ack-pending and "
+        "redelivered counts; dead letters per stream and consumer; with --contacts-database the tag-change "
+        "outbox backlog; with --segmentation-database the backfills running and stuck. Exit status 1 when "
+        "something needs attention (listed under 'problems').")
+    for service in SERVICES:
+        address(status, service)
+    database(status, "contacts", "the tag-change outbox backlog")
+    database(status, "segmentation", "backfills running and stuck")
+    stuck_after(status)
+    as_json(status)
+
+    # -- backfills
+    backfills = groups.add_parser("backfills", help="list backfills, resume stuck ones",
+                                  description="Backfills of custom segmentations, from the segmentation database.")
+    backfill_actions = backfills.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = backfill_actions.add_parser("list", parents=[connection], help="every backfill, oldest first",
+                                          description="Every backfill, oldest first: state, counts, when last "
+                                          "updated; stuck = RUNNING and not updated for --stuck-after minutes.")
+    database(listing, "segmentation", "required")
+    listing.add_argument("--state", choices=("running", "succeeded", "failed", "stuck"),
+                         help="only the backfills in this state")
+    listing.add_argument("--producer", help="only this producer's backfills")
+    stuck_after(listing)
+    as_json(listing, "one JSON object per line instead, for scripts")
+    resume = backfill_actions.add_parser(
+        "resume", parents=[connection], help="start a stuck backfill's segmentation again",
+        description="Calls SegmentationService.BackfillSegmentation again for each backfill's segmentation (a "
+        "new backfill; a second run changes nothing the first one did). Refuses a backfill that is still "
+        "running (updated within --stuck-after minutes) unless --force.")
+    resume.add_argument("names", nargs="*", type=_backfill_name, metavar="NAME",
+                        help="a backfill's name, as list prints it")
+    resume.add_argument("--stuck", action="store_true",
+                        help="every stuck backfill (reads --segmentation-database)")
+    resume.add_argument("--force", action="store_true", help="resume even one that looks alive")
+    resume.add_argument("--token", help=f"bearer token: internal, or the producer's (default: ${TOKEN_ENV}, else "
+                        "the suite file's internal token; listboss-token --internal prints one)")
+    address(resume, "segmentation")
+    database(resume, "segmentation", "for --stuck")
+    stuck_after(resume)
+    as_json(resume, "one JSON object per line instead, for scripts")
+    resume.set_defaults(usage=resume.format_usage())
+
+    # -- migrations
+    migrations = groups.add_parser("migrations", help="each database's schema revision against head",
+                                   description="Alembic revisions of the services' databases.")
+    migration_actions = migrations.add_subparsers(dest="action", metavar="ACTION", required=True)
+    migration_status = migration_actions.add_parser(
+        "status", help="each database's current revision against the newest this code knows",
+        description="Each given database's current Alembic revision against head. Exit status 1 unless every "
+        "one is at head.")
+    database(migration_status, "segmentation", "at least one database is required")
+    database(migration_status, "contacts", "at least one database is required")
+    as_json(migration_status)
+    migration_status.set_defaults(usage=migration_status.format_usage())
+
+    # -- dead letters
     dead = groups.add_parser(
         "deadletters", help="list, show, replay or purge what the workers could not process",
         description="Dead letters: what the bus workers could not process, in the stream "
@@ -253,29 +384,37 @@ async def _replay(js, args: argparse.Namespace) -> int:
         print("no dead letters to replay" + _narrowed(args), file=sys.stderr)
         return EXIT_OK
     done = failed = 0
-    for seq in seqs:
-        letter = await deadletters.get(js, seq)
-        if letter is None:
-            _error(f"dead letter {seq}: not found (already replayed or purged?)")
-            failed += 1
-            continue
-        try:
-            result = await deadletters.replay(js, letter)
-        except deadletters.ReplayRefused as refused:
-            _error(f"dead letter {seq} not replayed: {refused}")
-            failed += 1
-            continue
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as error:
-            _error(f"dead letter {seq} not replayed (kept): the publish to {letter.original_subject} failed: "
-                   f"{error!r}")
-            failed += 1
-            continue
-        note = " (JetStream already held it from an earlier replay: stored once)" if result.duplicate else ""
-        gone = "dead letter deleted" if result.deleted else "dead letter was already gone"
-        print(f"replayed {seq} -> {result.subject} ({result.stream} sequence {result.stream_seq}){note}; {gone}")
-        done += 1
+    with _progress(len(seqs), "replaying") as progress:
+        task = progress.add_task("replaying", total=len(seqs))
+        for seq in seqs:
+            if await _replay_one(js, seq):
+                done += 1
+            else:
+                failed += 1
+            progress.advance(task)
     print(f"{done} replayed, {failed} failed")
     return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+async def _replay_one(js, seq: int) -> bool:
+    """Replays one dead letter; False (the error printed) when it was not."""
+    letter = await deadletters.get(js, seq)
+    if letter is None:
+        _error(f"dead letter {seq}: not found (already replayed or purged?)")
+        return False
+    try:
+        result = await deadletters.replay(js, letter)
+    except deadletters.ReplayRefused as refused:
+        _error(f"dead letter {seq} not replayed: {refused}")
+        return False
+    except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as error:
+        _error(f"dead letter {seq} not replayed (kept): the publish to {letter.original_subject} failed: "
+               f"{error!r}")
+        return False
+    note = " (JetStream already held it from an earlier replay: stored once)" if result.duplicate else ""
+    gone = "dead letter deleted" if result.deleted else "dead letter was already gone"
+    print(f"replayed {seq} -> {result.subject} ({result.stream} sequence {result.stream_seq}){note}; {gone}")
+    return True
 
 
 async def _purge(js, args: argparse.Namespace) -> int:
@@ -295,7 +434,241 @@ async def _purge(js, args: argparse.Namespace) -> int:
     return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
-COMMANDS = {"list": _list, "show": _show, "replay": _replay, "purge": _purge}
+DEADLETTER_COMMANDS = {"list": _list, "show": _show, "replay": _replay, "purge": _purge}
+
+
+# --------------------------------------------------------------------------- rendering (rich)
+
+
+def _console() -> Console:
+    # Off a terminal (a pipe, a file) rich would wrap tables at 80 columns: give them room.
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _busy(what: str):
+    """A spinner on stderr while something slow runs, only on a terminal."""
+    if sys.stderr.isatty():
+        return Console(stderr=True).status(what)
+    return contextlib.nullcontext()
+
+
+def _progress(total: int, what: str):
+    """A progress bar on stderr for ``total`` steps, only on a terminal and for more than one."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=total < 2 or not sys.stderr.isatty(),
+    )
+
+
+def _table(*columns: str, numeric: Sequence[str] = ()) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left", overflow="fold")
+    return table
+
+
+_HEALTH_STYLE = {"SERVING": "green"}
+
+
+def _status_text(found: dict) -> None:
+    console = _console()
+    services = _table("SERVICE", "ADDRESS", "HEALTH")
+    for name, service in found["services"].items():
+        style = _HEALTH_STYLE.get(service["health"], "bold red")
+        services.add_row(name, service["address"], f"[{style}]{service['health']}[/]")
+    console.print(services)
+
+    if found["nats"]["error"]:
+        console.print(f"[bold red]NATS at {found['nats']['url']}: {found['nats']['error']}[/]")
+    else:
+        lag = _table("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED",
+                     numeric=("PENDING", "ACK PENDING", "REDELIVERED"))
+        for item in found["consumers"]:
+            lag.add_row(item["stream"], item["consumer"], f"{item['pending']:,}", f"{item['ack_pending']:,}",
+                        f"{item['redelivered']:,}")
+        console.print(lag if found["consumers"] else "consumers: none")
+        dead = found["dead_letters"]
+        if dead["total"]:
+            letters = _table("DEAD LETTERS FROM", "CONSUMER", "COUNT", numeric=("COUNT",))
+            for item in dead["by_consumer"]:
+                letters.add_row(item["stream"], item["consumer"] or "?", f"[bold red]{item['count']:,}[/]")
+            console.print(letters)
+        else:
+            console.print("dead letters: [green]none[/]")
+
+    outbox = found["outbox"]
+    if outbox is None:
+        console.print("tag-change outbox: not checked (give --contacts-database)")
+    elif outbox["error"]:
+        console.print(f"tag-change outbox: [bold red]{outbox['error']}[/]")
+    else:
+        oldest = f", oldest {_age(outbox['oldest_age_seconds'])}" if outbox["rows"] else ""
+        console.print(f"tag-change outbox: {outbox['rows']:,} rows waiting{oldest}")
+
+    backfills = found["backfills"]
+    if backfills is None:
+        console.print("backfills: not checked (give --segmentation-database)")
+    elif backfills["error"]:
+        console.print(f"backfills: [bold red]{backfills['error']}[/]")
+    else:
+        stuck = backfills["stuck"]
+        console.print(f"backfills: {backfills['running']} running, "
+                      + (f"[bold red]{len(stuck)} stuck[/]" if stuck else "none stuck")
+                      + f" (no progress for {backfills['stuck_after_minutes']:g} min)")
+        if stuck:
+            console.print(_backfills_table(stuck))
+
+    if found["problems"]:
+        console.print("[bold red]problems:[/]")
+        for problem in found["problems"]:
+            console.print(f"  - {problem}")
+    else:
+        console.print("[green]all healthy[/]")
+
+
+def _backfill_state(item: dict) -> str:
+    if item["stuck"]:
+        return "[bold red]RUNNING (stuck)[/]"
+    if item["superseded_by"]:
+        return "[yellow]RUNNING (superseded)[/]"
+    return {"SUCCEEDED": "[green]SUCCEEDED[/]", "FAILED": "[red]FAILED[/]"}.get(item["state"], item["state"])
+
+
+def _backfills_table(items: list[dict]) -> Table:
+    table = _table("NAME", "STATE", "SCANNED", "CONSIDERED", "MATCHED", "UPDATED", "ERROR",
+                   numeric=("SCANNED", "CONSIDERED", "MATCHED"))
+    for item in items:
+        table.add_row(item["name"], _backfill_state(item), f"{item['events_scanned']:,}",
+                      f"{item['events_considered']:,}", f"{item['events_matched']:,}",
+                      f"{_age(item['idle_seconds'])} ago", _cut(item["error"] or "", 60))
+    return table
+
+
+# --------------------------------------------------------------------------- status, backfills, migrations
+
+
+async def _status(targets: Targets, args: argparse.Namespace) -> int:
+    with _busy("asking the services, NATS and the databases…"):
+        found = await ops_status.gather(targets, args.stuck_after)
+    if args.json:
+        print(json.dumps(found, ensure_ascii=False))
+    else:
+        _status_text(found)
+    return EXIT_OK if found["ok"] else EXIT_FAILED
+
+
+def _segmentation_engine(targets: Targets, why: str):
+    url = targets.databases.get("segmentation")
+    if not url:
+        raise UsageError(f"{why} reads the segmentation database: give --segmentation-database URL "
+                         f"(or set {DATABASE_ENV['segmentation']})")
+    try:
+        return read_engine(url)
+    except TargetError as error:
+        raise Failed(f"segmentation database: {error}") from None
+
+
+def _read_backfills(targets: Targets, args: argparse.Namespace, why: str) -> list[dict]:
+    engine = _segmentation_engine(targets, why)
+    try:
+        return ops_backfills.read(engine, _now(), args.stuck_after)
+    except Exception as error:  # noqa: BLE001 - unreachable, not a segmentation database...
+        raise Failed(f"cannot read the backfills: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+
+
+async def _backfills_list(targets: Targets, args: argparse.Namespace) -> int:
+    items = await asyncio.to_thread(_read_backfills, targets, args, "backfills list")
+    if args.producer:
+        items = [item for item in items if item["producer"] == args.producer]
+    if args.state == "stuck":
+        items = [item for item in items if item["stuck"]]
+    elif args.state:
+        items = [item for item in items if item["state"] == args.state.upper()]
+    if args.json:
+        for item in items:
+            print(json.dumps(item, ensure_ascii=False))
+    elif items:
+        _console().print(_backfills_table(items))
+    else:
+        print("no backfills" + (f" ({args.state})" if args.state else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def _rpc_problem(error: grpc.aio.AioRpcError) -> str:
+    return f"{error.code().name}: {error.details()}"
+
+
+async def _backfills_resume(targets: Targets, args: argparse.Namespace) -> int:
+    if args.stuck == bool(args.names):
+        raise UsageError("resume: give backfill names, or --stuck" + (", not both" if args.stuck else ""))
+    if not targets.token:
+        raise UsageError(f"resume calls SegmentationService: give --token (or set {TOKEN_ENV}, or --suite-file); "
+                         "listboss-token --internal prints one")
+    if args.stuck:
+        names = [item["name"] for item in await asyncio.to_thread(_read_backfills, targets, args, "resume --stuck")
+                 if item["stuck"]]
+        if not names:
+            print("no stuck backfills", file=sys.stderr)
+            return EXIT_OK
+    else:
+        names = list(dict.fromkeys(args.names))
+    resumer = ops_backfills.Resumer(targets.addresses["segmentation"], targets.token)
+    done = failed = 0
+    try:
+        for name in names:
+            segmentation, _ = ops_backfills.parse_backfill_name(name)
+            outcome: dict = {"name": name, "resumed": False, "backfill": None, "error": None}
+            try:
+                current = ops_backfills.message_dict(await resumer.get(name))
+                idle = (_now() - dt.datetime.fromisoformat(current["update_time"])).total_seconds() \
+                    if current["update_time"] else None
+                if current["state"] == "RUNNING" and idle is not None and idle < args.stuck_after * 60 \
+                        and not args.force:
+                    outcome["error"] = (f"still running (updated {_age(idle)} ago, under --stuck-after "
+                                        f"{args.stuck_after:g} min): not resumed; --force starts another anyway")
+                else:
+                    started = await resumer.start(segmentation)
+                    outcome.update(resumed=True, backfill=ops_backfills.message_dict(started))
+            except grpc.aio.AioRpcError as error:
+                outcome["error"] = _rpc_problem(error)
+            if outcome["resumed"]:
+                done += 1
+            else:
+                failed += 1
+            if args.json:
+                print(json.dumps(outcome, ensure_ascii=False))
+            elif outcome["resumed"]:
+                print(f"resumed {name}: new backfill {outcome['backfill']['name']} ({outcome['backfill']['state']})")
+            else:
+                _error(f"{name}: {outcome['error']}")
+    finally:
+        await resumer.close()
+    if not args.json:
+        print(f"{done} resumed, {failed} failed")
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+async def _migrations_status(targets: Targets, args: argparse.Namespace) -> int:
+    chosen = {service: url for service, url in targets.databases.items() if url}
+    if not chosen:
+        raise UsageError("migrations status: give --segmentation-database and/or --contacts-database "
+                         f"(or set {DATABASE_ENV['segmentation']} / {DATABASE_ENV['contacts']})")
+    with _busy("reading the databases' revisions\u2026"):
+        found = [await asyncio.to_thread(ops_migrations.status, service, url) for service, url in chosen.items()]
+    ok = all(item["state"] == "at-head" for item in found)
+    if args.json:
+        print(json.dumps({"ok": ok, "databases": found}, ensure_ascii=False))
+    else:
+        table = _table("SERVICE", "DATABASE", "CURRENT", "HEAD", "STATE", "PENDING")
+        for item in found:
+            style = "green" if item["state"] == "at-head" else "bold red"
+            table.add_row(item["service"], item["database"], item["current"] or "-", item["head"] or "-",
+                          f"[{style}]{item['state']}[/]" + (f": {item['error']}" if item["error"] else ""),
+                          ", ".join(item["pending"]) or "-")
+        _console().print(table)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _error(message: str) -> None:
@@ -317,29 +690,55 @@ async def _connect(url: str):
         ) from None
 
 
-async def _run(args: argparse.Namespace) -> int:
-    nc = await _connect(args.nats_url)
+async def _deadletters(targets: Targets, args: argparse.Namespace) -> int:
+    nc = await _connect(targets.nats_url)
     try:
-        return await COMMANDS[args.action](nc.jetstream(), args)
+        return await DEADLETTER_COMMANDS[args.action](nc.jetstream(), args)
     except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as error:
         raise Failed(
-            f"JetStream does not answer at {args.nats_url} ({error!r}): is nats-server running with -js?"
+            f"JetStream does not answer at {targets.nats_url} ({error!r}): is nats-server running with -js?"
         ) from None
     except (nats.errors.TimeoutError, asyncio.TimeoutError) as error:
-        raise Failed(f"NATS at {args.nats_url} did not answer in time ({error!r})") from None
+        raise Failed(f"NATS at {targets.nats_url} did not answer in time ({error!r})") from None
     except (nats.errors.Error, nats.js.errors.Error) as error:
-        raise Failed(f"NATS at {args.nats_url} answered with an error: {error}") from None
+        raise Failed(f"NATS at {targets.nats_url} answered with an error: {error}") from None
     finally:
         await nc.close()
+
+
+def _command(args: argparse.Namespace):
+    if args.group == "deadletters":
+        return _deadletters
+    return {
+        ("status", None): _status,
+        ("backfills", "list"): _backfills_list,
+        ("backfills", "resume"): _backfills_resume,
+        ("migrations", "status"): _migrations_status,
+    }[(args.group, getattr(args, "action", None))]
+
+
+def _targets(args: argparse.Namespace) -> Targets:
+    try:
+        return resolve(
+            nats_url=args.nats_url,
+            suite_file=args.suite_file,
+            addresses={service: getattr(args, f"{service}_address", None) for service in SERVICES},
+            databases={service: getattr(args, f"{service}_database", None) for service in DATABASE_ENV},
+            token=getattr(args, "token", None),
+        )
+    except TargetError as error:
+        raise UsageError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on a usage error
     try:
-        if args.action in ("replay", "purge"):
+        if args.group == "deadletters" and args.action in ("replay", "purge"):
             _check_selection(args)
-        return asyncio.run(_run(args))
+        targets = _targets(args)
+        args.nats_url = targets.nats_url
+        return asyncio.run(_command(args)(targets, args))
     except UsageError as error:
         print(getattr(args, "usage", parser.format_usage()), end="", file=sys.stderr)
         _error(str(error))
