@@ -26,6 +26,7 @@ from listboss_common.auth import TokenVerifier, current_principal
 from listboss_common.errors import ServiceError
 from listboss_common.metrics import GRPC_HANDLED, GRPC_HANDLING, split_method
 from listboss_common.readiness import Readiness
+from listboss_common.tracing import grpc_server_interceptors
 
 log = structlog.get_logger("listboss.grpc")
 
@@ -172,7 +173,9 @@ class GrpcServer:
 
     async def start(self) -> int:
         server = grpc.aio.server(
-            interceptors=[RequestInterceptor(self._verifier)],
+            # OpenTelemetry's first (when tracing is on): its span is current in ours, so the
+            # request's log line carries the trace id.
+            interceptors=[*grpc_server_interceptors(), RequestInterceptor(self._verifier)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

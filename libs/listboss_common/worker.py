@@ -17,6 +17,10 @@ each. Then:
   original subject) with the error, its producer, its event id and the original
   subject and sequence in headers. A message that does not decode is dead-lettered
   whole.
+- **Traces** (when ``LISTBOSS_TRACES_EXPORTER`` turns them on): each chunk is handled
+  in a consumer span linked to the ``traceparent`` of every message its items came
+  from (:func:`listboss_common.tracing.processing`); what the handler publishes
+  carries that span's context.
 - **Acks follow the commit**: a message is acked once every one of its items is
   handled or dead-lettered. The consumer's ``ack_wait`` is short and the worker
   signals progress while it works, so the messages of a worker that dies are
@@ -41,6 +45,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
 
+from listboss_common import tracing
 from listboss_common.bus import DEADLETTER, PackedItems, PoisonMessage, StreamSpec, ensure_streams
 from listboss_common.faults import dependency_of, is_transient
 from listboss_common.metrics import (
@@ -212,6 +217,9 @@ class PullWorker:
         owners: list[int] = []
         last_item: dict[int, int] = {}
         started = time.perf_counter()
+        # The trace context each message carries; only looked at while tracing is on.
+        traced = tracing.enabled()
+        upstream = [tracing.message_context(m.headers) for m in messages] if traced else ()
         for index, message in enumerate(messages):
             with contextlib.suppress(Exception):  # a message that is not from JetStream has none
                 if message.metadata.num_delivered > 1:
@@ -234,7 +242,19 @@ class PullWorker:
         size = -(-len(items) // chunks) if chunks else 0
         for start in range(0, len(items), size or 1):
             end = min(start + size, len(items))
-            await self._settle(items[start:end], messages, owners[start:end])
+            if traced:
+                # Owners ascend: the chunk's messages are those from its first item's to its last's.
+                chunk_upstream = [upstream[i] for i in range(owners[start], owners[end - 1] + 1) if i in last_item]
+                with tracing.processing(f"process {self._spec.durable}", chunk_upstream, {
+                    "messaging.system": "nats",
+                    "messaging.destination.name": self._spec.stream.name,
+                    "messaging.consumer.group.name": self._spec.durable,
+                    "messaging.batch.message_count": len(chunk_upstream),
+                    "listboss.items": end - start,
+                }):
+                    await self._settle(items[start:end], messages, owners[start:end])
+            else:
+                await self._settle(items[start:end], messages, owners[start:end])
             done = [messages[i] for i, last in last_item.items() if start <= last < end]
             await self._ack(done, unacked)
         if items:
@@ -327,6 +347,7 @@ class PullWorker:
             "Listboss-Event-Ids": event_ids,
             "Listboss-Dead-Letter-Time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
+        tracing.inject(headers)  # the chunk span's context, when tracing is on
         subject = f"listboss.deadletter.{self._spec.stream.name}.{self._spec.durable}"
         while True:
             try:

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 
 from listboss.events.v1 import event_pb2
-from listboss_common import bus
+from listboss_common import bus, tracing
 from listboss_common.errors import ServiceError, unavailable
 
 PUBLISH_TIMEOUT = 5.0
@@ -45,13 +45,12 @@ class EventPublisher:
     ) -> bool:
         if self._nc is not None and not self._nc.is_connected:
             raise _bus_unavailable("not connected to NATS")
+        subject = bus.events_subject(producer)
+        headers = {"Nats-Msg-Id": msg_id}
         try:
-            ack = await self._js.publish(
-                bus.events_subject(producer),
-                payload,
-                timeout=timeout or self.timeout,
-                headers={"Nats-Msg-Id": msg_id},
-            )
+            # A producer span per packed message (tracing on): its traceparent rides in the headers.
+            with tracing.publishing(subject, headers):
+                ack = await self._js.publish(subject, payload, timeout=timeout or self.timeout, headers=headers)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError,
                 nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                 nats.errors.OutboundBufferLimitError) as error:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common import bus
+from listboss_common import bus, tracing
 from listboss_segmentation import domain, handlers
 from listboss_segmentation.messages import change_from, event_type_name
 from listboss_segmentation.rules import RuleCache
@@ -48,12 +48,15 @@ async def publish_changes(
 ) -> None:
     """Publishes a producer's changes packed in ContactChangeBatch messages and waits
     until JetStream has stored every one. The message ids derive from the events, so
-    a retry of the same changes is dropped as a duplicate."""
+    a retry of the same changes is dropped as a duplicate. With tracing on, each message
+    carries the ``traceparent`` of the current span (the worker's chunk span)."""
     publishes = []
     for group in bus.pack(changes, lambda c: c.ByteSize()):
         payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
         msg_id = bus.content_id(*id_prefix, *(c.event.id for c in group))
-        publishes.append(js.publish(bus.changes_subject(producer), payload, headers={"Nats-Msg-Id": msg_id}))
+        headers = {"Nats-Msg-Id": msg_id}
+        tracing.inject(headers)
+        publishes.append(js.publish(bus.changes_subject(producer), payload, headers=headers))
     await asyncio.gather(*publishes)
 
 
