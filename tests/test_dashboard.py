@@ -42,18 +42,77 @@ PROMETHEUS_SERIES = {"up": "gauge"}
 TARGET_LABELS = {"job", "instance"}
 
 AGGREGATIONS = {
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
 }
 FUNCTIONS = {
-    "abs", "absent", "absent_over_time", "ceil", "changes", "clamp", "clamp_max", "clamp_min",
-    "day_of_month", "day_of_week", "day_of_year", "days_in_month", "delta", "deriv", "exp", "floor",
-    "histogram_avg", "histogram_count", "histogram_fraction", "histogram_quantile", "histogram_sum",
-    "hour", "idelta", "increase", "irate", "label_join", "label_replace", "ln", "log2", "log10",
-    "minute", "month", "predict_linear", "rate", "resets", "round", "scalar", "sgn", "sort",
-    "sort_desc", "sqrt", "time", "timestamp", "vector", "year", "avg_over_time", "min_over_time",
-    "max_over_time", "sum_over_time", "count_over_time", "quantile_over_time", "stddev_over_time",
-    "stdvar_over_time", "last_over_time", "present_over_time",
+    "abs",
+    "absent",
+    "absent_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_avg",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_sum",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "ln",
+    "log2",
+    "log10",
+    "minute",
+    "month",
+    "predict_linear",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "last_over_time",
+    "present_over_time",
 }
 # Functions that only make sense over a counter (or a histogram's _bucket/_sum/_count).
 COUNTER_FUNCTIONS = {"rate", "irate", "increase", "resets"}
@@ -204,7 +263,7 @@ def _import_all(package_name: str) -> None:
 def _label_names(family_name: str) -> frozenset[str]:
     # The collector's declared label names: a labelled metric with no child yet has no samples
     # to read them from. prometheus_client keeps them in _labelnames.
-    for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001
+    for collector in list(REGISTRY._collector_to_names):
         if getattr(collector, "_name", None) == family_name:
             return frozenset(getattr(collector, "_labelnames", ()))
     return frozenset()
@@ -353,8 +412,22 @@ def compose(tmp_path_factory):
 
     def run(*args: str, file: Path = COMPOSE_FILE, project_dir: Path = ROOT) -> dict:
         result = subprocess.run(
-            [str(binary), "--project-directory", str(project_dir), "-f", str(file), *args, "config", "--format", "json"],
-            env=env, cwd=project_dir, capture_output=True, text=True, timeout=120,
+            [
+                str(binary),
+                "--project-directory",
+                str(project_dir),
+                "-f",
+                str(file),
+                *args,
+                "config",
+                "--format",
+                "json",
+            ],
+            env=env,
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
@@ -422,7 +495,11 @@ def test_grafana_reads_the_prometheus_of_the_profile(services, read_yaml):
 
 def test_grafana_loads_the_dashboard_from_where_compose_mounts_it(services, read_yaml):
     [provider] = read_yaml(GRAFANA_PROVISIONING / "dashboards" / "listboss.yml")["providers"]
-    mounts = {volume["target"]: Path(volume["source"]) for volume in services["grafana"]["volumes"] if volume["type"] == "bind"}
+    mounts = {
+        volume["target"]: Path(volume["source"])
+        for volume in services["grafana"]["volumes"]
+        if volume["type"] == "bind"
+    }
     assert mounts[provider["options"]["path"]] == DASHBOARD.parent
     assert mounts["/etc/grafana/provisioning"] == GRAFANA_PROVISIONING
     home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]

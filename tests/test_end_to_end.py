@@ -99,7 +99,9 @@ def test_example_webhooks_become_contacts_with_standard_tags(suite, ingested):
     assert len(ingested) == 15
     stub = contacts_stub(suite)
 
-    contacts = stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=auth(suite)).contacts
+    contacts = stub.ListContacts(
+        contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=auth(suite)
+    ).contacts
     assert {c.email: {(t.product.split("/")[-1], t.key) for t in c.tags} for c in contacts} == EXPECTED_TAGS
     assert all(c.source == contacts_pb.CONTACT_SOURCE_AUTO for c in contacts)
     buyer = next(c for c in contacts if c.email == BUYER)
@@ -117,7 +119,11 @@ def test_history_tells_what_each_event_did(suite, ingested):
     assert approved.email == BUYER and approved.type == 3
     assert list(approved.added_tags) == ["purchase-approved"]
     assert set(approved.removed_tags) == {
-        "cart-abandoned", "billet-printed", "purchase-canceled", "purchase-expired", "purchase-delayed"
+        "cart-abandoned",
+        "billet-printed",
+        "purchase-canceled",
+        "purchase-expired",
+        "purchase-delayed",
     }
     assert list(approved.fired_segmentations) == ["producers/demo/products/0/segmentations/auto-purchase-approved"]
     cart = all_history(stub, suite, "123456")
@@ -175,7 +181,9 @@ def test_one_producer_cannot_see_anothers_contacts(suite, ingested):
         with pytest.raises(grpc.RpcError) as error:
             call(())
         assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    own = stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/intruder"), metadata=auth(suite, "intruder"))
+    own = stub.ListContacts(
+        contacts_pb.ListContactsRequest(parent="producers/intruder"), metadata=auth(suite, "intruder")
+    )
     assert list(own.contacts) == []
 
 
@@ -187,7 +195,9 @@ def test_products_and_their_automatic_segmentations(suite, ingested):
             segmentation_pb.ListProductsRequest(parent="producers/demo"), metadata=auth(suite)
         ).products
         assert {p.name for p in products} == {
-            "producers/demo/products/0", "producers/demo/products/123456", "producers/demo/products/788921"
+            "producers/demo/products/0",
+            "producers/demo/products/123456",
+            "producers/demo/products/788921",
         }
         registered = stub.RegisterProduct(
             segmentation_pb.RegisterProductRequest(
@@ -221,16 +231,23 @@ def test_grpcurl_lists_every_service_through_reflection(suite):
 def test_grpcurl_calls_a_method_with_no_proto_files(suite, ingested):
     token = issue_token(suite.secret, "demo")
     result = grpcurl(
-        "-plaintext", "-H", f"authorization: Bearer {token}",
-        "-d", json.dumps({"parent": "producers/demo", "filter": 'tag = "cart-abandoned"'}),
-        suite.contacts_address, "listboss.contacts.v1.ContactsService/ListContacts",
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        json.dumps({"parent": "producers/demo", "filter": 'tag = "cart-abandoned"'}),
+        suite.contacts_address,
+        "listboss.contacts.v1.ContactsService/ListContacts",
     )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert [c["email"] for c in body["contacts"]] == ["teste@hotmart.com.br"]
     denied = grpcurl(
-        "-plaintext", "-d", json.dumps({"parent": "producers/demo"}),
-        suite.contacts_address, "listboss.contacts.v1.ContactsService/ListContacts",
+        "-plaintext",
+        "-d",
+        json.dumps({"parent": "producers/demo"}),
+        suite.contacts_address,
+        "listboss.contacts.v1.ContactsService/ListContacts",
     )
     assert denied.returncode != 0 and "Unauthenticated" in denied.stderr
 
@@ -240,7 +257,9 @@ def test_a_node_client_generated_from_the_protos(suite, ingested):
     token = issue_token(suite.secret, "demo")
     run = subprocess.run(
         ["node", str(script), suite.contacts_address, token, "producers/demo", 'tag = "module-completed"'],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     body = json.loads(run.stdout)
@@ -248,7 +267,9 @@ def test_a_node_client_generated_from_the_protos(suite, ingested):
     assert body["contacts"][0]["source"] == "CONTACT_SOURCE_AUTO"
     denied = subprocess.run(
         ["node", str(script), suite.contacts_address, issue_token(suite.secret, "intruder"), "producers/demo"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert denied.returncode == 1 and json.loads(denied.stderr)["code"] == "PERMISSION_DENIED"
 
@@ -257,7 +278,9 @@ def read_tag_changes(stub, suite, cursor="", limit=None, seconds=3.0):
     """The demo producer's tag changes after ``cursor``: up to ``limit`` of them, or all
     that arrive within ``seconds``."""
     call = stub.WatchTagChanges(
-        contacts_pb.WatchTagChangesRequest(parent="producers/demo", cursor=cursor), metadata=auth(suite), timeout=seconds
+        contacts_pb.WatchTagChangesRequest(parent="producers/demo", cursor=cursor),
+        metadata=auth(suite),
+        timeout=seconds,
     )
     got = []
     try:
@@ -275,7 +298,9 @@ def test_tag_changes_stream_follows_the_tags_and_resumes_after_a_disconnect(suit
     stub = contacts_stub(suite)
     names = {
         c.name: c.email
-        for c in stub.ListContacts(contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=auth(suite)).contacts
+        for c in stub.ListContacts(
+            contacts_pb.ListContactsRequest(parent="producers/demo"), metadata=auth(suite)
+        ).contacts
     }
 
     def replayed(items):
@@ -288,7 +313,9 @@ def test_tag_changes_stream_follows_the_tags_and_resumes_after_a_disconnect(suit
             (target.add if change.action == contacts_pb.TagChange.ACTION_ADDED else target.discard)(tag)
         return state
 
-    everything = wait_for(lambda: (items := read_tag_changes(stub, suite)) and replayed(items) == EXPECTED_TAGS and items)
+    everything = wait_for(
+        lambda: (items := read_tag_changes(stub, suite)) and replayed(items) == EXPECTED_TAGS and items
+    )
     assert everything, "the tag changes never matched the contacts' tags"
     ids = [int(item.change.id) for item in everything]
     assert ids == sorted(set(ids))
@@ -302,8 +329,13 @@ def test_tag_changes_stream_follows_the_tags_and_resumes_after_a_disconnect(suit
 def grpcurl_json(suite, token: str, method: str, body: dict) -> list[dict]:
     """Calls ``method`` on the contacts service with grpcurl; returns every response message."""
     result = grpcurl(
-        "-plaintext", "-H", f"authorization: Bearer {token}", "-d", json.dumps(body),
-        suite.contacts_address, f"listboss.contacts.v1.ContactsService/{method}",
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        json.dumps(body),
+        suite.contacts_address,
+        f"listboss.contacts.v1.ContactsService/{method}",
     )
     assert result.returncode == 0, result.stderr
     return [json.loads(part) for part in result.stdout.replace("}\n{", "}\x00{").split("\x00") if part.strip()]
@@ -311,7 +343,9 @@ def grpcurl_json(suite, token: str, method: str, body: dict) -> list[dict]:
 
 def test_count_and_export_through_grpcurl(suite, ingested):
     token = issue_token(suite.secret, "demo")
-    [count] = grpcurl_json(suite, token, "CountContacts", {"parent": "producers/demo", "filter": 'tag = "purchase-chargeback"'})
+    [count] = grpcurl_json(
+        suite, token, "CountContacts", {"parent": "producers/demo", "filter": 'tag = "purchase-chargeback"'}
+    )
     assert count == {"count": "1"}
     [everyone] = grpcurl_json(suite, token, "CountContacts", {"parent": "producers/demo"})
     chunks = grpcurl_json(suite, token, "ExportContacts", {"parent": "producers/demo", "order_by": "email"})
@@ -336,8 +370,15 @@ def test_erasure_through_grpcurl_and_a_fresh_start(suite, ingested):
         name = found[0]["name"]
 
         assert grpcurl_json(suite, token, "DeleteContact", {"name": name}) == [{}]
-        gone = grpcurl("-plaintext", "-H", f"authorization: Bearer {token}", "-d", json.dumps({"name": name}),
-                       suite.contacts_address, "listboss.contacts.v1.ContactsService/GetContact")
+        gone = grpcurl(
+            "-plaintext",
+            "-H",
+            f"authorization: Bearer {token}",
+            "-d",
+            json.dumps({"name": name}),
+            suite.contacts_address,
+            "listboss.contacts.v1.ContactsService/GetContact",
+        )
         assert gone.returncode != 0 and "NotFound" in gone.stderr
         history = all_history(contacts_stub(suite), suite, "0")
         assert not any(entry.email == "forget.me@example.com" for entry in history)

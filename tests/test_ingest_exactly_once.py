@@ -19,14 +19,14 @@ from sqlalchemy.pool import StaticPool
 
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
-from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_common.db import create_engine
+from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 from listboss_contacts.consumer import ChangeApplier
 from listboss_ingest.http_api import HOTTOK_HEADER, WebhookReceiver
-from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.publisher import EventPublisher, event_message_id, pack_events
+from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.webhook_tokens import WebhookTokens
 from listboss_segmentation import storage
 from listboss_segmentation.consumer import EventProcessor, change_for
@@ -167,7 +167,8 @@ async def test_a_redelivery_after_the_duplicate_window_changes_nothing_downstrea
     # the platform redelivers one event alone, and a relay replays both in a new batch.
     subject = bus.events_subject(first.producer)
     ack = await ingest_js.publish(
-        subject, pack_events([first.SerializeToString()]),
+        subject,
+        pack_events([first.SerializeToString()]),
         headers={"Nats-Msg-Id": event_message_id(first) + "#after-the-window"},
     )
     assert not ack.duplicate
@@ -180,9 +181,9 @@ async def test_a_redelivery_after_the_duplicate_window_changes_nothing_downstrea
     after = pipeline.state()
     assert [row.event_id for row in after["history"]] == sorted([first.id, second.id, marker.id])
     for key in ("history", "links"):
-        assert [row for row in after[key] if row not in before[key]] == [
-            row for row in applied_once([marker])[key]
-        ], key
+        assert [row for row in after[key] if row not in before[key]] == [row for row in applied_once([marker])[key]], (
+            key
+        )
     assert after == applied_once([first, second, marker])
 
 

@@ -118,9 +118,7 @@ def test_ingest_counts_events_rpcs_and_webhooks(metrics_suite, fed):
     assert value(samples, "listboss_ingest_events_accepted_total", source="GRPC") == fed - 1
     assert value(samples, "listboss_ingest_events_duplicate_total") == 0
     assert value(samples, "listboss_ingest_events_rejected_total") == 0
-    assert value(
-        samples, "grpc_server_handled_total", grpc_method="BatchIngestEvents", grpc_code="OK"
-    ) >= 1
+    assert value(samples, "grpc_server_handled_total", grpc_method="BatchIngestEvents", grpc_code="OK") >= 1
     assert value(samples, "grpc_server_handling_seconds_count", grpc_method="BatchIngestEvents") >= 1
     route = "/webhooks/hotmart/{producer}"
     assert value(samples, "listboss_http_requests_total", route=route, method="POST", status="200") == 1
@@ -131,9 +129,11 @@ def test_ingest_counts_events_rpcs_and_webhooks(metrics_suite, fed):
 
 def test_segmentation_counts_its_consumer_and_rules(metrics_suite, fed):
     samples = wait_for(
-        lambda: (s := scrape(metrics_suite.metrics_url("segmentation")))
-        and value(s, "listboss_consumer_items_handled_total", consumer="segmentation") >= fed
-        and s
+        lambda: (
+            (s := scrape(metrics_suite.metrics_url("segmentation")))
+            and value(s, "listboss_consumer_items_handled_total", consumer="segmentation") >= fed
+            and s
+        )
     )
     assert samples, "segmentation's consumer never counted the events"
     assert value(samples, "listboss_consumer_messages_handled_total", consumer="segmentation") >= 2

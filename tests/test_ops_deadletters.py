@@ -60,8 +60,14 @@ def make_event(event_id: str, producer: str, email: str, product: str = "42") ->
     return event
 
 
-def headers_for(stream: str, consumer: str, subject: str, producer: str, event_ids: list[str],
-                error: str = "IntegrityError('refused')") -> dict[str, str]:
+def headers_for(
+    stream: str,
+    consumer: str,
+    subject: str,
+    producer: str,
+    event_ids: list[str],
+    error: str = "IntegrityError('refused')",
+) -> dict[str, str]:
     """The headers the bus worker writes (libs/listboss_common/worker.py)."""
     return {
         "Listboss-Original-Subject": subject,
@@ -82,16 +88,18 @@ async def dead_letter_change(js, event: event_pb2.Event) -> int:
     ack = await js.publish(
         DEADLETTER_SUBJECT.format(stream=bus.CHANGES.name, consumer="contacts"),
         body.SerializeToString(),
-        headers=headers_for(bus.CHANGES.name, "contacts", bus.changes_subject(event.producer), event.producer,
-                            [event.id]),
+        headers=headers_for(
+            bus.CHANGES.name, "contacts", bus.changes_subject(event.producer), event.producer, [event.id]
+        ),
     )
     return ack.seq
 
 
 async def dead_letter_event(js, event: event_pb2.Event, **header_overrides: str) -> int:
     """A dead-lettered event (one-item EventBatch); returns its sequence."""
-    headers = headers_for(bus.EVENTS.name, "segmentation", bus.events_subject(event.producer), event.producer,
-                          [event.id])
+    headers = headers_for(
+        bus.EVENTS.name, "segmentation", bus.events_subject(event.producer), event.producer, [event.id]
+    )
     headers.update(header_overrides)
     ack = await js.publish(
         DEADLETTER_SUBJECT.format(stream=bus.EVENTS.name, consumer="segmentation"),
@@ -180,19 +188,31 @@ async def test_list_and_show(nats_server, js):
     # Written before the headers named the producer and the events (the whole packed
     # message, a few headers): the producer and the ids come from the body.
     many = [make_event(f"evt-old-{i}", "dave", f"p{i}@example.com") for i in range(5)]
-    old = (await js.publish(
-        DEADLETTER_SUBJECT.format(stream=bus.EVENTS.name, consumer="segmentation"),
-        event_pb2.EventBatch(events=many).SerializeToString(),
-        headers={"Listboss-Original-Subject": "listboss.events.dave", "Listboss-Stream-Sequence": "3",
-                 "Listboss-Deliveries": "8", "Listboss-Error": "RuntimeError('boom')"},
-    )).seq
+    old = (
+        await js.publish(
+            DEADLETTER_SUBJECT.format(stream=bus.EVENTS.name, consumer="segmentation"),
+            event_pb2.EventBatch(events=many).SerializeToString(),
+            headers={
+                "Listboss-Original-Subject": "listboss.events.dave",
+                "Listboss-Stream-Sequence": "3",
+                "Listboss-Deliveries": "8",
+                "Listboss-Error": "RuntimeError('boom')",
+            },
+        )
+    ).seq
     # A message that never decoded: its original bytes.
-    garbage = (await js.publish(
-        DEADLETTER_SUBJECT.format(stream=bus.CHANGES.name, consumer="contacts"),
-        b"\xff\xff not protobuf",
-        headers={"Listboss-Original-Subject": "listboss.changes.erin", "Listboss-Producer": "erin",
-                 "Listboss-Event-Ids": "", "Listboss-Error": "PoisonMessage('not a ContactChangeBatch')"},
-    )).seq
+    garbage = (
+        await js.publish(
+            DEADLETTER_SUBJECT.format(stream=bus.CHANGES.name, consumer="contacts"),
+            b"\xff\xff not protobuf",
+            headers={
+                "Listboss-Original-Subject": "listboss.changes.erin",
+                "Listboss-Producer": "erin",
+                "Listboss-Event-Ids": "",
+                "Listboss-Error": "PoisonMessage('not a ContactChangeBatch')",
+            },
+        )
+    ).seq
 
     listed = await ops(nats_server.url, "deadletters", "list")
     assert listed.code == 0, listed
@@ -222,8 +242,11 @@ async def test_list_and_show(nats_server, js):
         "event_ids": ["evt-bob"],
         "error": "IntegrityError('refused')",
         "replayed_from": None,
-        "size": len(contact_change_pb2.ContactChangeBatch(
-            changes=[contact_change_pb2.ContactChange(event=bob)]).SerializeToString()),
+        "size": len(
+            contact_change_pb2.ContactChangeBatch(
+                changes=[contact_change_pb2.ContactChange(event=bob)]
+            ).SerializeToString()
+        ),
     }
     assert 0 <= as_json[0]["age_seconds"] < 60 and as_json[0]["dead_letter_time"].endswith("Z")
     assert len(as_json[1]["error"]) == len("ValueError('')") + 900  # JSON keeps the whole error
@@ -241,8 +264,12 @@ async def test_list_and_show(nats_server, js):
     shown = await ops(nats_server.url, "deadletters", "show", str(first))
     assert shown.code == 0, shown
     assert f"dead letter {first} on listboss.deadletter.LISTBOSS_CHANGES.contacts" in shown.out
-    for line in ("Listboss-Original-Subject: listboss.changes.alice", "Listboss-Event-Ids: evt-bob",
-                 "Listboss-Error: IntegrityError('refused')", "body: ContactChangeBatch"):
+    for line in (
+        "Listboss-Original-Subject: listboss.changes.alice",
+        "Listboss-Event-Ids: evt-bob",
+        "Listboss-Error: IntegrityError('refused')",
+        "body: ContactChangeBatch",
+    ):
         assert line in shown.out
     body = json.loads(shown.out[shown.out.index("\n{") :])
     assert body["changes"][0]["event"]["person"]["email"] == "bob@example.com"
@@ -255,16 +282,20 @@ async def test_list_and_show(nats_server, js):
     undecodable = await ops(nats_server.url, "deadletters", "show", str(garbage))
     assert undecodable.code == 0
     assert "do not decode (not a ContactChangeBatch" in undecodable.out and "not protobuf" in undecodable.out
-    assert json.loads((await ops(nats_server.url, "deadletters", "show", str(garbage), "--json")).out)[
-        "body_hex"] == b"\xff\xff not protobuf".hex()
+    assert (
+        json.loads((await ops(nats_server.url, "deadletters", "show", str(garbage), "--json")).out)["body_hex"]
+        == b"\xff\xff not protobuf".hex()
+    )
 
 
 # --- purge, replay ---------------------------------------------------------------------------------
 
 
 async def test_purge(nats_server, js):
-    seqs = [await dead_letter_change(js, make_event(f"evt-{i}", "alice" if i < 3 else "bob", f"p{i}@example.com"))
-            for i in range(5)]
+    seqs = [
+        await dead_letter_change(js, make_event(f"evt-{i}", "alice" if i < 3 else "bob", f"p{i}@example.com"))
+        for i in range(5)
+    ]
     purged = await ops(nats_server.url, "deadletters", "purge", str(seqs[0]), str(seqs[1]))
     assert purged.code == 0, purged
     assert purged.lines == [f"purged {seqs[0]}", f"purged {seqs[1]}", "2 purged, 0 failed"]
@@ -286,15 +317,19 @@ async def test_replay(nats_server, js):
     carol = make_event("evt-carol", "carol", "carol@example.com")
     change_seq = await dead_letter_change(js, bob)
     event_seq = await dead_letter_event(js, carol)
-    garbage = (await js.publish(
-        DEADLETTER_SUBJECT.format(stream=bus.EVENTS.name, consumer="segmentation"), b"\xff\xff",
-        headers={"Listboss-Original-Subject": "listboss.events.erin", "Listboss-Error": "PoisonMessage('x')"},
-    )).seq
+    garbage = (
+        await js.publish(
+            DEADLETTER_SUBJECT.format(stream=bus.EVENTS.name, consumer="segmentation"),
+            b"\xff\xff",
+            headers={"Listboss-Original-Subject": "listboss.events.erin", "Listboss-Error": "PoisonMessage('x')"},
+        )
+    ).seq
 
     replayed = await ops(nats_server.url, "deadletters", "replay", str(change_seq))
     assert replayed.code == 0, replayed
     assert replayed.lines[0].startswith(
-        f"replayed {change_seq} -> listboss.changes.alice (LISTBOSS_CHANGES sequence 1)")
+        f"replayed {change_seq} -> listboss.changes.alice (LISTBOSS_CHANGES sequence 1)"
+    )
     stored = await js.get_msg(bus.CHANGES.name, 1)
     assert stored.subject == "listboss.changes.alice"
     assert stored.headers["Nats-Msg-Id"] == f"deadletter-replay/{change_seq}"
@@ -316,8 +351,7 @@ async def test_a_second_replay_inside_the_duplicate_window_is_stored_once(nats_s
     seq = await dead_letter_change(js, make_event("evt-bob", "alice", "bob@example.com"))
     letter = await deadletters.get(js, seq)
     # A first replay published, then died before deleting the dead letter.
-    await js.publish(letter.original_subject, letter.data,
-                     headers={"Nats-Msg-Id": deadletters.replay_message_id(seq)})
+    await js.publish(letter.original_subject, letter.data, headers={"Nats-Msg-Id": deadletters.replay_message_id(seq)})
     replayed = await ops(nats_server.url, "deadletters", "replay", str(seq))
     assert replayed.code == 0, replayed
     assert "already held it from an earlier replay: stored once" in replayed.out
@@ -378,15 +412,23 @@ def allow_history(engine: sa.Engine) -> None:
 
 def history_of(engine: sa.Engine) -> list[tuple[str, str]]:
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.exec_driver_sql(
-            "SELECT event_id, email FROM history ORDER BY event_id, id").all()]
+        return [
+            tuple(row)
+            for row in connection.exec_driver_sql("SELECT event_id, email FROM history ORDER BY event_id, id").all()
+        ]
 
 
 def tags_of(engine: sa.Engine, email: str) -> list[str]:
     with engine.connect() as connection:
-        return list(connection.execute(sa.text(
-            "SELECT t.key FROM contact_tags ct JOIN contacts c ON c.id = ct.contact_id JOIN tags t ON t.id = ct.tag_id"
-            " WHERE c.email = :email AND ct.present ORDER BY t.key"), {"email": email}).scalars())
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT t.key FROM contact_tags ct JOIN contacts c ON c.id = ct.contact_id JOIN tags t ON t.id = ct.tag_id"
+                    " WHERE c.email = :email AND ct.present ORDER BY t.key"
+                ),
+                {"email": email},
+            ).scalars()
+        )
 
 
 async def until(condition, what: str, attempts: int = 300, interval: float = 0.1):
@@ -420,10 +462,16 @@ async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(migrated_engi
     refuse_history_of(contacts_engine, REFUSED)
 
     workers = [
-        PullWorker(js, WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS),
-                   EventProcessor(js, segmentation_engine).handle),
-        PullWorker(js, WorkerSpec(stream=bus.CHANGES, durable="contacts", items=bus.CHANGE_ITEMS),
-                   ChangeApplier(contacts_engine).handle),
+        PullWorker(
+            js,
+            WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS),
+            EventProcessor(js, segmentation_engine).handle,
+        ),
+        PullWorker(
+            js,
+            WorkerSpec(stream=bus.CHANGES, durable="contacts", items=bus.CHANGE_ITEMS),
+            ChangeApplier(contacts_engine).handle,
+        ),
     ]
     stop = asyncio.Event()
     for worker in workers:
@@ -463,7 +511,9 @@ async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(migrated_engi
         await js.publish(bus.changes_subject("acme"), body.SerializeToString(), headers={"Nats-Msg-Id": "again"})
         await until(lambda: settled(js, "contacts", bus.CHANGES.name), "contacts settled after the repeat")
         assert history_of(contacts_engine) == [
-            ("evt-alice", "alice@example.com"), ("evt-bob", REFUSED), ("evt-carol", "carol@example.com"),
+            ("evt-alice", "alice@example.com"),
+            ("evt-bob", REFUSED),
+            ("evt-carol", "carol@example.com"),
         ]
         assert tags_of(contacts_engine, REFUSED) == ["purchase-approved"]
         assert await stored_sequences(js) == []

@@ -54,9 +54,17 @@ def ops(*args: str, timeout: float = 60.0) -> Run:
 
 
 def status(suite, *extra: str) -> Run:
-    return ops("status", "--suite-file", str(suite.suite_file), "--json",
-               "--contacts-database", suite.database_url("contacts"),
-               "--segmentation-database", suite.database_url("segmentation"), *extra)
+    return ops(
+        "status",
+        "--suite-file",
+        str(suite.suite_file),
+        "--json",
+        "--contacts-database",
+        suite.database_url("contacts"),
+        "--segmentation-database",
+        suite.database_url("segmentation"),
+        *extra,
+    )
 
 
 def wait_for(condition, what: str, timeout: float = 30.0, interval: float = 0.2):
@@ -71,7 +79,9 @@ def wait_for(condition, what: str, timeout: float = 30.0, interval: float = 0.2)
 
 def billet_event(event_id: str, email: str) -> event_pb2.Event:
     event = event_pb2.Event(
-        id=event_id, producer="demo", type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
+        id=event_id,
+        producer="demo",
+        type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
         product=event_pb2.Product(id="42", name="Course"),
         person=event_pb2.Person(email=email, name=email.split("@")[0].title()),
         purchase=event_pb2.Purchase(payment_type="BILLET"),
@@ -87,8 +97,11 @@ async def publish_events(suite, prefix: str, count: int) -> None:
         js = nc.jetstream()
         for i in range(count):
             event = billet_event(f"{prefix}-{i}", f"{prefix}{i}@example.com")
-            await js.publish(bus.events_subject("demo"), event_pb2.EventBatch(events=[event]).SerializeToString(),
-                             headers={"Nats-Msg-Id": f"demo/{event.id}"})
+            await js.publish(
+                bus.events_subject("demo"),
+                event_pb2.EventBatch(events=[event]).SerializeToString(),
+                headers={"Nats-Msg-Id": f"demo/{event.id}"},
+            )
     finally:
         await nc.close()
 
@@ -107,8 +120,9 @@ async def consumer_figures(suite) -> dict:
 
 
 def figures_of(report: dict) -> dict:
-    return {(c["stream"], c["consumer"]): (c["pending"], c["ack_pending"], c["redelivered"])
-            for c in report["consumers"]}
+    return {
+        (c["stream"], c["consumer"]): (c["pending"], c["ack_pending"], c["redelivered"]) for c in report["consumers"]
+    }
 
 
 def settled(suite) -> dict | None:
@@ -126,7 +140,10 @@ def test_status_of_a_healthy_suite_and_of_a_dead_contacts(suite):
     report = wait_for(lambda: settled(suite), "the suite settled")
     assert report["ok"] is True and report["problems"] == []
     assert {name: s["health"] for name, s in report["services"].items()} == {
-        "ingest": "SERVING", "segmentation": "SERVING", "contacts": "SERVING"}
+        "ingest": "SERVING",
+        "segmentation": "SERVING",
+        "contacts": "SERVING",
+    }
     assert report["services"]["contacts"]["address"] == suite.contacts_address
     assert set(figures_of(report)) == {("LISTBOSS_EVENTS", "segmentation"), ("LISTBOSS_CHANGES", "contacts")}
     assert report["dead_letters"] == {"total": 0, "by_consumer": []}
@@ -169,8 +186,10 @@ def test_dead_letters_are_counted_per_consumer(suite):
         nc = await bus.connect(suite.nats_url, name="test-ops-status")
         try:
             await nc.jetstream().publish(
-                "listboss.deadletter.LISTBOSS_CHANGES.contacts", b"\xff",
-                headers={"Listboss-Original-Subject": "listboss.changes.demo", "Listboss-Error": "Poison('x')"})
+                "listboss.deadletter.LISTBOSS_CHANGES.contacts",
+                b"\xff",
+                headers={"Listboss-Original-Subject": "listboss.changes.demo", "Listboss-Error": "Poison('x')"},
+            )
         finally:
             await nc.close()
 
@@ -179,7 +198,9 @@ def test_dead_letters_are_counted_per_consumer(suite):
     assert run.code == 1, run
     report = run.json()
     assert report["dead_letters"] == {
-        "total": 1, "by_consumer": [{"stream": "LISTBOSS_CHANGES", "consumer": "contacts", "count": 1}]}
+        "total": 1,
+        "by_consumer": [{"stream": "LISTBOSS_CHANGES", "consumer": "contacts", "count": 1}],
+    }
     assert "1 dead letter(s): listboss-ops deadletters list" in report["problems"]
 
     purged = ops("deadletters", "purge", "--all", "--suite-file", str(suite.suite_file))
@@ -201,10 +222,10 @@ def set_backfill(suite, name: str, *, state: str, age_seconds: float) -> None:
     engine = sa.create_engine(suite.database_url("segmentation"), connect_args={"timeout": 30})
     try:
         with engine.begin() as connection:
-            connection.execute(sa.text("UPDATE backfills SET state = :state, update_time = :time "
-                                       "WHERE backfill_id = :id"),
-                               {"state": state, "time": int((time.time() - age_seconds) * 1_000_000),
-                                "id": backfill_id})
+            connection.execute(
+                sa.text("UPDATE backfills SET state = :state, update_time = :time WHERE backfill_id = :id"),
+                {"state": state, "time": int((time.time() - age_seconds) * 1_000_000), "id": backfill_id},
+            )
     finally:
         engine.dispose()
 
@@ -222,15 +243,24 @@ def test_backfills_list_and_resume_a_stuck_one(suite):
     demo = [("authorization", f"Bearer {suite.demo_token}")]
     with channel:
         # The product exists: segmentation recorded it from the events.
-        stub.CreateSegmentation(pb.CreateSegmentationRequest(
-            parent=PRODUCT, segmentation_id="billet-buyers",
-            segmentation=pb.Segmentation(
-                display_name="Billet buyers", provider=pb.PROVIDER_SEND,
-                event_type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
-                condition=pb.Condition(clause=pb.Clause(field="payment_type", operator=pb.OPERATOR_EQUALS,
-                                                        value=pb.Value(string_value="BILLET"))),
-                action=pb.TagAction(add_tags=["billet-buyers"])),
-        ), metadata=demo)
+        stub.CreateSegmentation(
+            pb.CreateSegmentationRequest(
+                parent=PRODUCT,
+                segmentation_id="billet-buyers",
+                segmentation=pb.Segmentation(
+                    display_name="Billet buyers",
+                    provider=pb.PROVIDER_SEND,
+                    event_type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
+                    condition=pb.Condition(
+                        clause=pb.Clause(
+                            field="payment_type", operator=pb.OPERATOR_EQUALS, value=pb.Value(string_value="BILLET")
+                        )
+                    ),
+                    action=pb.TagAction(add_tags=["billet-buyers"]),
+                ),
+            ),
+            metadata=demo,
+        )
         started = stub.BackfillSegmentation(pb.BackfillSegmentationRequest(name=SEGMENTATION), metadata=demo)
 
     [listed] = backfills(suite)
@@ -261,8 +291,16 @@ def test_backfills_list_and_resume_a_stuck_one(suite):
     assert len(backfills(suite)) == 1
 
     set_backfill(suite, started.name, state="RUNNING", age_seconds=3600)
-    resumed = ops("backfills", "resume", "--stuck", "--json", "--suite-file", str(suite.suite_file),
-                  "--segmentation-database", suite.database_url("segmentation"))
+    resumed = ops(
+        "backfills",
+        "resume",
+        "--stuck",
+        "--json",
+        "--suite-file",
+        str(suite.suite_file),
+        "--segmentation-database",
+        suite.database_url("segmentation"),
+    )
     assert resumed.code == 0, resumed
     [outcome] = resumed.json_lines()
     assert outcome["name"] == started.name and outcome["resumed"] is True
@@ -284,8 +322,15 @@ def test_backfills_list_and_resume_a_stuck_one(suite):
 
 
 def test_migrations_status(suite, tmp_path):
-    run = ops("migrations", "status", "--json", "--segmentation-database", suite.database_url("segmentation"),
-              "--contacts-database", suite.database_url("contacts"))
+    run = ops(
+        "migrations",
+        "status",
+        "--json",
+        "--segmentation-database",
+        suite.database_url("segmentation"),
+        "--contacts-database",
+        suite.database_url("contacts"),
+    )
     assert run.code == 0, run
     report = run.json()
     assert report["ok"] is True

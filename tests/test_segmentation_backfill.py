@@ -15,13 +15,13 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common import bus
-from listboss_testing import bearer, binding, eventually
 from listboss_contacts import schema
 from listboss_contacts.apply import TagIds, apply_changes
 from listboss_segmentation import storage
 from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.consumer import EventProcessor, decode_events
 from listboss_segmentation.grpc_api import SegmentationServicer
+from listboss_testing import bearer, binding, eventually
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SegmentationService"]
 ALICE = bearer("alice")
@@ -71,16 +71,25 @@ class ContactsSide:
 
     def state(self):
         with self.engine.connect() as connection:
-            links = connection.execute(sa.text(
-                "SELECT c.email, t.key, ct.present, ct.stamp_event, ct.segmentation FROM contact_tags ct "
-                "JOIN contacts c ON c.id = ct.contact_id JOIN tags t ON t.id = ct.tag_id ORDER BY 1, 2")).all()
+            links = connection.execute(
+                sa.text(
+                    "SELECT c.email, t.key, ct.present, ct.stamp_event, ct.segmentation FROM contact_tags ct "
+                    "JOIN contacts c ON c.id = ct.contact_id JOIN tags t ON t.id = ct.tag_id ORDER BY 1, 2"
+                )
+            ).all()
             counts = connection.execute(sa.text("SELECT key, contact_count FROM tags ORDER BY key")).all()
-            history = connection.execute(sa.text(
-                "SELECT event_id, added_tags, fired_segmentations FROM history ORDER BY event_id")).all()
-            people = connection.execute(sa.text(
-                "SELECT email, display_name, attributes FROM contacts ORDER BY email")).all()
-        return [tuple(r) for r in links], [tuple(r) for r in counts], [tuple(r) for r in history], \
-            [tuple(r) for r in people]
+            history = connection.execute(
+                sa.text("SELECT event_id, added_tags, fired_segmentations FROM history ORDER BY event_id")
+            ).all()
+            people = connection.execute(
+                sa.text("SELECT email, display_name, attributes FROM contacts ORDER BY email")
+            ).all()
+        return (
+            [tuple(r) for r in links],
+            [tuple(r) for r in counts],
+            [tuple(r) for r in history],
+            [tuple(r) for r in people],
+        )
 
 
 async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(engines, nats_server, grpc_server):
@@ -102,8 +111,11 @@ async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(e
             event("e5", "edu@example.com", "BILLET"),
         ]
         for item in past:
-            await js.publish(bus.events_subject("alice"), event_pb2.EventBatch(events=[item]).SerializeToString(),
-                             headers={"Nats-Msg-Id": f"alice/{item.id}"})
+            await js.publish(
+                bus.events_subject("alice"),
+                event_pb2.EventBatch(events=[item]).SerializeToString(),
+                headers={"Nats-Msg-Id": f"alice/{item.id}"},
+            )
         processor = EventProcessor(js, segmentation_engine)
         subscription = await js.pull_subscribe("listboss.events.>", durable="segmentation", stream=bus.EVENTS.name)
         await processor.handle(decode_events(await subscription.fetch(5, timeout=5)))
@@ -111,20 +123,28 @@ async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(e
         before = contacts.state()
         assert not any(key == "billet-buyers" for _, key, *_ in before[0])
 
-        created = await stub.CreateSegmentation(pb.CreateSegmentationRequest(
-            parent=PARENT, segmentation_id="billet-buyers",
-            segmentation=pb.Segmentation(
-                display_name="Billet buyers", provider=pb.PROVIDER_SEND,
-                event_type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
-                condition=pb.Condition(clause=pb.Clause(field="payment_type", operator=pb.OPERATOR_EQUALS,
-                                                        value=pb.Value(string_value="BILLET"))),
-                contact_data=[pb.CONTACT_DATA_DOCUMENT],
-                action=pb.TagAction(add_tags=["billet-buyers"])),
-        ), metadata=ALICE)
+        created = await stub.CreateSegmentation(
+            pb.CreateSegmentationRequest(
+                parent=PARENT,
+                segmentation_id="billet-buyers",
+                segmentation=pb.Segmentation(
+                    display_name="Billet buyers",
+                    provider=pb.PROVIDER_SEND,
+                    event_type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
+                    condition=pb.Condition(
+                        clause=pb.Clause(
+                            field="payment_type", operator=pb.OPERATOR_EQUALS, value=pb.Value(string_value="BILLET")
+                        )
+                    ),
+                    contact_data=[pb.CONTACT_DATA_DOCUMENT],
+                    action=pb.TagAction(add_tags=["billet-buyers"]),
+                ),
+            ),
+            metadata=ALICE,
+        )
 
         async def backfill():
-            started = await stub.BackfillSegmentation(pb.BackfillSegmentationRequest(name=created.name),
-                                                      metadata=ALICE)
+            started = await stub.BackfillSegmentation(pb.BackfillSegmentationRequest(name=created.name), metadata=ALICE)
             assert started.name.startswith(created.name + "/backfills/")
             assert started.state == pb.BACKFILL_STATE_RUNNING
 

@@ -36,7 +36,13 @@ def traced_suite(tmp_path_factory):
     output_path = folder / "output.log"
     with output_path.open("w") as output:
         suite = Suite(
-            folder, nats_port=0, ingest_port=0, segmentation_port=0, contacts_port=0, http_port=0, output=output,
+            folder,
+            nats_port=0,
+            ingest_port=0,
+            segmentation_port=0,
+            contacts_port=0,
+            http_port=0,
+            output=output,
             # Spans exported within a fraction of a second rather than every 5 s.
             extra_env={"LISTBOSS_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"},
         )
@@ -102,7 +108,9 @@ def test_one_webhooks_trace_id_is_in_every_services_log_lines(traced_suite):
         eventually_sync(recorded, timeout=30, interval=0.2, message=f"contacts did not record {event_id} in 30s")
 
     # Ingest: the request's line names the event and carries the request span's trace id.
-    requests = [e for e in json_lines(output_path, "ingest") if e.get("event") == "http" and e.get("event_id") == event_id]
+    requests = [
+        e for e in json_lines(output_path, "ingest") if e.get("event") == "http" and e.get("event_id") == event_id
+    ]
     assert len(requests) == 1, requests
     trace_id = requests[0].get("trace_id")
     assert trace_id and len(trace_id) == 32 and requests[0].get("span_id"), requests[0]
@@ -111,15 +119,27 @@ def test_one_webhooks_trace_id_is_in_every_services_log_lines(traced_suite):
     def handled_in(service: str, event: str) -> list[dict]:
         return [e for e in json_lines(output_path, service) if e.get("event") == event and traced_by(e, trace_id)]
 
-    eventually_sync(lambda: handled_in("segmentation", "events segmented"), timeout=10, interval=0.2,
-                    message=f"no segmentation line carries trace {trace_id}")
-    eventually_sync(lambda: handled_in("contacts", "changes applied"), timeout=10, interval=0.2,
-                    message=f"no contacts line carries trace {trace_id}")
+    eventually_sync(
+        lambda: handled_in("segmentation", "events segmented"),
+        timeout=10,
+        interval=0.2,
+        message=f"no segmentation line carries trace {trace_id}",
+    )
+    eventually_sync(
+        lambda: handled_in("contacts", "changes applied"),
+        timeout=10,
+        interval=0.2,
+        message=f"no contacts line carries trace {trace_id}",
+    )
 
     # The console exporters printed spans of that trace (or linked to it) in all three services.
     for service in ("ingest", "segmentation", "contacts"):
-        eventually_sync(lambda: trace_id in span_trace_ids(json_lines(output_path, service)), timeout=10,
-                        interval=0.2, message=f"{service} exported no span of trace {trace_id}")
+        eventually_sync(
+            lambda: trace_id in span_trace_ids(json_lines(output_path, service)),
+            timeout=10,
+            interval=0.2,
+            message=f"{service} exported no span of trace {trace_id}",
+        )
 
 
 def test_lines_outside_a_span_carry_no_trace_id(traced_suite):

@@ -39,9 +39,9 @@ from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2 as ingest_pb
 from listboss_common import bus
 from listboss_common.errors import InvalidArgument
-from listboss_testing import POSTGRES_ADMIN_URL
 from listboss_ingest.normalize import normalize_event
 from listboss_ingest.sources.hotmart import event_from_webhook
+from listboss_testing import POSTGRES_ADMIN_URL
 from listboss_tools.suite import DEMO_PRODUCER, Suite, postgres_url
 
 pytestmark = pytest.mark.e2e
@@ -70,8 +70,15 @@ def string_paths(descriptor: Descriptor = event_pb2.Event.DESCRIPTOR, prefix: st
 STRING_PATHS = sorted(string_paths())
 # What segmentation and contacts store today (contact data is the e-mail and the name): drawn
 # half the time, so most examples reach the databases.
-STORED_PATHS = ["id", "person.email", "person.first_name", "person.last_name", "person.name", "product.id",
-                "product.name"]
+STORED_PATHS = [
+    "id",
+    "person.email",
+    "person.first_name",
+    "person.last_name",
+    "person.name",
+    "product.id",
+    "product.name",
+]
 # Plausible values: the base event is valid, so each example's few arbitrary strings decide.
 BASE_STRINGS = {path: "Ok" for path in STRING_PATHS} | {"producer": DEMO_PRODUCER, "person.country_code": "BR"}
 
@@ -155,8 +162,26 @@ def _delimited(payload: bytes) -> bytes:
 
 any_character = st.characters(codec=None, exclude_categories=())  # surrogates and controls included
 nasty_character = st.sampled_from(
-    ["\x00", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\udbff", "\udc00", "\udfff",
-     "\ufffd", "\ufffe", "\u2028", "\u200b", "\u00a0", "\U0001f600"]
+    [
+        "\x00",
+        "\t",
+        "\n",
+        "\r",
+        "\x1b",
+        "\x7f",
+        "\x85",
+        "\x9f",
+        "\ud800",
+        "\udbff",
+        "\udc00",
+        "\udfff",
+        "\ufffd",
+        "\ufffe",
+        "\u2028",
+        "\u200b",
+        "\u00a0",
+        "\U0001f600",
+    ]
 )
 characters = any_character | nasty_character
 
@@ -170,8 +195,9 @@ strings = st.one_of(
     text(),
     st.sampled_from(["A\x00B", "\x00", "Ana\x00 Silva", "ana\x00@example.com"]),  # what PostgreSQL refuses
     # A plausible value with arbitrary characters inside: only those characters decide.
-    st.tuples(text(1, 3), st.sampled_from(["Ana", "ana@example.com", "p1", "BR"]))
-    .map(lambda parts: parts[1][:2] + parts[0] + parts[1][2:]),
+    st.tuples(text(1, 3), st.sampled_from(["Ana", "ana@example.com", "p1", "BR"])).map(
+        lambda parts: parts[1][:2] + parts[0] + parts[1][2:]
+    ),
     # Around the length limits (ids and codes 128, e-mail 254, names and text 500).
     st.tuples(
         st.sampled_from([127, 128, 129, 253, 254, 255, 499, 500, 501, 700]), st.sampled_from(["x", "é", "\U0001f600"])
@@ -255,8 +281,14 @@ def post_webhook(suite: Suite, body: bytes) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def send_and_classify(suite: Suite, channel: grpc.Channel, batch: list[dict], webhook: dict | None,
-                      applied: dict[tuple[str, str], str], tally: Counter[str]) -> None:
+def send_and_classify(
+    suite: Suite,
+    channel: grpc.Channel,
+    batch: list[dict],
+    webhook: dict | None,
+    applied: dict[tuple[str, str], str],
+    tally: Counter[str],
+) -> None:
     """Sends one example; every answer must be a rejection or an acceptance, never anything else.
 
     Accepted events are added to ``applied`` ((product, event id) -> what was sent, for reports).
@@ -360,8 +392,9 @@ def check_every_event_is_rejected_or_applied(suite: Suite) -> None:
     tally: Counter[str] = Counter()
     with grpc.insecure_channel(suite.ingest_address) as channel:
 
-        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                          HealthCheck.data_too_large])
+        @settings(
+            max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+        )
         @given(batch=st.lists(events(), min_size=1, max_size=10), webhook=st.none() | webhooks())
         def send(batch, webhook):
             send_and_classify(suite, channel, batch, webhook, applied, tally)
@@ -405,8 +438,15 @@ def postgres_suite(tmp_path):
             raise
         pytest.skip(f"PostgreSQL is not reachable ({error.orig}); set LISTBOSS_REQUIRE_POSTGRES=1 to fail instead")
     suite = _OwnDatabases(
-        tmp_path / "suite", nats_port=0, ingest_port=0, segmentation_port=0, contacts_port=0, http_port=0,
-        database=POSTGRES_ADMIN_URL, output=None, suffix=f"test_{uuid.uuid4().hex[:12]}",
+        tmp_path / "suite",
+        nats_port=0,
+        ingest_port=0,
+        segmentation_port=0,
+        contacts_port=0,
+        http_port=0,
+        database=POSTGRES_ADMIN_URL,
+        output=None,
+        suffix=f"test_{uuid.uuid4().hex[:12]}",
     )
     try:
         suite.start()

@@ -147,8 +147,9 @@ class Watcher:
         self.error: str | None = None
         self.finished_at: float | None = None
 
-    async def read(self, cursor: str = "", *, until: int | None = None, pause_every: int = 0,
-                   pause: float = 0.0) -> None:
+    async def read(
+        self, cursor: str = "", *, until: int | None = None, pause_every: int = 0, pause: float = 0.0
+    ) -> None:
         until = self.want if until is None else until
         timeout = self.deadline - time.monotonic()
         if timeout <= 0:
@@ -245,7 +246,9 @@ async def test_two_hundred_watchers_each_get_every_change_in_order(logged_suite,
     stop_sampling = asyncio.Event()
     sampling = asyncio.create_task(peak_rss(contacts_pid, stop_sampling))
 
-    channels = [grpc.aio.insecure_channel(suite.contacts_address, options=GRPC_CHANNEL_OPTIONS) for _ in range(CHANNELS)]
+    channels = [
+        grpc.aio.insecure_channel(suite.contacts_address, options=GRPC_CHANNEL_OPTIONS) for _ in range(CHANNELS)
+    ]
     slow_channel = grpc.aio.insecure_channel(suite.contacts_address, options=SLOW_CHANNEL_OPTIONS)
     stubs = [contacts_grpc.ContactsServiceStub(channel) for channel in channels]
     slow_stub = contacts_grpc.ContactsServiceStub(slow_channel)
@@ -259,11 +262,13 @@ async def test_two_hundred_watchers_each_get_every_change_in_order(logged_suite,
             watcher = Watcher(slow_stub if slow else stubs[index % CHANNELS], suite, len(expected), deadline)
             watchers.append(watcher)
             if index == 0:  # disconnects part-way, then resumes from its last cursor
+
                 async def resume(w=watcher):
                     await w.read(until=RESUME_AFTER)
                     assert len(w.ids) == RESUME_AFTER, (len(w.ids), w.error)
                     w.error = None
                     await w.read(w.cursor)
+
                 runs.append(resume())
             elif slow:
                 runs.append(watcher.read(pause_every=25, pause=0.05))
@@ -278,8 +283,11 @@ async def test_two_hundred_watchers_each_get_every_change_in_order(logged_suite,
     contacts_cpu, own_cpu = cpu_seconds(contacts_pid) - cpu_before, time.process_time() - own_cpu_before
     elapsed = max((w.finished_at or deadline) for w in watchers) - started
     received = sorted(len(w.ids) for w in watchers)
-    fast_done = [w.finished_at - started for i, w in enumerate(watchers)
-                 if w.finished_at and i > 0 and i % SLOW_EVERY != SLOW_EVERY - 1]
+    fast_done = [
+        w.finished_at - started
+        for i, w in enumerate(watchers)
+        if w.finished_at and i > 0 and i % SLOW_EVERY != SLOW_EVERY - 1
+    ]
     print(
         f"\n{WATCHERS} watchers x {len(expected)} changes: received min {received[0]}, max {received[-1]}, "
         f"complete {sum(1 for w in watchers if w.finished_at)}; all delivered in {elapsed:.1f} s "
@@ -289,7 +297,9 @@ async def test_two_hundred_watchers_each_get_every_change_in_order(logged_suite,
     )
 
     incomplete = {i: (len(w.ids), w.error) for i, w in enumerate(watchers) if w.ids != expected}
-    assert not incomplete, f"{len(incomplete)} watchers did not get every change in order: {dict(list(incomplete.items())[:5])}"
+    assert not incomplete, (
+        f"{len(incomplete)} watchers did not get every change in order: {dict(list(incomplete.items())[:5])}"
+    )
     # Every watcher's NATS consumer went with its call.
     assert await watch_consumers_left(suite) == 0
     assert_no_slow_consumer(output_path)
@@ -315,8 +325,9 @@ async def test_a_client_that_stops_reading_holds_back_its_own_stream_only(logged
             assert held.delivered.consumer_seq < len(expected) and held.num_pending > 0, held
 
             # Meanwhile another client reads everything at full speed.
-            other = Watcher(contacts_grpc.ContactsServiceStub(channel), suite, len(expected),
-                            time.monotonic() + WATCH_TIMEOUT)
+            other = Watcher(
+                contacts_grpc.ContactsServiceStub(channel), suite, len(expected), time.monotonic() + WATCH_TIMEOUT
+            )
             await other.read()
             assert other.ids == expected, (len(other.ids), other.error)
             [still_held] = [c for c in await watch_consumers(suite) if c.name == held.name]

@@ -75,8 +75,12 @@ def test_example_webhooks_over_http_reach_the_contacts_history(suite):
                 found.extend(event.name.rsplit("/", 1)[-1] for event in reply.events)
             return found
 
-        eventually_sync(lambda: sorted(recorded()) == sorted(ids), timeout=30, interval=0.2,
-                        message=f"contacts did not record every one of {sorted(ids)} within 30s")
+        eventually_sync(
+            lambda: sorted(recorded()) == sorted(ids),
+            timeout=30,
+            interval=0.2,
+            message=f"contacts did not record every one of {sorted(ids)} within 30s",
+        )
 
 
 def test_http_health_follows_grpc_health(suite):
@@ -111,8 +115,11 @@ def test_ingest_does_not_serve_when_its_http_port_is_taken(nats_server):
         busy.listen()
         http_port = busy.getsockname()[1]
         process = subprocess.run(
-            _ingest_command(), env=_ingest_env(grpc_port, http_port, nats_server.url),
-            capture_output=True, text=True, timeout=60,
+            _ingest_command(),
+            env=_ingest_env(grpc_port, http_port, nats_server.url),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert process.returncode != 0
     assert "could not bind the webhook receiver" in process.stderr
@@ -121,8 +128,11 @@ def test_ingest_does_not_serve_when_its_http_port_is_taken(nats_server):
 def test_sigterm_stops_http_and_grpc_then_exits_cleanly(nats_server):
     grpc_port, http_port = free_port(), free_port()
     process = subprocess.Popen(
-        _ingest_command(), env=_ingest_env(grpc_port, http_port, nats_server.url),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        _ingest_command(),
+        env=_ingest_env(grpc_port, http_port, nats_server.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

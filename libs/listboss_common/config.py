@@ -46,7 +46,7 @@ class ServiceConfig:
     metrics_address: str = ""
 
     @classmethod
-    def from_env(cls, default_grpc_address: str, default_metrics_address: str = "") -> "ServiceConfig":
+    def from_env(cls, default_grpc_address: str, default_metrics_address: str = "") -> ServiceConfig:
         return cls(
             grpc_address=env("LISTBOSS_GRPC_ADDRESS", default_grpc_address),
             nats_url=env("LISTBOSS_NATS_URL", DEFAULT_NATS_URL),

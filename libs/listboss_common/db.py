@@ -20,7 +20,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 T = TypeVar("T")
 
 
@@ -42,9 +42,7 @@ def create_engine(url: str) -> Engine:
         return engine
     # A connection attempt gives up after 5 s, so an unreachable server is an error the
     # workers wait out (see worker.py) rather than a call that hangs.
-    return sa.create_engine(
-        url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args={"connect_timeout": 5}
-    )
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
 def is_postgres(bind: Engine | Connection) -> bool:
@@ -67,7 +65,7 @@ def hold_migration_lock(connection: Connection, namespace: str) -> None:
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def to_micros(moment: dt.datetime) -> int:

@@ -25,7 +25,7 @@ class FieldViolation:
     field: str
     description: str
 
-    def prefixed(self, prefix: str) -> "FieldViolation":
+    def prefixed(self, prefix: str) -> FieldViolation:
         """The same violation for a field nested under ``prefix``."""
         return FieldViolation(f"{prefix}.{self.field}" if self.field else prefix, self.description)
 
@@ -42,9 +42,7 @@ class ServiceError(Exception):
         super().__init__(self.message)
 
     def to_status(self) -> status_pb2.Status:
-        details = [
-            error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=dict(self.metadata))
-        ]
+        details = [error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=dict(self.metadata))]
         if self.violations:
             details.append(
                 error_details_pb2.BadRequest(
@@ -105,4 +103,3 @@ def failed_precondition(message: str, reason: str, **metadata: str) -> ServiceEr
 
 def unavailable(message: str, reason: str = "UNAVAILABLE") -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message, reason)
-

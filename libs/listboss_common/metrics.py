@@ -89,8 +89,7 @@ CONSUMER_OUTAGE_WAITS = Counter(
 )
 CONSUMER_PENDING = Gauge(
     "listboss_consumer_pending_messages",
-    "Messages on the stream not yet delivered to the consumer (JetStream num_pending; "
-    "refreshed every few seconds).",
+    "Messages on the stream not yet delivered to the consumer (JetStream num_pending; refreshed every few seconds).",
     ["consumer"],
 )
 CONSUMER_ACK_PENDING = Gauge(

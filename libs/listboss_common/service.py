@@ -80,8 +80,13 @@ async def run_service(
     port = await server.start()
     stop = shutdown_event()
     consuming = [asyncio.create_task(worker.run(stop)) for worker in workers]
-    log.info("service started", grpc_port=port, services=[b.name for b in bindings],
-             companions=[c.name for c in started], metrics_port=metrics.port if metrics else None)
+    log.info(
+        "service started",
+        grpc_port=port,
+        services=[b.name for b in bindings],
+        companions=[c.name for c in started],
+        metrics_port=metrics.port if metrics else None,
+    )
 
     await stop.wait()
     log.info("shutting down")

@@ -160,10 +160,14 @@ def processing(name: str, upstream: Sequence[trace.SpanContext | None], attribut
 def _consumer_span(name: str, upstream: Sequence[trace.SpanContext | None], attributes: Mapping) -> Iterator[None]:
     distinct = list({(c.trace_id, c.span_id): c for c in upstream if c is not None}.values())
     links = [trace.Link(c) for c in distinct]
-    parent = trace.set_span_in_context(trace.NonRecordingSpan(distinct[0])) if len(distinct) == 1 else otel_context.Context()
+    parent = (
+        trace.set_span_in_context(trace.NonRecordingSpan(distinct[0])) if len(distinct) == 1 else otel_context.Context()
+    )
     linked = sorted({trace.format_trace_id(c.trace_id) for c in distinct})
-    with _tracer.start_as_current_span(
-        name, context=parent, kind=trace.SpanKind.CONSUMER, links=links, attributes=dict(attributes)
+    with (
+        _tracer.start_as_current_span(
+            name, context=parent, kind=trace.SpanKind.CONSUMER, links=links, attributes=dict(attributes)
+        ),
+        structlog.contextvars.bound_contextvars(linked_trace_ids=linked),
     ):
-        with structlog.contextvars.bound_contextvars(linked_trace_ids=linked):
-            yield
+        yield

@@ -245,13 +245,17 @@ class PullWorker:
             if traced:
                 # Owners ascend: the chunk's messages are those from its first item's to its last's.
                 chunk_upstream = [upstream[i] for i in range(owners[start], owners[end - 1] + 1) if i in last_item]
-                with tracing.processing(f"process {self._spec.durable}", chunk_upstream, {
-                    "messaging.system": "nats",
-                    "messaging.destination.name": self._spec.stream.name,
-                    "messaging.consumer.group.name": self._spec.durable,
-                    "messaging.batch.message_count": len(chunk_upstream),
-                    "listboss.items": end - start,
-                }):
+                with tracing.processing(
+                    f"process {self._spec.durable}",
+                    chunk_upstream,
+                    {
+                        "messaging.system": "nats",
+                        "messaging.destination.name": self._spec.stream.name,
+                        "messaging.consumer.group.name": self._spec.durable,
+                        "messaging.batch.message_count": len(chunk_upstream),
+                        "listboss.items": end - start,
+                    },
+                ):
                     await self._settle(items[start:end], messages, owners[start:end])
             else:
                 await self._settle(items[start:end], messages, owners[start:end])
@@ -281,7 +285,9 @@ class PullWorker:
                 if len(items) > 1:
                     # Split until the failing items stand alone; the others go through.
                     half = len(items) // 2
-                    log.warning("chunk failed; splitting", durable=self._spec.durable, size=len(items), error=repr(error))
+                    log.warning(
+                        "chunk failed; splitting", durable=self._spec.durable, size=len(items), error=repr(error)
+                    )
                     await self._settle(items[:half], messages, owners[:half])
                     await self._settle(items[half:], messages, owners[half:])
                     return

@@ -16,7 +16,9 @@ from listboss_common.readiness import Readiness
 from listboss_testing.tokens import AUTH_SECRET
 
 
-def binding(service: ServiceDescriptor, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> ServiceBinding:
+def binding(
+    service: ServiceDescriptor, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any
+) -> ServiceBinding:
     """``servicer`` bound as ``service`` (e.g. ``pb.DESCRIPTOR.services_by_name["ContactsService"]``)."""
     return ServiceBinding(service.full_name, lambda server: add_to_server(servicer, server))
 

@@ -15,7 +15,9 @@ async def event_messages(js) -> list[tuple[str, str | None, list[event_pb2.Event
         return found
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         message = await js.get_msg(stream, seq=seq)
-        found.append((message.subject, (message.headers or {}).get("Nats-Msg-Id"), bus.EVENT_ITEMS.decode(message.data)))
+        found.append(
+            (message.subject, (message.headers or {}).get("Nats-Msg-Id"), bus.EVENT_ITEMS.decode(message.data))
+        )
     return found
 
 

@@ -3,10 +3,10 @@ real drivers and a real nats-server, not constructed ones."""
 
 from __future__ import annotations
 
+import nats
 import pytest
 import sqlalchemy as sa
 
-import nats
 from listboss_common import bus
 from listboss_common.db import create_engine
 from listboss_common.faults import dependency_of, is_transient
@@ -18,7 +18,7 @@ def error_of(engine: sa.Engine, *statements: str) -> BaseException:
         with engine.begin() as connection:
             for statement in statements:
                 connection.exec_driver_sql(statement)
-    except Exception as error:  # noqa: BLE001 - the error is what is tested
+    except Exception as error:
         return error
     raise AssertionError(f"{statements} did not fail")
 
@@ -39,7 +39,9 @@ def test_postgresql_errors_of_the_work_and_of_the_infrastructure(postgres_url):
         # Belong to the work, whatever class the driver gives them: dead-lettered after retries.
         nul = error_of(engine, "INSERT INTO t VALUES ('A' || chr(0))")  # 54: program limit
         assert isinstance(nul, sa.exc.OperationalError) and not is_transient(nul)
-        huge = error_of(engine, "INSERT INTO t SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 500)")  # 54: index row size
+        huge = error_of(
+            engine, "INSERT INTO t SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 500)"
+        )  # 54: index row size
         assert not is_transient(huge)
         assert not is_transient(error_of(engine, "INSERT INTO t VALUES ('x')"))  # 23: check violation
         raised = error_of(engine, "DO $$ BEGIN RAISE EXCEPTION 'refused'; END $$")  # P0: a trigger's refusal
@@ -74,7 +76,7 @@ async def test_nats_errors(nats_server):
         # No stream listens on the subject: JetStream has no responder.
         try:
             await js.publish("nowhere.at.all", b"x")
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             assert is_transient(error) and dependency_of(error) == "nats"
         else:
             raise AssertionError("a publish with no stream succeeded")

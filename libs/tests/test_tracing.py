@@ -50,7 +50,9 @@ def test_a_published_message_carries_its_producer_spans_traceparent(spans):
 
 def test_a_chunk_from_one_context_continues_its_trace_and_links_to_it(spans):
     upstream = tracing.message_context(published())
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]) as logs:
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
+    ) as logs:
         with tracing.processing("process test", [upstream, upstream]):
             structlog.get_logger().info("handled")
     chunk = spans.get_finished_spans()[-1]
@@ -65,7 +67,9 @@ def test_a_chunk_from_one_context_continues_its_trace_and_links_to_it(spans):
 
 def test_a_chunk_from_several_traces_starts_its_own_and_links_to_each(spans):
     first, second = tracing.message_context(published()), tracing.message_context(published())
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]) as logs:
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
+    ) as logs:
         with tracing.processing("process test", [first, None, second]):
             structlog.get_logger().info("handled")
     chunk = spans.get_finished_spans()[-1]
@@ -73,7 +77,9 @@ def test_a_chunk_from_several_traces_starts_its_own_and_links_to_each(spans):
     assert {link.context.trace_id for link in chunk.links} == {first.trace_id, second.trace_id}
     assert logs[0]["linked_trace_ids"] == sorted(trace.format_trace_id(c.trace_id) for c in (first, second))
     # Outside the span: no trace ids, no links.
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]) as logs:
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
+    ) as logs:
         structlog.get_logger().info("after")
     assert "trace_id" not in logs[0] and "linked_trace_ids" not in logs[0]
 

@@ -13,12 +13,11 @@ import sqlalchemy as sa
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_common.readiness import Readiness
-from listboss_testing import eventually, free_port
 from listboss_common.worker import PullWorker, WorkerSpec
+from listboss_testing import eventually, free_port
 
 STREAM = bus.EVENTS.name
 DEADLETTER = bus.DEADLETTER.name
-
 
 
 def spec(durable: str = "worker", **overrides) -> WorkerSpec:

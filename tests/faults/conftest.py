@@ -14,7 +14,6 @@ from listboss_tools.suite import Suite
 from .harness import FaultRun, summary
 from .postgres import PostgresUnavailable, ThrowawayPostgres
 
-
 FIGURES = pytest.StashKey[Path]()
 
 

@@ -116,13 +116,17 @@ class FaultRun:
         """Marks the fault's start and end (the end is when the part is back); the dict
         yielded takes figures of the fault's own."""
         record: dict = {"fault": description, "start": time.time()}
-        self.say(f"[{self.scenario}] fault: {description} at +{record['start'] - self.started:.1f} s "
-                 f"({self.load.answered} of {self.load.total} events answered)")
+        self.say(
+            f"[{self.scenario}] fault: {description} at +{record['start'] - self.started:.1f} s "
+            f"({self.load.answered} of {self.load.total} events answered)"
+        )
         yield record
         record["end"] = time.time()
         self.faults.append(record)
-        self.say(f"[{self.scenario}] fault over after {record['end'] - record['start']:.1f} s "
-                 f"({self.load.answered} events answered)")
+        self.say(
+            f"[{self.scenario}] fault over after {record['end'] - record['start']:.1f} s "
+            f"({self.load.answered} events answered)"
+        )
 
     def wait_in_flight(self, stream: str, durable: str, timeout: float = 5.0) -> int:
         """Waits (bounded) until the durable consumer holds delivered, unacknowledged messages,
@@ -179,7 +183,7 @@ class FaultRun:
         poison_ids = {event.id for event in self.poison}
         try:
             letters = dead_letters(self.suite.nats_url)
-        except Exception:  # noqa: BLE001 - NATS down: not yet
+        except Exception:
             return False
         return any(poison_ids & (set(letter.event_ids) | set(_header_ids(letter.headers))) for letter in letters)
 
@@ -213,8 +217,9 @@ class FaultRun:
         poison_applied = [event_id for event_id in poison_ids if event_id in history]
         unknown = [event_id for event_id in unknown if event_id not in poison_ids]
         if missing:
-            failures.append(f"(a) {len(missing)} of {len(stored_ids)} stored events are not in the history "
-                            f"(e.g. {missing[:3]})")
+            failures.append(
+                f"(a) {len(missing)} of {len(stored_ids)} stored events are not in the history (e.g. {missing[:3]})"
+            )
         if twice:
             failures.append(f"(a) {len(twice)} events are in the history more than once (e.g. {list(twice)[:3]})")
         if unknown:
@@ -225,22 +230,28 @@ class FaultRun:
         # (b) kept counts equal the links.
         mismatches = self.probe.count_mismatches(self.producer)
         if mismatches:
-            failures.append(f"(b) {len(mismatches)} tags' contact_count differ from their present links "
-                            f"(product, key, count, links: {mismatches[:5]})")
+            failures.append(
+                f"(b) {len(mismatches)} tags' contact_count differ from their present links "
+                f"(product, key, count, links: {mismatches[:5]})"
+            )
 
         # (c) the same tags as without the fault; each person captured once.
         expected = expected_tags(stored)
         actual = self.probe.present_tags(self.producer)
         tags_missing, tags_extra = sorted(expected - actual), sorted(actual - expected)
         if tags_missing or tags_extra:
-            failures.append(f"(c) tags differ from the fault-free result: {len(tags_missing)} missing "
-                            f"(e.g. {tags_missing[:3]}), {len(tags_extra)} extra (e.g. {tags_extra[:3]})")
+            failures.append(
+                f"(c) tags differ from the fault-free result: {len(tags_missing)} missing "
+                f"(e.g. {tags_missing[:3]}), {len(tags_extra)} extra (e.g. {tags_extra[:3]})"
+            )
         emails = self.probe.contact_emails(self.producer)
         expected_emails = {event.person.email for event in stored}
         if set(emails) != expected_emails or any(n > 1 for n in emails.values()):
-            failures.append(f"(c) contacts differ: {len(expected_emails - set(emails))} missing, "
-                            f"{len(set(emails) - expected_emails)} unexpected, "
-                            f"{sum(1 for n in emails.values() if n > 1)} twice")
+            failures.append(
+                f"(c) contacts differ: {len(expected_emails - set(emails))} missing, "
+                f"{len(set(emails) - expected_emails)} unexpected, "
+                f"{sum(1 for n in emails.values() if n > 1)} twice"
+            )
 
         # (d) dead letters: none, or exactly the poison.
         letters = dead_letters(self.suite.nats_url)
@@ -259,8 +270,11 @@ class FaultRun:
             "ingest_refusals": dict(load.refusals),
             "ingest_refused_s": round(load.refused_seconds, 1),
             "faults": [
-                {"at_s": round(f["start"] - self.started, 1), "lasted_s": round(f["end"] - f["start"], 1),
-                 **{k: v for k, v in f.items() if k not in ("start", "end")}}
+                {
+                    "at_s": round(f["start"] - self.started, 1),
+                    "lasted_s": round(f["end"] - f["start"], 1),
+                    **{k: v for k, v in f.items() if k not in ("start", "end")},
+                }
                 for f in self.faults
             ],
             "load_s": round((load.finished_at or time.time()) - self.started, 1),
@@ -295,8 +309,13 @@ class FaultRun:
         - ``end_to_end_events_per_s``: every commit over the whole run.
         """
         times = sorted(committed_at.values())
-        figures: dict = {"end_to_end_events_per_s": None, "backlog_drained_after_fault_s": None,
-                         "drain_events_per_s": None, "caught_up_after_fault_s": None, "caught_up_after_load_s": None}
+        figures: dict = {
+            "end_to_end_events_per_s": None,
+            "backlog_drained_after_fault_s": None,
+            "drain_events_per_s": None,
+            "caught_up_after_fault_s": None,
+            "caught_up_after_load_s": None,
+        }
         if not times:
             return figures
         last = times[-1]
@@ -323,17 +342,24 @@ class FaultRun:
         if not poison_ids:
             if letters:
                 events = sum(len(letter.event_ids) for letter in letters)
-                return [f"(d) {len(letters)} dead letters holding {events} events "
-                        f"(subjects {sorted({letter.subject for letter in letters})}; first error: "
-                        f"{letters[0].headers.get('Listboss-Error', '?')[:200]})"]
+                return [
+                    f"(d) {len(letters)} dead letters holding {events} events "
+                    f"(subjects {sorted({letter.subject for letter in letters})}; first error: "
+                    f"{letters[0].headers.get('Listboss-Error', '?')[:200]})"
+                ]
             return []
         failures = []
-        naming = [letter for letter in letters if poison_ids & set(letter.event_ids)
-                  or poison_ids & set(_header_ids(letter.headers))]
+        naming = [
+            letter
+            for letter in letters
+            if poison_ids & set(letter.event_ids) or poison_ids & set(_header_ids(letter.headers))
+        ]
         if len(letters) != 1 or len(naming) != 1:
             events = sum(len(letter.event_ids) for letter in letters)
-            failures.append(f"(d) expected exactly one dead letter, for the poison; found {len(letters)} holding "
-                            f"{events} events ({len(naming)} of them naming the poison)")
+            failures.append(
+                f"(d) expected exactly one dead letter, for the poison; found {len(letters)} holding "
+                f"{events} events ({len(naming)} of them naming the poison)"
+            )
         for letter in naming[:1]:
             headers = letter.headers
             named = set(_header_ids(headers))

@@ -198,7 +198,7 @@ class LoadGenerator(threading.Thread):
                         return
                     if self._halt.is_set() or not self._send(stub, number, batch):
                         return
-        except Exception as error:  # noqa: BLE001 - reported by the run's checks
+        except Exception as error:
             self.error = f"load generator crashed: {error!r}"
         finally:
             self.finished_at = time.time()

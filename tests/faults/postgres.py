@@ -85,9 +85,7 @@ class ThrowawayPostgres:
         return result
 
     def init(self) -> None:
-        self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
-        )
+        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
 
     def start(self) -> None:
         """Starts the server and returns once it accepts connections."""

@@ -59,8 +59,12 @@ async def activate_custom_segmentations(suite: Suite, per_product: int) -> None:
         stub = seg_grpc.SegmentationServiceStub(channel)
         for product in range(PRODUCTS):
             await stub.RegisterProduct(
-                seg_pb.RegisterProductRequest(parent="producers/bench", product_id=str(product),
-                                              display_name="Benchmark course", kind=event_pb2.PRODUCT_KIND_PRODUCT),
+                seg_pb.RegisterProductRequest(
+                    parent="producers/bench",
+                    product_id=str(product),
+                    display_name="Benchmark course",
+                    kind=event_pb2.PRODUCT_KIND_PRODUCT,
+                ),
                 metadata=internal,
             )
             for index in range(per_product):
@@ -78,7 +82,9 @@ async def activate_custom_segmentations(suite: Suite, per_product: int) -> None:
                     ),
                     metadata=producer,
                 )
-                await stub.ActivateSegmentation(seg_pb.ActivateSegmentationRequest(name=created.name), metadata=producer)
+                await stub.ActivateSegmentation(
+                    seg_pb.ActivateSegmentationRequest(name=created.name), metadata=producer
+                )
 
 
 def make_batch(count: int, people: int, rng: random.Random) -> list[event_pb2.Event]:
@@ -179,8 +185,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="events per BatchIngestEvents call")
     parser.add_argument("--concurrency", type=int, default=4, help="calls in flight")
     parser.add_argument("--people", type=int, default=5_000, help="distinct contacts the events are about")
-    parser.add_argument("--custom-segmentations", type=int, default=0, metavar="N",
-                        help="ACTIVE custom segmentations per product (at most the product limit, 100)")
+    parser.add_argument(
+        "--custom-segmentations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ACTIVE custom segmentations per product (at most the product limit, 100)",
+    )
     args = parser.parse_args()
 
     with bench_suite(args.database, "listboss-bench-") as (suite, engine):
@@ -191,13 +202,17 @@ def main() -> None:
         result = figures(engine)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; {args.events} events, "
-          f"batches of {args.batch}, {args.concurrency} in flight, {args.people} contacts, "
-          f"{args.custom_segmentations} active custom segmentations per product")
+    print(
+        f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; {args.events} events, "
+        f"batches of {args.batch}, {args.concurrency} in flight, {args.people} contacts, "
+        f"{args.custom_segmentations} active custom segmentations per product"
+    )
     print(f"ingest (acknowledged by JetStream): {args.events / ingest_seconds:,.0f} events/s")
     print(f"end to end (sent -> tags committed): {args.events / result['span_s']:,.0f} events/s")
-    print(f"lag ingest -> committed: p50 {result['lag_p50_ms']:,.0f} ms, p99 {result['lag_p99_ms']:,.0f} ms, "
-          f"max {result['lag_max_ms']:,.0f} ms")
+    print(
+        f"lag ingest -> committed: p50 {result['lag_p50_ms']:,.0f} ms, p99 {result['lag_p99_ms']:,.0f} ms, "
+        f"max {result['lag_max_ms']:,.0f} ms"
+    )
 
 
 if __name__ == "__main__":

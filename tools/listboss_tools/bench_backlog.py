@@ -75,21 +75,29 @@ def main() -> None:
             time.sleep(0.25)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; backlog of {args.events:,} events "
-          f"over {args.people:,} contacts")
+    print(
+        f"store: {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; backlog of {args.events:,} events "
+        f"over {args.people:,} contacts"
+    )
     caught_up = next((t for t, history, _, _ in samples if history >= args.events), None)
     first = next((t for t, history, _, _ in samples if history > 0), None)
     if caught_up is None or first is None:
         print(f"not caught up within {args.timeout:.0f} s: {samples[-1][1]:,} events in the history")
         return
-    print(f"restart to first committed events: {first:.1f} s; to the whole backlog: {caught_up:.1f} s "
-          f"({args.events / caught_up:,.0f} events/s)")
+    print(
+        f"restart to first committed events: {first:.1f} s; to the whole backlog: {caught_up:.1f} s "
+        f"({args.events / caught_up:,.0f} events/s)"
+    )
     steps = [b[1] - a[1] for a, b in zip(samples, samples[1:]) if a[0] < caught_up]
-    print(f"history growth per 250 ms sample while catching up: max {max(steps):,} events "
-          f"({max(steps) / args.events:.1%} of the backlog); {sum(1 for s in steps if s > 0)} samples grew")
+    print(
+        f"history growth per 250 ms sample while catching up: max {max(steps):,} events "
+        f"({max(steps) / args.events:.1%} of the backlog); {sum(1 for s in steps if s > 0)} samples grew"
+    )
     print(f"contacts VmRSS: start {samples[0][3]:.0f} MiB, peak {max(s[3] for s in samples):.0f} MiB")
-    print(f"tag-change outbox: peak {max(s[2] for s in samples):,} rows waiting; empty "
-          f"{samples[-1][0] - caught_up:.1f} s after the history caught up")
+    print(
+        f"tag-change outbox: peak {max(s[2] for s in samples):,} rows waiting; empty "
+        f"{samples[-1][0] - caught_up:.1f} s after the history caught up"
+    )
 
 
 if __name__ == "__main__":

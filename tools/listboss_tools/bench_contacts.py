@@ -86,15 +86,37 @@ def generate_rows(contacts: int, links: int, tags: int, seed: int = 7):
     for contact_id in range(1, contacts + 1):
         moment = BASE_TIME + contact_id * 1_000_000
         contact = (
-            contact_id, PRODUCER, f"person{contact_id:07d}@example{contact_id % 100}.com", f"Person {contact_id}",
-            "+55 11 90000-0000", "BR", 1, moment, f"evt-{contact_id}", moment, moment, moment, moment,
+            contact_id,
+            PRODUCER,
+            f"person{contact_id:07d}@example{contact_id % 100}.com",
+            f"Person {contact_id}",
+            "+55 11 90000-0000",
+            "BR",
+            1,
+            moment,
+            f"evt-{contact_id}",
+            moment,
+            moment,
+            moment,
+            moment,
         )
         yield contact, [(tag, rng.random() >= 0.1) for tag in rng.sample(population, links)]
 
 
 CONTACT_COLUMNS = (
-    "id", "producer", "email", "display_name", "phone", "country_code", "source", "data_time", "data_event",
-    "first_event_time", "last_event_time", "create_time", "update_time",
+    "id",
+    "producer",
+    "email",
+    "display_name",
+    "phone",
+    "country_code",
+    "source",
+    "data_time",
+    "data_event",
+    "first_event_time",
+    "last_event_time",
+    "create_time",
+    "update_time",
 )
 LINK_COLUMNS = ("contact_id", "tag_id", "present", "stamp_time", "stamp_event", "segmentation")
 
@@ -112,8 +134,16 @@ def generate(url: str, contacts: int, links: int, tags: int) -> float:
         connection.execute(
             schema.tags.insert(),
             [
-                dict(id=i + 1, producer=PRODUCER, product=PRODUCT, key=tag_key(i), display_name=f"Tag {i}",
-                     automatic=True, contact_count=0, create_time=BASE_TIME)
+                dict(
+                    id=i + 1,
+                    producer=PRODUCER,
+                    product=PRODUCT,
+                    key=tag_key(i),
+                    display_name=f"Tag {i}",
+                    automatic=True,
+                    contact_count=0,
+                    create_time=BASE_TIME,
+                )
                 for i in range(tags)
             ],
         )
@@ -123,12 +153,16 @@ def generate(url: str, contacts: int, links: int, tags: int) -> float:
         _insert_sqlite(engine, contacts, links, tags, counts)
     with engine.begin() as connection:
         connection.execute(
-            schema.tags.update().where(schema.tags.c.id == sa.bindparam("b_id")).values(contact_count=sa.bindparam("n")),
+            schema.tags.update()
+            .where(schema.tags.c.id == sa.bindparam("b_id"))
+            .values(contact_count=sa.bindparam("n")),
             [dict(b_id=i + 1, n=n) for i, n in enumerate(counts)],
         )
         if is_postgres(engine):
             for table in ("contacts", "tags"):
-                connection.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+                connection.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+                )
     # Planner statistics and (PostgreSQL) the visibility map that index-only scans need,
     # as autovacuum or `PRAGMA optimize` keep them on a live store.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -180,9 +214,13 @@ def _insert_sqlite(engine, contacts: int, links: int, tags: int, counts: list[in
     try:
         connection = raw.driver_connection
         connection.execute("PRAGMA synchronous=OFF")
-        contact_sql = f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
+        contact_sql = (
+            f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
+        )
         link_sql = f"INSERT INTO contact_tags ({', '.join(LINK_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
-        product_sql = "INSERT INTO contact_products (contact_id, producer, product, first_event_time) VALUES (?, ?, ?, ?)"
+        product_sql = (
+            "INSERT INTO contact_products (contact_id, producer, product, first_event_time) VALUES (?, ?, ?, ?)"
+        )
         batch_contacts, batch_links, batch_products = [], [], []
 
         def flush() -> None:
@@ -233,7 +271,9 @@ class Service:
             LISTBOSS_LOG_LEVEL="WARNING",
             LISTBOSS_LOG_FORMAT="json",
         )
-        self.contacts = ServiceProcess("contacts", env, address=self.address, echo=lambda line: print(line, file=self.log))
+        self.contacts = ServiceProcess(
+            "contacts", env, address=self.address, echo=lambda line: print(line, file=self.log)
+        )
 
     def start(self) -> None:
         self.nats.start()
@@ -322,10 +362,14 @@ def measure(service: Service, repeat: int, contacts: int) -> dict[str, object]:
     figures: dict[str, object] = {}
 
     first_page = pb.ListContactsRequest(parent=parent, filter=text)
-    figures["first page of tag A AND NOT tag B (50 contacts)"] = timed(lambda: stub.ListContacts(first_page, metadata=metadata), repeat)
+    figures["first page of tag A AND NOT tag B (50 contacts)"] = timed(
+        lambda: stub.ListContacts(first_page, metadata=metadata), repeat
+    )
     token = ""
     for _ in range(200):
-        token = stub.ListContacts(pb.ListContactsRequest(parent=parent, filter=text, page_token=token), metadata=metadata).next_page_token
+        token = stub.ListContacts(
+            pb.ListContactsRequest(parent=parent, filter=text, page_token=token), metadata=metadata
+        ).next_page_token
     deep = pb.ListContactsRequest(parent=parent, filter=text, page_token=token)
     figures["page 201 of the same filter"] = timed(lambda: stub.ListContacts(deep, metadata=metadata), repeat)
     count = pb.CountContactsRequest(parent=parent, filter=f'tag = "{tag_key(2)}"')
@@ -336,7 +380,10 @@ def measure(service: Service, repeat: int, contacts: int) -> dict[str, object]:
     )
     tags = pb.ListTagsRequest(parent=parent, page_size=100)
     figures["ListTags (50 tags with counts)"] = timed(lambda: stub.ListTags(tags, metadata=metadata), repeat)
-    figures["count check"] = (stub.CountContacts(count, metadata=metadata).count, stub.CountContacts(count_general, metadata=metadata).count)
+    figures["count check"] = (
+        stub.CountContacts(count, metadata=metadata).count,
+        stub.CountContacts(count_general, metadata=metadata).count,
+    )
 
     started = time.perf_counter()
     exported = 0
@@ -351,12 +398,16 @@ def measure(service: Service, repeat: int, contacts: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default="sqlite", help="sqlite, or a PostgreSQL URL (its database part is replaced)")
+    parser.add_argument(
+        "--database", default="sqlite", help="sqlite, or a PostgreSQL URL (its database part is replaced)"
+    )
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--links", type=int, default=5, help="tag links per contact")
     parser.add_argument("--tags", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=300, help="calls per latency figure")
-    parser.add_argument("--data-dir", type=Path, default=None, help="where the SQLite file and logs go (default: a temporary folder)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="where the SQLite file and logs go (default: a temporary folder)"
+    )
     parser.add_argument("--reuse", action="store_true", help="keep an existing database of the same size")
     args = parser.parse_args(argv)
 
@@ -364,8 +415,10 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     url = database_url(args.database, work)
     store = "PostgreSQL" if args.database != "sqlite" else "SQLite"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}, store {store}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, store {store}"
+    )
     if args.reuse and existing_size(url) == args.contacts:
         print(f"reusing {args.contacts:,} contacts in {url}")
     else:
@@ -374,8 +427,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             reset_postgres(url)
         seconds = generate(url, args.contacts, args.links, args.tags)
-        print(f"generated {args.contacts:,} contacts and {args.contacts * args.links:,} tag links "
-              f"over {args.tags} tags in {seconds:.1f} s")
+        print(
+            f"generated {args.contacts:,} contacts and {args.contacts * args.links:,} tag links "
+            f"over {args.tags} tags in {seconds:.1f} s"
+        )
     text = f'tag = "{tag_key(0)}" AND NOT tag = "{tag_key(1)}"'
     print(f"plan of the first page of {text}:\n{explain(url, text)}")
 
@@ -394,7 +449,9 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(value, dict) and "p99" in value:
             print(f"{name:<48} p50 {value['p50']:7.2f} ms   p99 {value['p99']:7.2f} ms   max {value['max']:7.2f} ms")
         elif name == "export":
-            print(f"{'export of every contact':<48} {value['contacts']:,} in {value['seconds']:.1f} s = {value['per_second']:,.0f} contacts/s")
+            print(
+                f"{'export of every contact':<48} {value['contacts']:,} in {value['seconds']:.1f} s = {value['per_second']:,.0f} contacts/s"
+            )
         else:
             print(f"{name:<48} {value}")
     print(f"contacts service peak RSS (sampled every 50 ms, {sampler.samples} samples): {sampler.peak:.0f} MiB")

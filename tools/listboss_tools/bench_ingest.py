@@ -66,7 +66,7 @@ class IngestUnderTest:
         # Its log lines are not read: a reader thread would take the GIL from the client.
         self.ingest = ServiceProcess("ingest", env, address=f"127.0.0.1:{self.grpc_port}", capture=False)
 
-    def __enter__(self) -> "IngestUnderTest":
+    def __enter__(self) -> IngestUnderTest:
         try:
             self.nats.start()
             self.ingest.start()
@@ -171,7 +171,9 @@ def batch_requests(events: int, batch: int) -> list[bytes]:
         for _ in range(min(batch, events - start)):
             person = rng.randrange(50_000)
             event = request.events.add(
-                id=uuid.uuid4().hex, producer=PRODUCER, type=rng.choice(types),
+                id=uuid.uuid4().hex,
+                producer=PRODUCER,
+                type=rng.choice(types),
                 product=event_pb2.Product(id=str(rng.randrange(5)), name="Benchmark course"),
                 person=event_pb2.Person(email=f"Person{person}@Example.com ", name=f"Person {person}"),
             )
@@ -231,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="webhook: requests to send")
     parser.add_argument("--events", type=int, default=500_000, help="batch-ingest: events to send")
     parser.add_argument("--batch", type=int, default=10_000, help="batch-ingest: events per call (max 10000)")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="requests in flight (default: webhook 64, batch-ingest 3)")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="requests in flight (default: webhook 64, batch-ingest 3)"
+    )
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop sending after this long")
     args = parser.parse_args(argv)
 
@@ -248,17 +251,25 @@ def main(argv: list[str] | None = None) -> None:
             with IngestUnderTest(Path(folder)) as target:
                 result = asyncio.run(run_batches(target, requests, concurrency, args.max_seconds))
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
     if args.mode == "webhook":
-        print(f"webhook: {result['requests']} requests, {concurrency} in flight, {result['seconds']:.2f} s: "
-              f"{result['rate']:,.0f} requests/s (each stored by JetStream before the 200)")
-        print(f"latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
-              f"ingest CPU {result['ingest_cpu_per_request_us']:.0f} us/request; statuses {result['statuses']}")
+        print(
+            f"webhook: {result['requests']} requests, {concurrency} in flight, {result['seconds']:.2f} s: "
+            f"{result['rate']:,.0f} requests/s (each stored by JetStream before the 200)"
+        )
+        print(
+            f"latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
+            f"ingest CPU {result['ingest_cpu_per_request_us']:.0f} us/request; statuses {result['statuses']}"
+        )
     else:
-        print(f"batch-ingest: {result['events']:,} events in {result['calls']} calls of {args.batch}, "
-              f"{concurrency} in flight, {result['seconds']:.2f} s: {result['rate']:,.0f} events/s "
-              f"acknowledged by JetStream")
+        print(
+            f"batch-ingest: {result['events']:,} events in {result['calls']} calls of {args.batch}, "
+            f"{concurrency} in flight, {result['seconds']:.2f} s: {result['rate']:,.0f} events/s "
+            f"acknowledged by JetStream"
+        )
         print(f"call p50 {result['call_p50_ms']:.0f} ms; ingest CPU {result['ingest_cpu_per_event_us']:.1f} us/event")
 
 

@@ -37,8 +37,13 @@ def sample_event() -> event_pb2.Event:
         product=event_pb2.Product(id="42", name="Course"),
         person=event_pb2.Person(email="ana@example.com", name="Ana", phone="+55 11 9999", country_code="BR"),
         purchase=event_pb2.Purchase(
-            payment_type="BILLET", offer_code="X", coupon_code="OFF10", installments=3, recurrence_number=1,
-            checkout_country_code="BR", price=event_pb2.Money(currency_code="BRL", value=297.0),
+            payment_type="BILLET",
+            offer_code="X",
+            coupon_code="OFF10",
+            installments=3,
+            recurrence_number=1,
+            checkout_country_code="BR",
+            price=event_pb2.Money(currency_code="BRL", value=297.0),
         ),
     )
     event.occur_time.FromSeconds(1_700_000_000)
@@ -52,21 +57,37 @@ def _condition(index: int) -> cond.Condition:
     if kind == 0:
         return cond.Clause("payment_type", cond.EQUALS, (payment,))
     if kind == 1:
-        return cond.AllOf((cond.Clause("payment_type", cond.EQUALS, (payment,)),
-                           cond.Clause("offer_code", cond.EQUALS, ("X",))))
+        return cond.AllOf(
+            (cond.Clause("payment_type", cond.EQUALS, (payment,)), cond.Clause("offer_code", cond.EQUALS, ("X",)))
+        )
     if kind == 2:
         return cond.Clause("offer_code", cond.IN, ("X" if hit else "Y", "Z", "W"))
     if kind == 3:
         return cond.Clause("price", cond.GREATER_OR_EQUALS, (cond.Money("BRL", 100.0 if hit else 1000.0),))
-    return cond.Not(cond.AnyOf((cond.Clause("installments", cond.GREATER_THAN, (12.0,)),
-                                cond.Clause("coupon_code", cond.EQUALS, ("OFF10" if not hit else "NONE",)))))
+    return cond.Not(
+        cond.AnyOf(
+            (
+                cond.Clause("installments", cond.GREATER_THAN, (12.0,)),
+                cond.Clause("coupon_code", cond.EQUALS, ("OFF10" if not hit else "NONE",)),
+            )
+        )
+    )
 
 
 def custom_segmentations(count: int) -> list[domain.CustomSegmentation]:
     return [
         domain.CustomSegmentation(
-            "bench", "42", f"rule-{index:03d}", f"Rule {index}", "SEND", "PURCHASE_APPROVED", _condition(index),
-            ("phone",), (f"tag-{index:03d}",), (), state=domain.ACTIVE,
+            "bench",
+            "42",
+            f"rule-{index:03d}",
+            f"Rule {index}",
+            "SEND",
+            "PURCHASE_APPROVED",
+            _condition(index),
+            ("phone",),
+            (f"tag-{index:03d}",),
+            (),
+            state=domain.ACTIVE,
         )
         for index in range(count)
     ]
@@ -80,8 +101,14 @@ def all_firing(count: int) -> list[domain.CustomSegmentation]:
     for index, rule in enumerate(custom_segmentations(count)):
         operations = budget // count + (1 if index < budget % count else 0)
         keys = tuple(f"tag-{index:03d}-{n:02d}" for n in range(operations))
-        rules.append(replace(rule, condition=None, add_tags=keys[: domain.MAX_TAGS],
-                             remove_tags=keys[domain.MAX_TAGS : 2 * domain.MAX_TAGS]))
+        rules.append(
+            replace(
+                rule,
+                condition=None,
+                add_tags=keys[: domain.MAX_TAGS],
+                remove_tags=keys[domain.MAX_TAGS : 2 * domain.MAX_TAGS],
+            )
+        )
     return rules
 
 
@@ -116,8 +143,10 @@ def measure(title: str, rules: list[domain.CustomSegmentation], seconds: float) 
     event = sample_event()
     fired = domain.fire(index["PURCHASE_APPROVED"], event)
     change = change_for(event, index)
-    print(f"{title}: {len(rules)} ACTIVE custom segmentations (+1 automatic) on one PURCHASE_APPROVED event; "
-          f"{len(fired) - 1} custom ones fire, {len(change.tag_operations)} tag operations")
+    print(
+        f"{title}: {len(rules)} ACTIVE custom segmentations (+1 automatic) on one PURCHASE_APPROVED event; "
+        f"{len(fired) - 1} custom ones fire, {len(change.tag_operations)} tag operations"
+    )
     evaluate = per_event(lambda: domain.fire(index[event_type_name(event.type)], event), seconds)
     decide = per_event(lambda: domain.evaluate(index, "PURCHASE_APPROVED", event), seconds)
     whole = per_event(lambda: change_for(event, index), seconds)
@@ -125,22 +154,34 @@ def measure(title: str, rules: list[domain.CustomSegmentation], seconds: float) 
     print(f"  evaluate the conditions (compiled):                  {evaluate:8.1f} µs per event")
     print(f"  + tag operations and contact data (domain):          {decide:8.1f} µs per event")
     print(f"  + the ContactChange protobuf:                        {whole:8.1f} µs per event")
-    print(f"  + serialized as publish_changes does:                {published:8.1f} µs per event"
-          f"  = {1e6 / published:,.0f} events/s on one core")
+    print(
+        f"  + serialized as publish_changes does:                {published:8.1f} µs per event"
+        f"  = {1e6 / published:,.0f} events/s on one core"
+    )
     print(f"  published per event: {len(serialized(change)):,} bytes")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", type=int, nargs="+", default=[domain.MAX_ACTIVE_SEGMENTATIONS],
-                        help="rule counts to measure (default: the limit, %(default)s)")
+    parser.add_argument(
+        "--rules",
+        type=int,
+        nargs="+",
+        default=[domain.MAX_ACTIVE_SEGMENTATIONS],
+        help="rule counts to measure (default: the limit, %(default)s)",
+    )
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args(argv)
-    print(f"limits: {domain.MAX_ACTIVE_SEGMENTATIONS} ACTIVE custom segmentations per product, "
-          f"{domain.MAX_ACTIVE_TAG_OPERATIONS} tag operations per product and event type")
+    print(
+        f"limits: {domain.MAX_ACTIVE_SEGMENTATIONS} ACTIVE custom segmentations per product, "
+        f"{domain.MAX_ACTIVE_TAG_OPERATIONS} tag operations per product and event type"
+    )
     for count in args.rules:
-        over = " (over the limits: refused at activation)" if (
-            count > domain.MAX_ACTIVE_SEGMENTATIONS or count > domain.MAX_ACTIVE_TAG_OPERATIONS) else ""
+        over = (
+            " (over the limits: refused at activation)"
+            if (count > domain.MAX_ACTIVE_SEGMENTATIONS or count > domain.MAX_ACTIVE_TAG_OPERATIONS)
+            else ""
+        )
         measure(f"typical{over}", custom_segmentations(count), args.seconds)
         measure(f"all fire{over}", all_firing(count), args.seconds)
 

@@ -62,7 +62,7 @@ def ensure_postgres_database(url: str) -> str | None:
             exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).first()
             if not exists:
                 connection.execute(text(f"CREATE DATABASE {connection.dialect.identifier_preparer.quote(name)}"))
-    except Exception as error:  # noqa: BLE001 - best effort; the service reports the real failure
+    except Exception as error:
         return f"could not check or create database {name!r}: {error}"
     finally:
         engine.dispose()

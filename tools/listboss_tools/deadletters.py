@@ -223,7 +223,10 @@ async def read(js: JetStreamContext, stream: str | None = None) -> AsyncIterator
     async for message in bus.replay(js, bus.DEADLETTER, subject_filter(stream), idle_timeout=2.0):
         metadata = message.metadata
         yield DeadLetter(
-            metadata.sequence.stream, message.subject, message.data or b"", _headers(message.headers),
+            metadata.sequence.stream,
+            message.subject,
+            message.data or b"",
+            _headers(message.headers),
             metadata.timestamp,
         )
 

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,46 +105,67 @@ def _backfill_name(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     # --nats-url and --suite-file are accepted before or after the command; the top level holds the default.
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--nats-url", default=argparse.SUPPRESS,
-                            help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)"
-                            % DEFAULT_NATS_URL)
-    connection.add_argument("--suite-file", type=Path, default=argparse.SUPPRESS,
-                            help="the local suite's suite.json (./dev run writes var/suite.json): NATS, the "
-                            "services' addresses and an internal token")
+    connection.add_argument(
+        "--nats-url",
+        default=argparse.SUPPRESS,
+        help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)" % DEFAULT_NATS_URL,
+    )
+    connection.add_argument(
+        "--suite-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the local suite's suite.json (./dev run writes var/suite.json): NATS, the "
+        "services' addresses and an internal token",
+    )
 
     parser = argparse.ArgumentParser(prog=PROG, description="Operate a running ListBoss.")
-    parser.add_argument("--nats-url", default=None,
-                        help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)"
-                        % DEFAULT_NATS_URL)
-    parser.add_argument("--suite-file", type=Path, default=None,
-                        help="the local suite's suite.json (./dev run writes var/suite.json)")
+    parser.add_argument(
+        "--nats-url",
+        default=None,
+        help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)" % DEFAULT_NATS_URL,
+    )
+    parser.add_argument(
+        "--suite-file", type=Path, default=None, help="the local suite's suite.json (./dev run writes var/suite.json)"
+    )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
     def address(command: argparse.ArgumentParser, service: str) -> None:
-        command.add_argument(f"--{service}-address", metavar="HOST:PORT",
-                             help=f"{service}'s gRPC address (default: the suite file's, else "
-                             f"${ADDRESS_ENV[service]}, else {DEFAULT_ADDRESSES[service]})")
+        command.add_argument(
+            f"--{service}-address",
+            metavar="HOST:PORT",
+            help=f"{service}'s gRPC address (default: the suite file's, else "
+            f"${ADDRESS_ENV[service]}, else {DEFAULT_ADDRESSES[service]})",
+        )
 
     def database(command: argparse.ArgumentParser, service: str, what: str) -> None:
-        command.add_argument(f"--{service}-database", metavar="URL",
-                             help=f"the {service} database's SQLAlchemy URL, read only ({what}; default: "
-                             f"${DATABASE_ENV[service]})")
+        command.add_argument(
+            f"--{service}-database",
+            metavar="URL",
+            help=f"the {service} database's SQLAlchemy URL, read only ({what}; default: ${DATABASE_ENV[service]})",
+        )
 
     def as_json(command: argparse.ArgumentParser, what: str = "one JSON object instead, for scripts") -> None:
         command.add_argument("--json", action="store_true", help=what)
 
     def stuck_after(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--stuck-after", type=_minutes, metavar="MINUTES",
-                             default=ops_backfills.DEFAULT_STUCK_MINUTES,
-                             help="a RUNNING backfill not updated for this long is stuck (default: %(default)s)")
+        command.add_argument(
+            "--stuck-after",
+            type=_minutes,
+            metavar="MINUTES",
+            default=ops_backfills.DEFAULT_STUCK_MINUTES,
+            help="a RUNNING backfill not updated for this long is stuck (default: %(default)s)",
+        )
 
     # -- status
     status = groups.add_parser(
-        "status", parents=[connection], help="health, consumer lag, outbox, dead letters, backfills",
+        "status",
+        parents=[connection],
+        help="health, consumer lag, outbox, dead letters, backfills",
         description="Each service's gRPC health; per durable consumer, JetStream's pending, ack-pending and "
         "redelivered counts; dead letters per stream and consumer; with --contacts-database the tag-change "
         "outbox backlog; with --segmentation-database the backfills running and stuck. Exit status 1 when "
-        "something needs attention (listed under 'problems').")
+        "something needs attention (listed under 'problems').",
+    )
     for service in SERVICES:
         address(status, service)
     database(status, "contacts", "the tag-change outbox backlog")
@@ -154,30 +174,44 @@ def build_parser() -> argparse.ArgumentParser:
     as_json(status)
 
     # -- backfills
-    backfills = groups.add_parser("backfills", help="list backfills, resume stuck ones",
-                                  description="Backfills of custom segmentations, from the segmentation database.")
+    backfills = groups.add_parser(
+        "backfills",
+        help="list backfills, resume stuck ones",
+        description="Backfills of custom segmentations, from the segmentation database.",
+    )
     backfill_actions = backfills.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = backfill_actions.add_parser("list", parents=[connection], help="every backfill, oldest first",
-                                          description="Every backfill, oldest first: state, counts, when last "
-                                          "updated; stuck = RUNNING and not updated for --stuck-after minutes.")
+    listing = backfill_actions.add_parser(
+        "list",
+        parents=[connection],
+        help="every backfill, oldest first",
+        description="Every backfill, oldest first: state, counts, when last "
+        "updated; stuck = RUNNING and not updated for --stuck-after minutes.",
+    )
     database(listing, "segmentation", "required")
-    listing.add_argument("--state", choices=("running", "succeeded", "failed", "stuck"),
-                         help="only the backfills in this state")
+    listing.add_argument(
+        "--state", choices=("running", "succeeded", "failed", "stuck"), help="only the backfills in this state"
+    )
     listing.add_argument("--producer", help="only this producer's backfills")
     stuck_after(listing)
     as_json(listing, "one JSON object per line instead, for scripts")
     resume = backfill_actions.add_parser(
-        "resume", parents=[connection], help="start a stuck backfill's segmentation again",
+        "resume",
+        parents=[connection],
+        help="start a stuck backfill's segmentation again",
         description="Calls SegmentationService.BackfillSegmentation again for each backfill's segmentation (a "
         "new backfill; a second run changes nothing the first one did). Refuses a backfill that is still "
-        "running (updated within --stuck-after minutes) unless --force.")
-    resume.add_argument("names", nargs="*", type=_backfill_name, metavar="NAME",
-                        help="a backfill's name, as list prints it")
-    resume.add_argument("--stuck", action="store_true",
-                        help="every stuck backfill (reads --segmentation-database)")
+        "running (updated within --stuck-after minutes) unless --force.",
+    )
+    resume.add_argument(
+        "names", nargs="*", type=_backfill_name, metavar="NAME", help="a backfill's name, as list prints it"
+    )
+    resume.add_argument("--stuck", action="store_true", help="every stuck backfill (reads --segmentation-database)")
     resume.add_argument("--force", action="store_true", help="resume even one that looks alive")
-    resume.add_argument("--token", help=f"bearer token: internal, or the producer's (default: ${TOKEN_ENV}, else "
-                        "the suite file's internal token; listboss-token --internal prints one)")
+    resume.add_argument(
+        "--token",
+        help=f"bearer token: internal, or the producer's (default: ${TOKEN_ENV}, else "
+        "the suite file's internal token; listboss-token --internal prints one)",
+    )
     address(resume, "segmentation")
     database(resume, "segmentation", "for --stuck")
     stuck_after(resume)
@@ -185,13 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(usage=resume.format_usage())
 
     # -- migrations
-    migrations = groups.add_parser("migrations", help="each database's schema revision against head",
-                                   description="Alembic revisions of the services' databases.")
+    migrations = groups.add_parser(
+        "migrations",
+        help="each database's schema revision against head",
+        description="Alembic revisions of the services' databases.",
+    )
     migration_actions = migrations.add_subparsers(dest="action", metavar="ACTION", required=True)
     migration_status = migration_actions.add_parser(
-        "status", help="each database's current revision against the newest this code knows",
+        "status",
+        help="each database's current revision against the newest this code knows",
         description="Each given database's current Alembic revision against head. Exit status 1 unless every "
-        "one is at head.")
+        "one is at head.",
+    )
     database(migration_status, "segmentation", "at least one database is required")
     database(migration_status, "contacts", "at least one database is required")
     as_json(migration_status)
@@ -199,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- dead letters
     dead = groups.add_parser(
-        "deadletters", help="list, show, replay or purge what the workers could not process",
+        "deadletters",
+        help="list, show, replay or purge what the workers could not process",
         description="Dead letters: what the bus workers could not process, in the stream "
         f"{deadletters.STREAM} (listboss.deadletter.<stream>.<consumer>).",
     )
@@ -207,17 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     def filters(command: argparse.ArgumentParser) -> None:
         command.add_argument("--producer", help="only the dead letters of this producer")
-        command.add_argument("--stream", type=deadletters.stream_name,
-                             help="only those from this original stream: LISTBOSS_EVENTS or LISTBOSS_CHANGES")
+        command.add_argument(
+            "--stream",
+            type=deadletters.stream_name,
+            help="only those from this original stream: LISTBOSS_EVENTS or LISTBOSS_CHANGES",
+        )
 
-    listing = actions.add_parser("list", parents=[connection], help="one line per dead letter, oldest first",
-                                 description="One line per dead letter, oldest first: its sequence, age, original "
-                                 "subject, producer, event ids and error.")
+    listing = actions.add_parser(
+        "list",
+        parents=[connection],
+        help="one line per dead letter, oldest first",
+        description="One line per dead letter, oldest first: its sequence, age, original "
+        "subject, producer, event ids and error.",
+    )
     filters(listing)
     listing.add_argument("--json", action="store_true", help="one JSON object per line instead, for scripts")
 
-    show = actions.add_parser("show", parents=[connection], help="everything about one dead letter",
-                              description="Headers and the body decoded as JSON.")
+    show = actions.add_parser(
+        "show",
+        parents=[connection],
+        help="everything about one dead letter",
+        description="Headers and the body decoded as JSON.",
+    )
     show.add_argument("seq", type=_positive, metavar="SEQ", help="the dead letter's sequence, as list prints it")
     show.add_argument("--json", action="store_true", help="one JSON object (headers, body) for scripts")
 
@@ -225,11 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("replay", "publish dead letters to their original subjects again, then delete them"),
         ("purge", "delete dead letters"),
     ):
-        command = actions.add_parser(name, parents=[connection], help=summary,
-                                     description=summary[0].upper() + summary[1:] + ". Give sequences, or --all "
-                                     "(narrowed by --producer and --stream).")
-        command.add_argument("seqs", type=_positive, nargs="*", metavar="SEQ",
-                             help="a dead letter's sequence, as list prints it")
+        command = actions.add_parser(
+            name,
+            parents=[connection],
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ". Give sequences, or --all "
+            "(narrowed by --producer and --stream).",
+        )
+        command.add_argument(
+            "seqs", type=_positive, nargs="*", metavar="SEQ", help="a dead letter's sequence, as list prints it"
+        )
         command.add_argument("--all", action="store_true", help="every dead letter (matching the filters)")
         filters(command)
         command.set_defaults(usage=command.format_usage())
@@ -345,8 +401,16 @@ async def _list(js, args: argparse.Namespace) -> int:
             print(json.dumps(summary, ensure_ascii=False))
         else:
             if count == 0:
-                print(_COLUMNS.format(seq="SEQ", age="AGE", subject="ORIGINAL SUBJECT", producer="PRODUCER",
-                                      events="EVENT IDS", error="ERROR"))
+                print(
+                    _COLUMNS.format(
+                        seq="SEQ",
+                        age="AGE",
+                        subject="ORIGINAL SUBJECT",
+                        producer="PRODUCER",
+                        events="EVENT IDS",
+                        error="ERROR",
+                    )
+                )
             print(_line(summary))
         count += 1
     if count == 0 and not args.json:
@@ -407,9 +471,8 @@ async def _replay_one(js, seq: int) -> bool:
     except deadletters.ReplayRefused as refused:
         _error(f"dead letter {seq} not replayed: {refused}")
         return False
-    except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as error:
-        _error(f"dead letter {seq} not replayed (kept): the publish to {letter.original_subject} failed: "
-               f"{error!r}")
+    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as error:
+        _error(f"dead letter {seq} not replayed (kept): the publish to {letter.original_subject} failed: {error!r}")
         return False
     note = " (JetStream already held it from an earlier replay: stored once)" if result.duplicate else ""
     gone = "dead letter deleted" if result.deleted else "dead letter was already gone"
@@ -455,8 +518,13 @@ def _busy(what: str):
 def _progress(total: int, what: str):
     """A progress bar on stderr for ``total`` steps, only on a terminal and for more than one."""
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True, disable=total < 2 or not sys.stderr.isatty(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=total < 2 or not sys.stderr.isatty(),
     )
 
 
@@ -481,11 +549,22 @@ def _status_text(found: dict) -> None:
     if found["nats"]["error"]:
         console.print(f"[bold red]NATS at {found['nats']['url']}: {found['nats']['error']}[/]")
     else:
-        lag = _table("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED",
-                     numeric=("PENDING", "ACK PENDING", "REDELIVERED"))
+        lag = _table(
+            "STREAM",
+            "CONSUMER",
+            "PENDING",
+            "ACK PENDING",
+            "REDELIVERED",
+            numeric=("PENDING", "ACK PENDING", "REDELIVERED"),
+        )
         for item in found["consumers"]:
-            lag.add_row(item["stream"], item["consumer"], f"{item['pending']:,}", f"{item['ack_pending']:,}",
-                        f"{item['redelivered']:,}")
+            lag.add_row(
+                item["stream"],
+                item["consumer"],
+                f"{item['pending']:,}",
+                f"{item['ack_pending']:,}",
+                f"{item['redelivered']:,}",
+            )
         console.print(lag if found["consumers"] else "consumers: none")
         dead = found["dead_letters"]
         if dead["total"]:
@@ -512,9 +591,11 @@ def _status_text(found: dict) -> None:
         console.print(f"backfills: [bold red]{backfills['error']}[/]")
     else:
         stuck = backfills["stuck"]
-        console.print(f"backfills: {backfills['running']} running, "
-                      + (f"[bold red]{len(stuck)} stuck[/]" if stuck else "none stuck")
-                      + f" (no progress for {backfills['stuck_after_minutes']:g} min)")
+        console.print(
+            f"backfills: {backfills['running']} running, "
+            + (f"[bold red]{len(stuck)} stuck[/]" if stuck else "none stuck")
+            + f" (no progress for {backfills['stuck_after_minutes']:g} min)"
+        )
         if stuck:
             console.print(_backfills_table(stuck))
 
@@ -535,12 +616,26 @@ def _backfill_state(item: dict) -> str:
 
 
 def _backfills_table(items: list[dict]) -> Table:
-    table = _table("NAME", "STATE", "SCANNED", "CONSIDERED", "MATCHED", "UPDATED", "ERROR",
-                   numeric=("SCANNED", "CONSIDERED", "MATCHED"))
+    table = _table(
+        "NAME",
+        "STATE",
+        "SCANNED",
+        "CONSIDERED",
+        "MATCHED",
+        "UPDATED",
+        "ERROR",
+        numeric=("SCANNED", "CONSIDERED", "MATCHED"),
+    )
     for item in items:
-        table.add_row(item["name"], _backfill_state(item), f"{item['events_scanned']:,}",
-                      f"{item['events_considered']:,}", f"{item['events_matched']:,}",
-                      f"{_age(item['idle_seconds'])} ago", _cut(item["error"] or "", 60))
+        table.add_row(
+            item["name"],
+            _backfill_state(item),
+            f"{item['events_scanned']:,}",
+            f"{item['events_considered']:,}",
+            f"{item['events_matched']:,}",
+            f"{_age(item['idle_seconds'])} ago",
+            _cut(item["error"] or "", 60),
+        )
     return table
 
 
@@ -560,8 +655,10 @@ async def _status(targets: Targets, args: argparse.Namespace) -> int:
 def _segmentation_engine(targets: Targets, why: str):
     url = targets.databases.get("segmentation")
     if not url:
-        raise UsageError(f"{why} reads the segmentation database: give --segmentation-database URL "
-                         f"(or set {DATABASE_ENV['segmentation']})")
+        raise UsageError(
+            f"{why} reads the segmentation database: give --segmentation-database URL "
+            f"(or set {DATABASE_ENV['segmentation']})"
+        )
     try:
         return read_engine(url)
     except TargetError as error:
@@ -572,7 +669,7 @@ def _read_backfills(targets: Targets, args: argparse.Namespace, why: str) -> lis
     engine = _segmentation_engine(targets, why)
     try:
         return ops_backfills.read(engine, _now(), args.stuck_after)
-    except Exception as error:  # noqa: BLE001 - unreachable, not a segmentation database...
+    except Exception as error:
         raise Failed(f"cannot read the backfills: {type(error).__name__}: {str(error).splitlines()[0]}") from None
     finally:
         engine.dispose()
@@ -604,11 +701,16 @@ async def _backfills_resume(targets: Targets, args: argparse.Namespace) -> int:
     if args.stuck == bool(args.names):
         raise UsageError("resume: give backfill names, or --stuck" + (", not both" if args.stuck else ""))
     if not targets.token:
-        raise UsageError(f"resume calls SegmentationService: give --token (or set {TOKEN_ENV}, or --suite-file); "
-                         "listboss-token --internal prints one")
+        raise UsageError(
+            f"resume calls SegmentationService: give --token (or set {TOKEN_ENV}, or --suite-file); "
+            "listboss-token --internal prints one"
+        )
     if args.stuck:
-        names = [item["name"] for item in await asyncio.to_thread(_read_backfills, targets, args, "resume --stuck")
-                 if item["stuck"]]
+        names = [
+            item["name"]
+            for item in await asyncio.to_thread(_read_backfills, targets, args, "resume --stuck")
+            if item["stuck"]
+        ]
         if not names:
             print("no stuck backfills", file=sys.stderr)
             return EXIT_OK
@@ -622,12 +724,21 @@ async def _backfills_resume(targets: Targets, args: argparse.Namespace) -> int:
             outcome: dict = {"name": name, "resumed": False, "backfill": None, "error": None}
             try:
                 current = ops_backfills.message_dict(await resumer.get(name))
-                idle = (_now() - dt.datetime.fromisoformat(current["update_time"])).total_seconds() \
-                    if current["update_time"] else None
-                if current["state"] == "RUNNING" and idle is not None and idle < args.stuck_after * 60 \
-                        and not args.force:
-                    outcome["error"] = (f"still running (updated {_age(idle)} ago, under --stuck-after "
-                                        f"{args.stuck_after:g} min): not resumed; --force starts another anyway")
+                idle = (
+                    (_now() - dt.datetime.fromisoformat(current["update_time"])).total_seconds()
+                    if current["update_time"]
+                    else None
+                )
+                if (
+                    current["state"] == "RUNNING"
+                    and idle is not None
+                    and idle < args.stuck_after * 60
+                    and not args.force
+                ):
+                    outcome["error"] = (
+                        f"still running (updated {_age(idle)} ago, under --stuck-after "
+                        f"{args.stuck_after:g} min): not resumed; --force starts another anyway"
+                    )
                 else:
                     started = await resumer.start(segmentation)
                     outcome.update(resumed=True, backfill=ops_backfills.message_dict(started))
@@ -653,8 +764,10 @@ async def _backfills_resume(targets: Targets, args: argparse.Namespace) -> int:
 async def _migrations_status(targets: Targets, args: argparse.Namespace) -> int:
     chosen = {service: url for service, url in targets.databases.items() if url}
     if not chosen:
-        raise UsageError("migrations status: give --segmentation-database and/or --contacts-database "
-                         f"(or set {DATABASE_ENV['segmentation']} / {DATABASE_ENV['contacts']})")
+        raise UsageError(
+            "migrations status: give --segmentation-database and/or --contacts-database "
+            f"(or set {DATABASE_ENV['segmentation']} / {DATABASE_ENV['contacts']})"
+        )
     with _busy("reading the databases' revisions\u2026"):
         found = [await asyncio.to_thread(ops_migrations.status, service, url) for service, url in chosen.items()]
     ok = all(item["state"] == "at-head" for item in found)
@@ -664,9 +777,14 @@ async def _migrations_status(targets: Targets, args: argparse.Namespace) -> int:
         table = _table("SERVICE", "DATABASE", "CURRENT", "HEAD", "STATE", "PENDING")
         for item in found:
             style = "green" if item["state"] == "at-head" else "bold red"
-            table.add_row(item["service"], item["database"], item["current"] or "-", item["head"] or "-",
-                          f"[{style}]{item['state']}[/]" + (f": {item['error']}" if item["error"] else ""),
-                          ", ".join(item["pending"]) or "-")
+            table.add_row(
+                item["service"],
+                item["database"],
+                item["current"] or "-",
+                item["head"] or "-",
+                f"[{style}]{item['state']}[/]" + (f": {item['error']}" if item["error"] else ""),
+                ", ".join(item["pending"]) or "-",
+            )
         _console().print(table)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -681,8 +799,15 @@ async def _connect(url: str):
 
     try:
         # Two attempts, then give up (nats-py's 0 would mean "retry for ever").
-        return await nats.connect(url, name=PROG, connect_timeout=CONNECT_TIMEOUT, allow_reconnect=False,
-                                  max_reconnect_attempts=1, reconnect_time_wait=0.5, error_cb=quiet)
+        return await nats.connect(
+            url,
+            name=PROG,
+            connect_timeout=CONNECT_TIMEOUT,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.5,
+            error_cb=quiet,
+        )
     except Exception as error:  # NoServersError, OSError, a bad URL...
         raise Failed(
             f"cannot connect to NATS at {url} ({type(error).__name__}: {error}); pass --nats-url or set "
@@ -698,7 +823,7 @@ async def _deadletters(targets: Targets, args: argparse.Namespace) -> int:
         raise Failed(
             f"JetStream does not answer at {targets.nats_url} ({error!r}): is nats-server running with -js?"
         ) from None
-    except (nats.errors.TimeoutError, asyncio.TimeoutError) as error:
+    except (TimeoutError, nats.errors.TimeoutError) as error:
         raise Failed(f"NATS at {targets.nats_url} did not answer in time ({error!r})") from None
     except (nats.errors.Error, nats.js.errors.Error) as error:
         raise Failed(f"NATS at {targets.nats_url} answered with an error: {error}") from None

@@ -34,7 +34,8 @@ def parse_backfill_name(name: str) -> tuple[str, str]:
     parts = name.strip("/").split("/")
     if len(parts) != 8 or parts[0::2] != ["producers", "products", "segmentations", "backfills"] or not all(parts):
         raise ValueError(
-            f"not a backfill name: {name!r} (producers/P/products/X/segmentations/S/backfills/B, as list prints it)")
+            f"not a backfill name: {name!r} (producers/P/products/X/segmentations/S/backfills/B, as list prints it)"
+        )
     return "/".join(parts[:6]), parts[7]
 
 
@@ -49,8 +50,7 @@ def _rfc3339(moment: dt.datetime) -> str:
 def read(engine: sa.Engine, now: dt.datetime, stuck_minutes: float = DEFAULT_STUCK_MINUTES) -> list[dict]:
     """Every backfill, oldest first, with ``stuck`` and ``superseded_by`` worked out."""
     with engine.connect() as connection:
-        rows = connection.execute(
-            sa.select(backfills).order_by(backfills.c.create_time, backfills.c.backfill_id)).all()
+        rows = connection.execute(sa.select(backfills).order_by(backfills.c.create_time, backfills.c.backfill_id)).all()
     newest: dict[str, dict] = {}
     found = []
     for row in rows:
@@ -109,12 +109,14 @@ class Resumer:
         self._metadata = (("authorization", f"Bearer {token}"),)
 
     async def get(self, name: str) -> pb.Backfill:
-        return await self._stub.GetBackfill(pb.GetBackfillRequest(name=name), metadata=self._metadata,
-                                            timeout=RPC_TIMEOUT)
+        return await self._stub.GetBackfill(
+            pb.GetBackfillRequest(name=name), metadata=self._metadata, timeout=RPC_TIMEOUT
+        )
 
     async def start(self, segmentation: str) -> pb.Backfill:
-        return await self._stub.BackfillSegmentation(pb.BackfillSegmentationRequest(name=segmentation),
-                                                     metadata=self._metadata, timeout=RPC_TIMEOUT)
+        return await self._stub.BackfillSegmentation(
+            pb.BackfillSegmentationRequest(name=segmentation), metadata=self._metadata, timeout=RPC_TIMEOUT
+        )
 
     async def close(self) -> None:
         await self._channel.close()

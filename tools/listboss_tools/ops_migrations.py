@@ -21,8 +21,16 @@ def status(service: str, url: str) -> dict:
     not-migrated (no version table), unknown-revision, or unreadable (``error``)."""
     environment = ENVIRONMENTS[service]
     head = environment.head()
-    found = {"service": service, "database": safe_url(url), "version_table": environment.version_table,
-             "current": None, "head": head, "pending": [], "state": "unreadable", "error": None}
+    found = {
+        "service": service,
+        "database": safe_url(url),
+        "version_table": environment.version_table,
+        "current": None,
+        "head": head,
+        "pending": [],
+        "state": "unreadable",
+        "error": None,
+    }
     try:
         engine = read_engine(url)
     except TargetError as error:
@@ -31,7 +39,7 @@ def status(service: str, url: str) -> dict:
     try:
         with engine.connect() as connection:
             current = environment.current(connection)
-    except Exception as error:  # noqa: BLE001 - reported as it is: unreachable, refused, not a database...
+    except Exception as error:
         found["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return found
     finally:

@@ -27,7 +27,7 @@ from listboss_common import bus
 from listboss_common.processes import GRPC_CHANNEL_OPTIONS
 from listboss_contacts.schema import tag_change_outbox
 from listboss_tools import deadletters, ops_backfills
-from listboss_tools.ops_targets import Targets, TargetError, read_engine, safe_url
+from listboss_tools.ops_targets import TargetError, Targets, read_engine, safe_url
 
 HEALTH_TIMEOUT = 3.0
 NATS_CONNECT_TIMEOUT = 5.0
@@ -40,8 +40,9 @@ async def health(address: str) -> str:
     """SERVING, NOT_SERVING, ... or the RPC error's code (UNAVAILABLE, DEADLINE_EXCEEDED)."""
     async with grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS) as channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                                    timeout=HEALTH_TIMEOUT)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT
+            )
         except grpc.RpcError as error:
             return error.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
@@ -55,14 +56,21 @@ async def _services(targets: Targets) -> dict:
 
 async def _bus(nats_url: str) -> dict:
     """Consumers and dead letters; ``error`` when NATS or JetStream does not answer."""
+
     async def quiet(_error: Exception) -> None:
         pass
 
     found: dict = {"url": nats_url, "error": None, "consumers": [], "dead_letters": None}
     try:
-        nc = await nats.connect(nats_url, name="listboss-ops", connect_timeout=NATS_CONNECT_TIMEOUT,
-                                allow_reconnect=False, max_reconnect_attempts=1, error_cb=quiet)
-    except Exception as error:  # noqa: BLE001 - NoServersError, OSError, a bad URL
+        nc = await nats.connect(
+            nats_url,
+            name="listboss-ops",
+            connect_timeout=NATS_CONNECT_TIMEOUT,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            error_cb=quiet,
+        )
+    except Exception as error:
         found["error"] = f"cannot connect ({type(error).__name__}: {error})"
         return found
     try:
@@ -75,16 +83,18 @@ async def _bus(nats_url: str) -> dict:
             for info in infos:
                 if not info.config.durable_name:
                     continue  # ephemeral: a backfill's or a replay's ordered reader
-                found["consumers"].append({
-                    "stream": stream,
-                    "consumer": info.name,
-                    "pending": info.num_pending or 0,
-                    "ack_pending": info.num_ack_pending or 0,
-                    "redelivered": info.num_redelivered or 0,
-                    "waiting": info.num_waiting or 0,
-                })
+                found["consumers"].append(
+                    {
+                        "stream": stream,
+                        "consumer": info.name,
+                        "pending": info.num_pending or 0,
+                        "ack_pending": info.num_ack_pending or 0,
+                        "redelivered": info.num_redelivered or 0,
+                        "waiting": info.num_waiting or 0,
+                    }
+                )
         found["dead_letters"] = await _dead_letters(js)
-    except Exception as error:  # noqa: BLE001 - JetStream off, a timeout: reported, not raised
+    except Exception as error:
         found["error"] = f"JetStream did not answer ({type(error).__name__}: {error})"
     finally:
         await nc.close()
@@ -112,13 +122,14 @@ def _outbox(url: str, now: dt.datetime) -> dict:
         try:
             with engine.connect() as connection:
                 rows, oldest = connection.execute(
-                    sa.select(sa.func.count(), sa.func.min(tag_change_outbox.c.commit_time))).one()
+                    sa.select(sa.func.count(), sa.func.min(tag_change_outbox.c.commit_time))
+                ).one()
         finally:
             engine.dispose()
     except TargetError as error:
         found["error"] = str(error)
         return found
-    except Exception as error:  # noqa: BLE001 - unreachable, not a contacts database...
+    except Exception as error:
         found["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return found
     found["rows"] = rows
@@ -128,8 +139,13 @@ def _outbox(url: str, now: dt.datetime) -> dict:
 
 
 def _backfills(url: str, now: dt.datetime, stuck_minutes: float) -> dict:
-    found = {"database": safe_url(url), "running": None, "stuck": [], "stuck_after_minutes": stuck_minutes,
-             "error": None}
+    found = {
+        "database": safe_url(url),
+        "running": None,
+        "stuck": [],
+        "stuck_after_minutes": stuck_minutes,
+        "error": None,
+    }
     try:
         engine = read_engine(url)
         try:
@@ -139,11 +155,12 @@ def _backfills(url: str, now: dt.datetime, stuck_minutes: float) -> dict:
     except TargetError as error:
         found["error"] = str(error)
         return found
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         found["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return found
-    found["running"] = sum(1 for item in items if item["state"] == "RUNNING" and not item["stuck"]
-                           and not item["superseded_by"])
+    found["running"] = sum(
+        1 for item in items if item["state"] == "RUNNING" and not item["stuck"] and not item["superseded_by"]
+    )
     found["stuck"] = ops_backfills.stuck(items)
     return found
 

@@ -102,8 +102,7 @@ def read_engine(url: str) -> Engine:
         if not path or path == ":memory:" or not Path(path).is_file():
             raise TargetError(f"no SQLite database at {path or '(none)'}")
         return sa.create_engine(url, connect_args={"timeout": 10})
-    return sa.create_engine(url, poolclass=sa.pool.NullPool,
-                            connect_args={"connect_timeout": DATABASE_CONNECT_TIMEOUT})
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": DATABASE_CONNECT_TIMEOUT})
 
 
 def safe_url(url: str) -> str:

@@ -186,7 +186,7 @@ class Suite:
         self.hurry = threading.Event()
 
     @classmethod
-    def on_free_ports(cls, data_dir: Path | str, **options) -> "Suite":
+    def on_free_ports(cls, data_dir: Path | str, **options) -> Suite:
         """A suite whose every part listens on a free port (tests, benchmarks)."""
         return cls(data_dir, **{f"{part}_port": 0 for part in DEFAULT_PORTS}, **options)
 
@@ -452,7 +452,7 @@ class Suite:
             self._wrote_suite_file = False
         return codes
 
-    def __enter__(self) -> "Suite":
+    def __enter__(self) -> Suite:
         self.start()
         return self
 

@@ -56,8 +56,8 @@ def _banner(suite: Suite) -> str:
             return str(path)
 
     contacts_call = (
-        f"grpcurl -plaintext -H \"authorization: Bearer {suite.demo_token}\" "
-        f"-d '{{\"parent\":\"producers/{DEMO_PRODUCER}\"}}' "
+        f'grpcurl -plaintext -H "authorization: Bearer {suite.demo_token}" '
+        f'-d \'{{"parent":"producers/{DEMO_PRODUCER}"}}\' '
         f"{suite.contacts_address} listboss.contacts.v1.ContactsService/ListContacts"
     )
     webhook_call = (

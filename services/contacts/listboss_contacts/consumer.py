@@ -13,8 +13,8 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
-from listboss_contacts import handlers, messages
 from listboss_common.metrics import LATENCY_BUCKETS
+from listboss_contacts import handlers, messages
 from listboss_contacts.apply import AppliedBatch
 from listboss_contacts.repository import TagIds
 from listboss_contacts.unit_of_work import UnitOfWork

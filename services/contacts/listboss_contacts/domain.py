@@ -283,7 +283,9 @@ def capture(email: str, stored: StoredContact | None, events: ContactEvents) -> 
     attributes = dict(stored.attributes) if stored is not None else {}
     changed = merge_attributes(attributes, events.chosen)
     if stored is None:
-        return NewContact(email, events.newest, events.first_event_time, events.last_event_time, contact_data(attributes))
+        return NewContact(
+            email, events.newest, events.first_event_time, events.last_event_time, contact_data(attributes)
+        )
     return ContactUpdate(
         stored.id,
         min(stored.first_event_time, events.first_event_time),

@@ -29,15 +29,17 @@ def erase_contact(connection: Connection, producer: str, contact_id: int) -> boo
         query = query.with_for_update()  # an apply changing this contact waits, then sees it gone
     if connection.execute(query).first() is None:
         return False
-    present = connection.execute(
-        sa.select(contact_tags.c.tag_id).where(
-            contact_tags.c.contact_id == contact_id, contact_tags.c.present == sa.true()
-        ).order_by(contact_tags.c.tag_id)
-    ).scalars().all()
-    if present:
+    present = (
         connection.execute(
-            tags.update().where(tags.c.id.in_(present)).values(contact_count=tags.c.contact_count - 1)
+            sa.select(contact_tags.c.tag_id)
+            .where(contact_tags.c.contact_id == contact_id, contact_tags.c.present == sa.true())
+            .order_by(contact_tags.c.tag_id)
         )
+        .scalars()
+        .all()
+    )
+    if present:
+        connection.execute(tags.update().where(tags.c.id.in_(present)).values(contact_count=tags.c.contact_count - 1))
     connection.execute(contact_tags.delete().where(contact_tags.c.contact_id == contact_id))
     connection.execute(contact_products.delete().where(contact_products.c.contact_id == contact_id))
     connection.execute(

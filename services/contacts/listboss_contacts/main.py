@@ -53,10 +53,17 @@ async def run() -> None:
     relay = OutboxRelay(engine, js)
     worker = PullWorker(js, changes_worker(), ChangeApplier(engine, on_committed=relay.notify).handle, readiness)
     servicer = ContactsServicer(engine, js)
-    binding = ServiceBinding(SERVICE_NAME, lambda server: contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(servicer, server))
+    binding = ServiceBinding(
+        SERVICE_NAME, lambda server: contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(servicer, server)
+    )
     # The relay and the stream closer run beside the bus worker and stop with it.
     await run_service(
-        config, [binding], nc, [worker, relay, StreamCloser(servicer), DatabaseProbe(engine, readiness)], on_stopped=engine.dispose, readiness=readiness
+        config,
+        [binding],
+        nc,
+        [worker, relay, StreamCloser(servicer), DatabaseProbe(engine, readiness)],
+        on_stopped=engine.dispose,
+        readiness=readiness,
     )
 
 

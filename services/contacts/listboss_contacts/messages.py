@@ -105,7 +105,9 @@ def contact_message(producer: str, row: queries.ContactRow, tag_rows: list[queri
     return pb.Contact(**contact_fields(producer, row, tag_rows))
 
 
-def add_contacts(repeated, producer: str, found: Iterable[tuple[queries.ContactRow, list[queries.ContactTagRow]]]) -> None:
+def add_contacts(
+    repeated, producer: str, found: Iterable[tuple[queries.ContactRow, list[queries.ContactTagRow]]]
+) -> None:
     """Appends contacts to a response's repeated ``contacts`` field (one tag-parts cache for all)."""
     add, parts = repeated.add, {}
     for row, tag_rows in found:

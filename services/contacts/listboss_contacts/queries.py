@@ -17,8 +17,8 @@ import json
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -81,7 +81,7 @@ def parse_history_filter(text: str) -> filtering.Node | None:
 
 
 def _split_tag_id(tag_id: str) -> tuple[str, str]:
-    """"{product}.{key}" -> (product, key). Keys hold no dots; product ids may."""
+    """ "{product}.{key}" -> (product, key). Keys hold no dots; product ids may."""
     product, _, key = tag_id.rpartition(".")
     return product, key
 
@@ -206,7 +206,9 @@ class ContactFilter:
 
     def uses_contact_columns(self) -> bool:
         return any(
-            comparison.field not in ("tag", "product") for term in self.rest for comparison in filtering.comparisons(term)
+            comparison.field not in ("tag", "product")
+            for term in self.rest
+            for comparison in filtering.comparisons(term)
         )
 
     def conditions(self, subject: sa.ColumnElement) -> list[sa.ColumnElement[bool]]:
@@ -225,8 +227,7 @@ class ContactFilter:
             ids = [tag.id for tag in self._named(str(node.value))]
             linked = contact_tags.alias()
             condition = (
-                sa.exists()
-                .where(
+                sa.exists().where(
                     linked.c.contact_id == subject,
                     linked.c.tag_id.in_(ids) if len(ids) > 1 else linked.c.tag_id == ids[0],
                     linked.c.present == sa.true(),
@@ -260,14 +261,21 @@ class ContactFilter:
         if kind == "tag":
             driver = contact_tags.alias("driver")
             subject = driver.c.contact_id
-            query = sa.select(*columns).select_from(driver).where(
-                driver.c.tag_id == value.id, driver.c.present == sa.true()  # type: ignore[union-attr]
+            query = (
+                sa.select(*columns)
+                .select_from(driver)
+                .where(
+                    driver.c.tag_id == value.id,
+                    driver.c.present == sa.true(),  # type: ignore[union-attr]
+                )
             )
         else:
             driver = contact_products.alias("driver")
             subject = driver.c.contact_id
-            query = sa.select(*columns).select_from(driver).where(
-                driver.c.producer == self.producer, driver.c.product == value
+            query = (
+                sa.select(*columns)
+                .select_from(driver)
+                .where(driver.c.producer == self.producer, driver.c.product == value)
             )
         return query.where(*self.conditions(subject)), subject
 
@@ -426,7 +434,9 @@ def count_contacts(connection: Connection, producer: str, node: filtering.Node |
     return ContactFilter(connection, producer, node).count()
 
 
-def get_contact(connection: Connection, producer: str, contact_id: int) -> tuple[ContactRow, list[ContactTagRow]] | None:
+def get_contact(
+    connection: Connection, producer: str, contact_id: int
+) -> tuple[ContactRow, list[ContactTagRow]] | None:
     row = connection.execute(
         sa.select(*CONTACT_COLUMNS).where(contacts.c.producer == producer, contacts.c.id == contact_id)
     ).first()

@@ -228,7 +228,10 @@ class ContactStore:
         if writes.inserts:
             self.connection.execute(
                 contact_tags.insert(),
-                [dict(contact_id=contact_id, tag_id=tag_id, **_link_columns(link)) for (contact_id, tag_id), link in writes.inserts],
+                [
+                    dict(contact_id=contact_id, tag_id=tag_id, **_link_columns(link))
+                    for (contact_id, tag_id), link in writes.inserts
+                ],
             )
         if writes.updates:
             self.connection.execute(
@@ -300,7 +303,12 @@ class ContactStore:
         """Adds to the per-product daily counters the dashboard reads."""
         statement = db.insert(self.connection, product_daily)
         statement = statement.on_conflict_do_update(
-            index_elements=[product_daily.c.producer, product_daily.c.product, product_daily.c.day, product_daily.c.event_type],
+            index_elements=[
+                product_daily.c.producer,
+                product_daily.c.product,
+                product_daily.c.day,
+                product_daily.c.event_type,
+            ],
             set_=dict(
                 events=product_daily.c.events + statement.excluded.events,
                 captured=product_daily.c.captured + statement.excluded.captured,
@@ -331,7 +339,9 @@ def outbox_row(change: domain.TagChange) -> dict:
 
 
 def _link_columns(link: TagLink) -> dict:
-    return dict(present=link.present, stamp_time=link.stamp[0], stamp_event=link.stamp[1], segmentation=link.segmentation)
+    return dict(
+        present=link.present, stamp_time=link.stamp[0], stamp_event=link.stamp[1], segmentation=link.segmentation
+    )
 
 
 def _decode_attributes(stamps_json: str) -> domain.Attributes:

@@ -31,9 +31,9 @@ import nats
 import sqlalchemy as sa
 import structlog
 from google.protobuf.message import DecodeError
-from prometheus_client import Counter, Gauge, Histogram
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from listboss.contacts.v1 import contacts_service_pb2 as pb
@@ -302,7 +302,7 @@ class ChangeReader:
         assert self._subscription is not None
         try:
             messages = await self._subscription.fetch(self._batch, timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return []
         except nats.js.errors.ServiceUnavailableError:
             # No consumer answers: the server deleted it (its client read nothing for
@@ -317,9 +317,7 @@ class ChangeReader:
         for message in messages:
             sequences = message.metadata.sequence
             if sequences.consumer != self._delivered + 1:
-                log.warning(
-                    "tag-change delivery lost; reading again", after=self.position, got=sequences.stream
-                )
+                log.warning("tag-change delivery lost; reading again", after=self.position, got=sequences.stream)
                 await self._drop()
                 break
             self._delivered = sequences.consumer

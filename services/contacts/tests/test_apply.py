@@ -27,9 +27,13 @@ def change(event_id, email, seconds, adds=(), removes=(), *, producer="alice", p
         event=event, fired_segmentations=["seg"], contact_data={"email": email, "name": name}
     )
     for key in removes:
-        result.tag_operations.add(action=REMOVE, tag_key=key, tag_display_name=key.title(), automatic=True, segmentation="seg")
+        result.tag_operations.add(
+            action=REMOVE, tag_key=key, tag_display_name=key.title(), automatic=True, segmentation="seg"
+        )
     for key in adds:
-        result.tag_operations.add(action=ADD, tag_key=key, tag_display_name=key.title(), automatic=True, segmentation="seg")
+        result.tag_operations.add(
+            action=ADD, tag_key=key, tag_display_name=key.title(), automatic=True, segmentation="seg"
+        )
     return result
 
 
@@ -60,7 +64,9 @@ def test_captures_contact_with_auto_label_tags_and_history(engine):
         [entry] = queries.list_history(connection, "alice", "42", None, 10)
     # The event carries a phone, but no segmentation chose to send it: it is not stored.
     assert (row.email, row.display_name, row.phone, row.source) == ("ana@example.com", "Ana", "", 1)
-    assert [(t.key, t.product, t.automatic, t.segmentation) for t in tag_rows] == [("cart-abandoned", "42", True, "seg")]
+    assert [(t.key, t.product, t.automatic, t.segmentation) for t in tag_rows] == [
+        ("cart-abandoned", "42", True, "seg")
+    ]
     assert entry.event_id == "e1" and entry.contact_created and entry.added_tags == ["cart-abandoned"]
     assert entry.contact_id == row.id and entry.fired_segmentations == ["seg"]
 
@@ -124,7 +130,10 @@ def test_producers_are_kept_apart(engine):
 def test_filter_by_tags_with_not_and_paging(engine):
     apply(
         engine,
-        [change(f"e{i}", f"p{i}@example.com", 100, adds=["approved"] + (["refunded"] if i % 3 == 0 else [])) for i in range(10)],
+        [
+            change(f"e{i}", f"p{i}@example.com", 100, adds=["approved"] + (["refunded"] if i % 3 == 0 else []))
+            for i in range(10)
+        ],
     )
     node = queries.parse_contact_filter('tag = "approved" AND NOT tag = "refunded"')
     with engine.connect() as connection:

@@ -76,9 +76,13 @@ def test_backfill_changes_apply_tags_without_history_and_only_to_known_contacts(
     live = change("e1", 100, {"email": "ana@example.com", "name": "Ana"})
     apply(engine, [live])
     history_before = rows(engine, schema.history)
-    result = apply(engine, [change("e1", 100, {"document": "123"}, adds=["billet-buyers"], backfill="b/1"),
-                            change("e9", 100, {"name": "Ghost"}, adds=["billet-buyers"], email="ghost@example.com",
-                                   backfill="b/1")])
+    result = apply(
+        engine,
+        [
+            change("e1", 100, {"document": "123"}, adds=["billet-buyers"], backfill="b/1"),
+            change("e9", 100, {"name": "Ghost"}, adds=["billet-buyers"], email="ghost@example.com", backfill="b/1"),
+        ],
+    )
     assert (result.applied, result.skipped) == (1, 1)  # the ghost is skipped
     assert rows(engine, schema.history) == history_before
     assert contact(engine, "ghost@example.com") is None  # a backfill never captures anyone

@@ -18,11 +18,11 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
-from listboss_testing import bearer, binding
 from listboss_contacts import schema
 from listboss_contacts.consumer import ChangeApplier
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
+from listboss_testing import bearer, binding
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ContactsService"]
 ADD = contact_change_pb2.TagOperation.ACTION_ADD
@@ -57,7 +57,9 @@ class Service:
         self.applier = ChangeApplier(engine)
 
     async def start(self, grpc_server):
-        self.served = await grpc_server([binding(SERVICE, pb_grpc.add_ContactsServiceServicer_to_server, self.servicer)])
+        self.served = await grpc_server(
+            [binding(SERVICE, pb_grpc.add_ContactsServiceServicer_to_server, self.servicer)]
+        )
         self.stub = pb_grpc.ContactsServiceStub(self.served.channel)
 
     async def stop(self):
@@ -97,10 +99,14 @@ async def all_pages(stub, **request):
 
 
 async def test_list_count_and_export_with_filters_orders_and_tokens(service):
-    service.apply([
-        change(f"e{i}", f"p{i:04d}@{'x' if i % 2 else 'y'}.com", 100 + i, adds=["a"] + (["b"] if i % 5 == 0 else []))
-        for i in range(2300)
-    ])
+    service.apply(
+        [
+            change(
+                f"e{i}", f"p{i:04d}@{'x' if i % 2 else 'y'}.com", 100 + i, adds=["a"] + (["b"] if i % 5 == 0 else [])
+            )
+            for i in range(2300)
+        ]
+    )
     stub = service.stub
     text = 'tag = "a" AND NOT tag = "b"'
     expected = [f"p{i:04d}@{'x' if i % 2 else 'y'}.com" for i in range(2300) if i % 5]
@@ -109,11 +115,15 @@ async def test_list_count_and_export_with_filters_orders_and_tokens(service):
     assert by_email == sorted(expected, reverse=True)
     count = await stub.CountContacts(pb.CountContactsRequest(parent="producers/alice", filter=text), metadata=ALICE)
     assert count.count == len(expected)
-    single = await stub.CountContacts(pb.CountContactsRequest(parent="producers/alice", filter='tag = "b"'), metadata=ALICE)
+    single = await stub.CountContacts(
+        pb.CountContactsRequest(parent="producers/alice", filter='tag = "b"'), metadata=ALICE
+    )
     assert single.count == 460
 
     exported, chunks = [], 0
-    async for chunk in stub.ExportContacts(pb.ExportContactsRequest(parent="producers/alice", filter=text), metadata=ALICE):
+    async for chunk in stub.ExportContacts(
+        pb.ExportContactsRequest(parent="producers/alice", filter=text), metadata=ALICE
+    ):
         chunks += 1
         exported += [c.email for c in chunk.contacts]
         assert all(not c.tags for c in chunk.contacts)  # the basic view
@@ -130,11 +140,14 @@ async def test_list_count_and_export_with_filters_orders_and_tokens(service):
     ]
     assert [(c.email, sorted(t.key for t in c.tags)) for c in full] == [("p0005@x.com", ["a", "b"])]
 
-    first = await stub.ListContacts(pb.ListContactsRequest(parent="producers/alice", filter=text, page_size=10), metadata=ALICE)
+    first = await stub.ListContacts(
+        pb.ListContactsRequest(parent="producers/alice", filter=text, page_size=10), metadata=ALICE
+    )
     for changed in (dict(filter='tag = "a"'), dict(filter=text, order_by="email")):
         with pytest.raises(grpc.RpcError) as error:
             await stub.ListContacts(
-                pb.ListContactsRequest(parent="producers/alice", page_token=first.next_page_token, **changed), metadata=ALICE
+                pb.ListContactsRequest(parent="producers/alice", page_token=first.next_page_token, **changed),
+                metadata=ALICE,
             )
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "page_token" in violations(error.value)
@@ -154,7 +167,9 @@ async def test_list_count_and_export_with_filters_orders_and_tokens(service):
 )
 async def test_bad_requests_are_invalid_argument_naming_the_field(service, request_fields, field, fragment):
     with pytest.raises(grpc.RpcError) as error:
-        await service.stub.ListContacts(pb.ListContactsRequest(parent="producers/alice", **request_fields), metadata=ALICE)
+        await service.stub.ListContacts(
+            pb.ListContactsRequest(parent="producers/alice", **request_fields), metadata=ALICE
+        )
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in violations(error.value)[field]
 
@@ -162,37 +177,49 @@ async def test_bad_requests_are_invalid_argument_naming_the_field(service, reque
 async def test_delete_contact_erases_and_is_scoped(service):
     service.apply([change("e1", "ana@x.com", 100, adds=["a"]), change("e2", "bob@x.com", 100, adds=["a"])])
     stub = service.stub
-    page = await stub.ListContacts(pb.ListContactsRequest(parent="producers/alice", filter='email = "ana@x.com"'), metadata=ALICE)
+    page = await stub.ListContacts(
+        pb.ListContactsRequest(parent="producers/alice", filter='email = "ana@x.com"'), metadata=ALICE
+    )
     [ana] = page.contacts
     with pytest.raises(grpc.RpcError) as error:
         await stub.DeleteContact(pb.DeleteContactRequest(name=ana.name), metadata=bearer("mallory"))
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await stub.DeleteContact(pb.DeleteContactRequest(name=ana.name), metadata=ALICE)
-    for call in (stub.DeleteContact(pb.DeleteContactRequest(name=ana.name), metadata=ALICE),
-                 stub.GetContact(pb.GetContactRequest(name=ana.name), metadata=ALICE)):
+    for call in (
+        stub.DeleteContact(pb.DeleteContactRequest(name=ana.name), metadata=ALICE),
+        stub.GetContact(pb.GetContactRequest(name=ana.name), metadata=ALICE),
+    ):
         with pytest.raises(grpc.RpcError) as error:
             await call
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
-    count = await stub.CountContacts(pb.CountContactsRequest(parent="producers/alice", filter='tag = "a"'), metadata=ALICE)
+    count = await stub.CountContacts(
+        pb.CountContactsRequest(parent="producers/alice", filter='tag = "a"'), metadata=ALICE
+    )
     assert count.count == 1
     events = await stub.ListEvents(pb.ListEventsRequest(parent="producers/alice/products/42"), metadata=ALICE)
     assert sorted((e.email, e.contact) for e in events.events)[0] == ("", "")
 
 
 async def test_history_filter_and_dashboard(service):
-    service.apply([
-        change("e1", "ana@x.com", 1000 * DAY, adds=["a"]),
-        change("e2", "bob@x.com", 1001 * DAY, adds=["a"], removes=["b"]),
-    ])
+    service.apply(
+        [
+            change("e1", "ana@x.com", 1000 * DAY, adds=["a"]),
+            change("e2", "bob@x.com", 1001 * DAY, adds=["a"], removes=["b"]),
+        ]
+    )
     stub = service.stub
     events = await stub.ListEvents(
-        pb.ListEventsRequest(parent="producers/alice/products/42", filter='email = "bob@x.com" AND type = PURCHASE_APPROVED'),
+        pb.ListEventsRequest(
+            parent="producers/alice/products/42", filter='email = "bob@x.com" AND type = PURCHASE_APPROVED'
+        ),
         metadata=ALICE,
     )
     [bob] = events.events
     assert (list(bob.added_tags), list(bob.removed_tags), bob.contact_created) == (["a"], ["b"], True)
     with pytest.raises(grpc.RpcError) as error:
-        await stub.ListEvents(pb.ListEventsRequest(parent="producers/alice/products/42", filter="tag = a"), metadata=ALICE)
+        await stub.ListEvents(
+            pb.ListEventsRequest(parent="producers/alice/products/42", filter="tag = a"), metadata=ALICE
+        )
     assert "unknown field 'tag'" in violations(error.value)["filter"]
 
     dashboard = await stub.GetProductDashboard(
@@ -237,11 +264,13 @@ async def outbox_size(engine) -> int:
 
 async def take(stream, n, timeout=10.0):
     got = []
+
     async def read():
         async for item in stream:
             got.append(item)
             if len(got) == n:
                 return
+
     await asyncio.wait_for(read(), timeout)
     return got
 

@@ -15,10 +15,21 @@ def op(key, added=True, segmentation="seg", display_name="", automatic=True):
     return TagOperation(key, added, display_name, automatic, segmentation)
 
 
-def change(event_id, email="ana@example.com", seconds=100, ops=(), *, data=None, backfill="", product="42",
-           producer="alice", event_type=3):
-    return Change(producer, event_id, event_type, product, email, seconds * S, tuple(ops), ("seg",), data or {},
-                  backfill)
+def change(
+    event_id,
+    email="ana@example.com",
+    seconds=100,
+    ops=(),
+    *,
+    data=None,
+    backfill="",
+    product="42",
+    producer="alice",
+    event_type=3,
+):
+    return Change(
+        producer, event_id, event_type, product, email, seconds * S, tuple(ops), ("seg",), data or {}, backfill
+    )
 
 
 # --------------------------------------------------------------------------- tag links
@@ -85,8 +96,11 @@ def test_link_writes_insert_update_count_and_report_changes_of_presence():
 
 def test_count_deltas_leave_out_zero_and_sum_per_tag():
     keys = {10: ("alice", "42", "x"), 11: ("alice", "42", "y")}
-    incoming = {(1, 10): TagLink(True, (1, "a"), "s"), (2, 10): TagLink(True, (1, "a"), "s"),
-                (1, 11): TagLink(False, (1, "a"), "s")}
+    incoming = {
+        (1, 10): TagLink(True, (1, "a"), "s"),
+        (2, 10): TagLink(True, (1, "a"), "s"),
+        (1, 11): TagLink(False, (1, "a"), "s"),
+    }
     assert domain.link_writes(incoming, {}, keys).count_deltas == {10: 2}
 
 
@@ -192,8 +206,9 @@ def test_contact_data_is_merged_key_by_key_newest_wins_in_any_order():
 
 
 def test_contact_columns_come_from_chosen_data_only():
-    data = domain.contact_data({"first_name": ("Ana", (1, "a")), "last_name": ("Lima", (1, "a")),
-                                "country_code": ("BR", (1, "a"))})
+    data = domain.contact_data(
+        {"first_name": ("Ana", (1, "a")), "last_name": ("Lima", (1, "a")), "country_code": ("BR", (1, "a"))}
+    )
     assert (data.display_name, data.phone, data.country_code) == ("Ana Lima", "", "BR")
     assert domain.contact_data({"name": ("Ana", (1, "a")), "first_name": ("X", (1, "a"))}).display_name == "Ana"
     assert domain.contact_data({}) == domain.ContactData("", "", "", {})
@@ -202,8 +217,9 @@ def test_contact_columns_come_from_chosen_data_only():
 def test_a_new_person_is_captured_with_the_batchs_data():
     seen = ContactEvents((200, "e2"), 100, 200, {"name": ("Ana", (200, "e2"))})
     new = domain.capture("ana@example.com", None, seen)
-    assert new == domain.NewContact("ana@example.com", (200, "e2"), 100, 200,
-                                    domain.ContactData("Ana", "", "", {"name": ("Ana", (200, "e2"))}))
+    assert new == domain.NewContact(
+        "ana@example.com", (200, "e2"), 100, 200, domain.ContactData("Ana", "", "", {"name": ("Ana", (200, "e2"))})
+    )
 
 
 def test_a_stored_contact_is_updated_only_where_the_batch_is_newer():
@@ -232,8 +248,11 @@ def test_history_marks_the_oldest_event_of_a_captured_contact_and_lists_tags():
     ]
     ids = {("alice", "ana@example.com"): 1, ("alice", "bia@example.com"): 2}
     entries = domain.history_entries(changes, ids, created={("alice", "ana@example.com")})
-    assert [(e.event_id, e.contact_id, e.contact_created) for e in entries] == [("e2", 1, False), ("e1", 1, True),
-                                                                               ("e3", 2, False)]
+    assert [(e.event_id, e.contact_id, e.contact_created) for e in entries] == [
+        ("e2", 1, False),
+        ("e1", 1, True),
+        ("e3", 2, False),
+    ]
     assert (entries[0].added_tags, entries[0].removed_tags, entries[0].fired_segmentations) == (["x"], ["y"], ["seg"])
     assert (entries[0].occur_time, entries[0].product, entries[0].event_type) == (200 * S, "42", 3)
 

@@ -22,8 +22,13 @@ def test_a_contact_change_becomes_a_domain_change():
     message = contact_change_pb2.ContactChange(
         event=event, fired_segmentations=["s1", "s2"], contact_data={"name": "Ana"}, backfill="b/1"
     )
-    message.tag_operations.add(action=contact_change_pb2.TagOperation.ACTION_ADD, tag_key="x",
-                               tag_display_name="X", automatic=True, segmentation="s1")
+    message.tag_operations.add(
+        action=contact_change_pb2.TagOperation.ACTION_ADD,
+        tag_key="x",
+        tag_display_name="X",
+        automatic=True,
+        segmentation="s1",
+    )
     message.tag_operations.add(action=contact_change_pb2.TagOperation.ACTION_REMOVE, tag_key="y", segmentation="s2")
     assert messages.change_from(message) == domain.Change(
         producer="alice",
@@ -40,11 +45,24 @@ def test_a_contact_change_becomes_a_domain_change():
 
 
 def test_an_outbox_row_becomes_a_tag_change():
-    row = SimpleNamespace(id=5, producer="alice", contact_id=7, product="42", tag_key="x", added=False,
-                          event_id="e1", segmentation="seg", occur_time=1_500_000, commit_time=2_000_000)
+    row = SimpleNamespace(
+        id=5,
+        producer="alice",
+        contact_id=7,
+        product="42",
+        tag_key="x",
+        added=False,
+        event_id="e1",
+        segmentation="seg",
+        occur_time=1_500_000,
+        commit_time=2_000_000,
+    )
     change = messages.tag_change_message(row)
     assert (change.id, change.contact, change.tag, change.event) == (
-        "5", "producers/alice/contacts/7", "producers/alice/tags/42.x", "producers/alice/products/42/events/e1"
+        "5",
+        "producers/alice/contacts/7",
+        "producers/alice/tags/42.x",
+        "producers/alice/products/42/events/e1",
     )
     assert change.action == pb.TagChange.ACTION_REMOVED
     assert (change.occur_time.seconds, change.occur_time.nanos) == (1, 500_000_000)

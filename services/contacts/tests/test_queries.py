@@ -4,7 +4,7 @@ tag-change outbox on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -40,7 +40,9 @@ def change(event_id, email, seconds, adds=(), removes=(), *, producer="alice", p
     for key in removes:
         result.tag_operations.add(action=REMOVE, tag_key=key, tag_display_name=key, automatic=True, segmentation="seg")
     for key in adds:
-        result.tag_operations.add(action=ADD, tag_key=key, tag_display_name=key, automatic=True, segmentation=f"seg-{key}")
+        result.tag_operations.add(
+            action=ADD, tag_key=key, tag_display_name=key, automatic=True, segmentation=f"seg-{key}"
+        )
     return result
 
 
@@ -92,7 +94,14 @@ def population(engine):
             seconds = 1_700_000_000 + rng.randint(0, 100) * DAY + i * 60 + j
             add = rng.random() < 0.7
             changes.append(
-                change(f"e{i}-{j}", email, seconds, adds=[key] if add else [], removes=[] if add else [key], product=product)
+                change(
+                    f"e{i}-{j}",
+                    email,
+                    seconds,
+                    adds=[key] if add else [],
+                    removes=[] if add else [key],
+                    product=product,
+                )
             )
             products.add(product)
             times.append((seconds, add, product, key))
@@ -118,8 +127,10 @@ CASES = [
     ("", lambda p: True),
     ('tag = "a"', lambda p: has(p, "a")),
     ('tag = "a" AND NOT tag = "b"', lambda p: has(p, "a") and not has(p, "b")),
-    ('tag = "producers/alice/tags/1.a" AND -tag = "producers/alice/tags/2.b"',
-     lambda p: has(p, "a", "1") and not has(p, "b", "2")),
+    (
+        'tag = "producers/alice/tags/1.a" AND -tag = "producers/alice/tags/2.b"',
+        lambda p: has(p, "a", "1") and not has(p, "b", "2"),
+    ),
     ('tag = "producers/alice/tags/1.a" tag != "c"', lambda p: has(p, "a", "1") and not has(p, "c")),
     ('tag = "a" OR tag = "c"', lambda p: has(p, "a") or has(p, "c")),
     ('(tag = "a" OR tag = "b") AND NOT (tag = "c")', lambda p: (has(p, "a") or has(p, "b")) and not has(p, "c")),
@@ -127,12 +138,17 @@ CASES = [
     ('product = "producers/alice/products/1" AND NOT product = "2"', lambda p: p["products"] == {"1"}),
     ('product = "producers/bob/products/1"', lambda p: False),
     ('email : "@corp.example"', lambda p: p["email"].endswith("@corp.example")),
-    ('email = "p03@corp.example" OR email = "p04@gmail.com"', lambda p: p["email"] in ("p03@corp.example", "p04@gmail.com")),
+    (
+        'email = "p03@corp.example" OR email = "p04@gmail.com"',
+        lambda p: p["email"] in ("p03@corp.example", "p04@gmail.com"),
+    ),
     ('source = AUTO AND tag = "nothing-like-this"', lambda p: False),
-    ('source = AUTO', lambda p: True),
+    ("source = AUTO", lambda p: True),
     ("last_event_time >= 2023-12-01T00:00:00Z", lambda p: p["last"] >= 1_701_388_800),
-    ('last_event_time < "2023-12-01T00:00:00-03:00" AND tag = "b"',
-     lambda p: p["last"] < 1_701_399_600 and has(p, "b")),
+    (
+        'last_event_time < "2023-12-01T00:00:00-03:00" AND tag = "b"',
+        lambda p: p["last"] < 1_701_399_600 and has(p, "b"),
+    ),
 ]
 
 
@@ -154,7 +170,9 @@ def test_create_time_order_is_by_capture_then_id(engine):
     apply(engine, [change("e1", "late@x.com", 100)])
     apply(engine, [change("e2", "early@x.com", 50)])
     with engine.begin() as connection:
-        connection.execute(schema.contacts.update().where(schema.contacts.c.email == "late@x.com").values(create_time=1))
+        connection.execute(
+            schema.contacts.update().where(schema.contacts.c.email == "late@x.com").values(create_time=1)
+        )
     assert emails(engine, order=SortOrder("create_time")) == ["late@x.com", "early@x.com"]
     assert emails(engine, order=SortOrder("create_time", True), page=1) == ["early@x.com", "late@x.com"]
     assert emails(engine, "create_time > 1970-01-01T00:00:00.000001Z") == ["early@x.com"]
@@ -185,13 +203,17 @@ def test_filter_errors_name_the_position_or_the_field():
 
 # --------------------------------------------------------------------------- history, dashboard
 
+
 def test_history_filters(engine):
-    apply(engine, [
-        change("e1", "ana@x.com", 1000 * DAY, adds=["approved"]),
-        change("e2", "bob@y.com", 1001 * DAY, kind=REFUNDED),
-        change("e3", "ana@x.com", 1002 * DAY, kind=REFUNDED, removes=["approved"]),
-        change("e4", "ana@x.com", 1002 * DAY, product="other"),
-    ])
+    apply(
+        engine,
+        [
+            change("e1", "ana@x.com", 1000 * DAY, adds=["approved"]),
+            change("e2", "bob@y.com", 1001 * DAY, kind=REFUNDED),
+            change("e3", "ana@x.com", 1002 * DAY, kind=REFUNDED, removes=["approved"]),
+            change("e4", "ana@x.com", 1002 * DAY, product="other"),
+        ],
+    )
 
     def ids(text):
         with engine.connect() as connection:
@@ -202,7 +224,7 @@ def test_history_filters(engine):
     assert ids("type = PURCHASE_REFUNDED") == ["e3", "e2"]
     assert ids('type = EVENT_TYPE_PURCHASE_APPROVED OR email = "bob@y.com"') == ["e2", "e1"]
     assert ids('email : "@x.com" AND NOT type = PURCHASE_APPROVED') == ["e3"]
-    assert ids(f"occur_time >= {datetime.fromtimestamp(1001 * DAY, timezone.utc).isoformat()}") == ["e3", "e2"]
+    assert ids(f"occur_time >= {datetime.fromtimestamp(1001 * DAY, UTC).isoformat()}") == ["e3", "e2"]
     with engine.connect() as connection:
         ana = connection.execute(sa.select(schema.contacts.c.id).where(schema.contacts.c.email == "ana@x.com")).scalar()
     assert ids(f'contact = "producers/alice/contacts/{ana}"') == ["e3", "e1"]
@@ -215,12 +237,15 @@ def test_history_filters(engine):
 
 
 def test_dashboard_counters(engine):
-    apply(engine, [
-        change("e1", "ana@x.com", 1000 * DAY + 5, adds=["approved"]),
-        change("e2", "bob@x.com", 1000 * DAY + 9, adds=["approved"]),
-        change("e3", "ana@x.com", 1001 * DAY, kind=REFUNDED, removes=["approved"]),
-        change("e4", "cy@x.com", 1001 * DAY, product="other"),
-    ])
+    apply(
+        engine,
+        [
+            change("e1", "ana@x.com", 1000 * DAY + 5, adds=["approved"]),
+            change("e2", "bob@x.com", 1000 * DAY + 9, adds=["approved"]),
+            change("e3", "ana@x.com", 1001 * DAY, kind=REFUNDED, removes=["approved"]),
+            change("e4", "cy@x.com", 1001 * DAY, product="other"),
+        ],
+    )
     # An older event of a linked person arriving later counts as an event, not a capture.
     apply(engine, [change("e0", "ana@x.com", 999 * DAY, kind=REFUNDED), change("e1", "ana@x.com", 1000 * DAY + 5)])
     with engine.connect() as connection:
@@ -243,17 +268,40 @@ def test_migrations_backfill_product_links_and_counters_from_history(database_ur
         migrate(engine, legacy.MIGRATIONS[:1], namespace="listboss_contacts")
         with engine.begin() as connection:
             contact_id = connection.execute(
-                schema.contacts.insert().values(
-                    producer="alice", email="ana@x.com", display_name="", phone="", country_code="", source=1,
-                    data_time=0, data_event="e1", first_event_time=0, last_event_time=0, create_time=0, update_time=0,
-                ).returning(schema.contacts.c.id)
+                schema.contacts.insert()
+                .values(
+                    producer="alice",
+                    email="ana@x.com",
+                    display_name="",
+                    phone="",
+                    country_code="",
+                    source=1,
+                    data_time=0,
+                    data_event="e1",
+                    first_event_time=0,
+                    last_event_time=0,
+                    create_time=0,
+                    update_time=0,
+                )
+                .returning(schema.contacts.c.id)
             ).scalar()
             for event_id, day, kind in [("e1", 10, APPROVED), ("e2", 11, REFUNDED), ("e3", 11, REFUNDED)]:
-                connection.execute(schema.history.insert().values(
-                    producer="alice", product="42", event_id=event_id, event_type=kind, occur_time=day * DAY * 10**6,
-                    record_time=0, contact_id=contact_id, email="ana@x.com", contact_created=event_id == "e1",
-                    added_tags="[]", removed_tags="[]", fired_segmentations="[]",
-                ))
+                connection.execute(
+                    schema.history.insert().values(
+                        producer="alice",
+                        product="42",
+                        event_id=event_id,
+                        event_type=kind,
+                        occur_time=day * DAY * 10**6,
+                        record_time=0,
+                        contact_id=contact_id,
+                        email="ana@x.com",
+                        contact_created=event_id == "e1",
+                        added_tags="[]",
+                        removed_tags="[]",
+                        fired_segmentations="[]",
+                    )
+                )
         schema.migrate_database(engine)
         with engine.connect() as connection:
             links = connection.execute(sa.select(schema.contact_products)).all()
@@ -261,12 +309,16 @@ def test_migrations_backfill_product_links_and_counters_from_history(database_ur
                 sa.select(schema.product_daily).order_by(schema.product_daily.c.day, schema.product_daily.c.event_type)
             ).all()
         assert [(r.contact_id, r.product, r.first_event_time) for r in links] == [(contact_id, "42", 10 * DAY * 10**6)]
-        assert [(r.day, r.event_type, r.events, r.captured) for r in daily] == [(10, APPROVED, 1, 1), (11, REFUNDED, 2, 0)]
+        assert [(r.day, r.event_type, r.events, r.captured) for r in daily] == [
+            (10, APPROVED, 1, 1),
+            (11, REFUNDED, 2, 0),
+        ]
     finally:
         engine.dispose()
 
 
 # --------------------------------------------------------------------------- erasure and the outbox
+
 
 def outbox(engine):
     with engine.connect() as connection:
@@ -289,11 +341,14 @@ def test_outbox_holds_only_changes_of_the_present_state(engine):
 
 
 def test_erasure_removes_the_person_and_a_later_event_starts_fresh(engine):
-    apply(engine, [
-        change("e1", "ana@x.com", 100, adds=["a", "b"]),
-        change("e2", "ana@x.com", 200, removes=["b"], product="7"),
-        change("e3", "bob@x.com", 100, adds=["a"]),
-    ])
+    apply(
+        engine,
+        [
+            change("e1", "ana@x.com", 100, adds=["a", "b"]),
+            change("e2", "ana@x.com", 200, removes=["b"], product="7"),
+            change("e3", "bob@x.com", 100, adds=["a"]),
+        ],
+    )
     with engine.connect() as connection:
         ana = connection.execute(sa.select(schema.contacts.c.id).where(schema.contacts.c.email == "ana@x.com")).scalar()
     with engine.begin() as connection:
@@ -304,11 +359,15 @@ def test_erasure_removes_the_person_and_a_later_event_starts_fresh(engine):
     with engine.connect() as connection:
         counts = {r.key: r.contact_count for r in queries.list_tags(connection, "alice", None, None, 100)}
         history = connection.execute(sa.select(schema.history).order_by(schema.history.c.event_id)).all()
-        links = connection.execute(sa.select(sa.func.count()).select_from(schema.contact_tags).where(
-            schema.contact_tags.c.contact_id == ana)).scalar()
+        links = connection.execute(
+            sa.select(sa.func.count()).select_from(schema.contact_tags).where(schema.contact_tags.c.contact_id == ana)
+        ).scalar()
         products = connection.execute(sa.select(schema.contact_products.c.contact_id)).scalars().all()
     assert counts == {"a": 1, "b": 0}
-    assert [(r.event_id, r.contact_id, r.email) for r in history if r.event_id != "e3"] == [("e1", None, ""), ("e2", None, "")]
+    assert [(r.event_id, r.contact_id, r.email) for r in history if r.event_id != "e3"] == [
+        ("e1", None, ""),
+        ("e2", None, ""),
+    ]
     assert links == 0 and ana not in products
     assert count(engine, 'tag = "a"') == 1 and count(engine, 'product = "7"') == 0
     assert "ana@x.com" not in str(outbox(engine))
@@ -318,17 +377,22 @@ def test_erasure_removes_the_person_and_a_later_event_starts_fresh(engine):
     assert emails(engine) == ["bob@x.com"]
     apply(engine, [change("e9", "ana@x.com", 500, adds=["c"])])
     with engine.connect() as connection:
-        [(fresh, tag_rows)] = queries.list_contacts(connection, "alice", queries.parse_contact_filter('email = "ana@x.com"'), None, 10)
+        [(fresh, tag_rows)] = queries.list_contacts(
+            connection, "alice", queries.parse_contact_filter('email = "ana@x.com"'), None, 10
+        )
     assert fresh.id != ana and [t.key for t in tag_rows] == ["c"]
     assert count(engine, 'tag = "a"') == 1
 
 
 def test_counts_of_a_key_used_by_several_products_count_each_contact_once(engine):
-    apply(engine, [
-        change("e1", "ana@x.com", 100, adds=["a"], product="1"),
-        change("e2", "ana@x.com", 100, adds=["a"], product="2"),
-        change("e3", "bob@x.com", 100, adds=["a"], product="2"),
-    ])
+    apply(
+        engine,
+        [
+            change("e1", "ana@x.com", 100, adds=["a"], product="1"),
+            change("e2", "ana@x.com", 100, adds=["a"], product="2"),
+            change("e3", "bob@x.com", 100, adds=["a"], product="2"),
+        ],
+    )
     assert count(engine, 'tag = "a"') == 2
     assert count(engine, 'tag = "producers/alice/tags/2.a"') == 2
     assert count(engine, 'tag = "nothing"') == 0
@@ -351,10 +415,16 @@ filters = st.recursive(
     st.sampled_from(LEAVES),
     lambda children: st.one_of(
         st.lists(children, min_size=2, max_size=3).map(
-            lambda terms: (" AND ".join(f"({t})" for t, _ in terms), lambda p, fs=[f for _, f in terms]: all(f(p) for f in fs))
+            lambda terms: (
+                " AND ".join(f"({t})" for t, _ in terms),
+                lambda p, fs=[f for _, f in terms]: all(f(p) for f in fs),
+            )
         ),
         st.lists(children, min_size=2, max_size=3).map(
-            lambda terms: (" OR ".join(f"({t})" for t, _ in terms), lambda p, fs=[f for _, f in terms]: any(f(p) for f in fs))
+            lambda terms: (
+                " OR ".join(f"({t})" for t, _ in terms),
+                lambda p, fs=[f for _, f in terms]: any(f(p) for f in fs),
+            )
         ),
         children.map(lambda term: (f"NOT ({term[0]})", lambda p, f=term[1]: not f(p))),
     ),
@@ -368,5 +438,7 @@ def test_random_filters_match_the_oracle(engine, population, case, page, descend
     text, predicate = case
     expected = oracle(population, predicate)
     assert sorted(emails(engine, text, page=page)) == expected
-    assert emails(engine, text, SortOrder("email", descending), page=page) == (expected[::-1] if descending else expected)
+    assert emails(engine, text, SortOrder("email", descending), page=page) == (
+        expected[::-1] if descending else expected
+    )
     assert count(engine, text) == len(expected)

@@ -17,10 +17,10 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.errors import ServiceError
-from listboss_testing import bearer, binding
 from listboss_contacts import tag_changes
 from listboss_contacts.grpc_api import ContactsServicer
 from listboss_contacts.tag_changes import ChangeReader, TagSelector, watch
+from listboss_testing import bearer, binding
 
 STREAM = bus.TAG_CHANGES.name
 EVERY_TAG = TagSelector([])
@@ -210,9 +210,15 @@ async def test_an_expired_cursor_is_failed_precondition_over_grpc(js, grpc_serve
     sequences = await publish(js, "alice", 4)
     await js.purge_stream(STREAM, seq=sequences[3])
     servicer = ContactsServicer(None, js)
-    served = await grpc_server([
-        binding(pb.DESCRIPTOR.services_by_name["ContactsService"], pb_grpc.add_ContactsServiceServicer_to_server, servicer)
-    ])
+    served = await grpc_server(
+        [
+            binding(
+                pb.DESCRIPTOR.services_by_name["ContactsService"],
+                pb_grpc.add_ContactsServiceServicer_to_server,
+                servicer,
+            )
+        ]
+    )
     try:
         stream = pb_grpc.ContactsServiceStub(served.channel).WatchTagChanges(
             pb.WatchTagChangesRequest(parent="producers/alice", cursor=tag_changes.encode_cursor(sequences[0])),

@@ -45,9 +45,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             raise InvalidArgument([v.prefixed("event") for v in error.violations]) from None
         return pb.IngestEventResponse(event_id=event.id, duplicate=duplicate)
 
-    async def BatchIngestEvents(
-        self, request: pb.BatchIngestEventsRequest, context
-    ) -> pb.BatchIngestEventsResponse:
+    async def BatchIngestEvents(self, request: pb.BatchIngestEventsRequest, context) -> pb.BatchIngestEventsResponse:
         # The request is ours alone: the use case normalizes its events in place.
         outcome = await handlers.ingest_batch(
             self._publisher, request.events, request.request_id, current_principal.get(), source=_GRPC

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from google.protobuf import timestamp_pb2
@@ -23,7 +23,14 @@ from prometheus_client import Counter
 from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_common.auth import Principal
-from listboss_common.errors import FieldViolation, InvalidArgument, ServiceError, invalid_field, permission_denied, unauthenticated
+from listboss_common.errors import (
+    FieldViolation,
+    InvalidArgument,
+    ServiceError,
+    invalid_field,
+    permission_denied,
+    unauthenticated,
+)
 from listboss_common.resources import PRODUCER
 from listboss_ingest.normalize import normalize_in_place
 from listboss_ingest.publisher import event_message_id
@@ -183,13 +190,15 @@ def webhook_event(source: WebhookSource, payload: bytes | str, producer: str) ->
         size = len(payload.encode(errors="surrogatepass") if isinstance(payload, str) else payload)
         if size > MAX_WEBHOOK_BYTES:
             raise invalid_field("payload", f"must be at most {MAX_WEBHOOK_BYTES} bytes")
-        return source.event_from_webhook(payload, producer, receive_time=datetime.now(timezone.utc))
+        return source.event_from_webhook(payload, producer, receive_time=datetime.now(UTC))
     except InvalidArgument:
         EVENTS_REJECTED.labels(_source_label(event_pb2.EVENT_SOURCE_WEBHOOK)).inc()
         raise
 
 
-async def store_webhook_event(publisher: EventPublisher, event: event_pb2.Event, *, timeout: float | None = None) -> bool:
+async def store_webhook_event(
+    publisher: EventPublisher, event: event_pb2.Event, *, timeout: float | None = None
+) -> bool:
     """Stores the event :func:`webhook_event` made; True when JetStream already had it (a
     duplicate). ``timeout`` bounds the wait for JetStream (default: the publisher's)."""
     duplicate = await publisher.publish_one(event, timeout=timeout)

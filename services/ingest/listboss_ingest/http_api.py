@@ -86,8 +86,14 @@ _STATUS_NAMES = {
 class _Reject(Exception):
     """An error answer: status, reason, message and optional field violations."""
 
-    def __init__(self, status: int, reason: str, message: str, violations: tuple[FieldViolation, ...] = (),
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        violations: tuple[FieldViolation, ...] = (),
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -228,8 +234,12 @@ class WebhookReceiver:
             # One answer for a missing token, a wrong one and an unknown producer.
             raise _Reject(401, "UNAUTHENTICATED", f"missing or invalid {header} for this producer")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            raise _Reject(413, "PAYLOAD_TOO_LARGE", f"the body must be at most {MAX_BODY_BYTES} bytes",
-                          headers={"Connection": "close"})
+            raise _Reject(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"the body must be at most {MAX_BODY_BYTES} bytes",
+                headers={"Connection": "close"},
+            )
         if not _json_content_type(request):
             raise _Reject(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json (charset utf-8)")
         body = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size
@@ -243,8 +253,9 @@ class WebhookReceiver:
         except ServiceError as error:
             if error.code != grpc.StatusCode.UNAVAILABLE:
                 raise
-            raise _Reject(503, error.reason, "the event was not stored; retry later",
-                          headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+            raise _Reject(
+                503, error.reason, "the event was not stored; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}
+            ) from None
         fields["duplicate"] = duplicate
         return web.Response(
             body=json.dumps({"event_id": event.id, "duplicate": duplicate}).encode(),

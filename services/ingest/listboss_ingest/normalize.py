@@ -237,7 +237,9 @@ def _normalize_product(event: event_pb2.Event, violations: list[FieldViolation])
     elif not is_valid_id(product_id):
         # It becomes a segment of resource names (producers/p/products/{id}).
         violations.append(
-            FieldViolation("product.id", "must start with a letter or digit and hold only letters, digits, '-', '_', '.'")
+            FieldViolation(
+                "product.id", "must start with a letter or digit and hold only letters, digits, '-', '_', '.'"
+            )
         )
 
 

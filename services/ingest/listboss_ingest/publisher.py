@@ -40,9 +40,7 @@ class EventPublisher:
         self._nc = getattr(js, "_nc", None)  # nats-py keeps the connection here; used to fail fast
         self.timeout = timeout
 
-    async def _publish(
-        self, producer: str, payload: bytes, msg_id: str, timeout: float | None = None
-    ) -> bool:
+    async def _publish(self, producer: str, payload: bytes, msg_id: str, timeout: float | None = None) -> bool:
         if self._nc is not None and not self._nc.is_connected:
             raise _bus_unavailable("not connected to NATS")
         subject = bus.events_subject(producer)
@@ -51,16 +49,22 @@ class EventPublisher:
             # A producer span per packed message (tracing on): its traceparent rides in the headers.
             with tracing.publishing(subject, headers):
                 ack = await self._js.publish(subject, payload, timeout=timeout or self.timeout, headers=headers)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError,
-                nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                nats.errors.OutboundBufferLimitError) as error:
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            NoStreamResponseError,
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+        ) as error:
             raise _bus_unavailable(type(error).__name__) from error
         return bool(ack.duplicate)
 
     async def publish_one(self, event: event_pb2.Event, timeout: float | None = None) -> bool:
         """Stores one event; True when JetStream already had it (a duplicate)."""
-        return await self._publish(event.producer, pack_events([event.SerializeToString()]),
-                                   event_message_id(event), timeout)
+        return await self._publish(
+            event.producer, pack_events([event.SerializeToString()]), event_message_id(event), timeout
+        )
 
     async def publish_many(self, request_id: str, events: Sequence[event_pb2.Event]) -> list[bool]:
         """Stores events packed per producer under ``request_id``; one duplicate flag per event.
@@ -98,9 +102,7 @@ def _stable_size(event: event_pb2.Event, serialized_size: int) -> int:
     return serialized_size + _MAX_RECEIVE_TIME_BYTES
 
 
-def pack_groups(
-    events: Sequence[event_pb2.Event], serialized: Sequence[bytes]
-) -> list[tuple[str, list[int], int]]:
+def pack_groups(events: Sequence[event_pb2.Event], serialized: Sequence[bytes]) -> list[tuple[str, list[int], int]]:
     """(producer, indexes of the events in one packed message, message number), deterministic
     for a given request whatever the receive times."""
     by_producer: dict[str, list[int]] = defaultdict(list)

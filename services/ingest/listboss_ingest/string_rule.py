@@ -123,7 +123,7 @@ class _Strings:
     fields. Built once from the descriptors, so a field added to the protos is covered unchanged;
     :meth:`apply` walks it for every message."""
 
-    __slots__ = ("strings", "messages", "containers")
+    __slots__ = ("containers", "messages", "strings")
 
     def __init__(self, descriptor: Descriptor, path: str = "", outer: frozenset[str] = frozenset()):
         outer = outer | {descriptor.full_name}  # a recursive type is not followed into itself
@@ -189,7 +189,12 @@ class _Strings:
 
 
 def _normalize_container(
-    values: Any, path: str, limit: int, treatment: int, plan: _Strings | None, is_map: bool,
+    values: Any,
+    path: str,
+    limit: int,
+    treatment: int,
+    plan: _Strings | None,
+    is_map: bool,
     violations: list[FieldViolation],
 ) -> None:
     """The string rule for a repeated field (``path[3]``) or a map (``path["key"]``)."""
@@ -246,4 +251,3 @@ def without_lone_surrogates(text: str) -> str:
 
 #: The string rule for the canonical Event (a :data:`StringRule`).
 event_strings: Final = string_rule(event_pb2.Event.DESCRIPTOR)
-

@@ -63,8 +63,11 @@ def _undecodable_error(descriptor: Descriptor, data: bytes) -> InvalidArgument:
     if not paths:  # broken framing rather than a bad string: nothing to point at
         return InvalidArgument([], message=f"the request is not a valid {descriptor.name} message")
     violations = [
-        FieldViolation(path, "must be UTF-8 text: protobuf string fields cannot hold a lone surrogate (U+D800-U+DFFF) "
-                             "or bytes that are not UTF-8")
+        FieldViolation(
+            path,
+            "must be UTF-8 text: protobuf string fields cannot hold a lone surrogate (U+D800-U+DFFF) "
+            "or bytes that are not UTF-8",
+        )
         for path in paths[:MAX_REPORTED_FIELDS]
     ]
     return InvalidArgument(violations)

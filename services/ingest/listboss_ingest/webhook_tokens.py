@@ -59,7 +59,7 @@ class WebhookTokens:
         return matches and expected is not None and bool(given)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WebhookTokens":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookTokens:
         environ = os.environ if environ is None else environ
         tokens: dict[str, str] = {}
         path = environ.get(TOKENS_FILE_VARIABLE, "").strip()
@@ -76,7 +76,9 @@ def _read_file(path: Path) -> dict[str, str]:
         raise ConfigError(f"{TOKENS_FILE_VARIABLE}: cannot read {path}: {error.strerror}") from None
     except ValueError as error:
         # The message of a JSON error may quote the file: keep the position only.
-        raise ConfigError(f"{TOKENS_FILE_VARIABLE}: {path} is not valid JSON (line {getattr(error, 'lineno', '?')})") from None
+        raise ConfigError(
+            f"{TOKENS_FILE_VARIABLE}: {path} is not valid JSON (line {getattr(error, 'lineno', '?')})"
+        ) from None
     if not isinstance(document, dict):
         raise ConfigError(f'{TOKENS_FILE_VARIABLE}: {path} must hold a JSON object {{"producer": "token"}}')
     return document

@@ -21,8 +21,13 @@ INTERNAL = Principal(None)
 
 def canonical(**fields) -> event_pb2.Event:
     """A valid canonical event of producer acme, changed by ``fields``."""
-    made = event_pb2.Event(id="evt-1", producer="acme", type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
-                           product=event_pb2.Product(id="42"), person=event_pb2.Person(email="ana@example.com"))
+    made = event_pb2.Event(
+        id="evt-1",
+        producer="acme",
+        type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
+        product=event_pb2.Product(id="42"),
+        person=event_pb2.Person(email="ana@example.com"),
+    )
     made.occur_time.GetCurrentTime()
     for name, value in fields.items():
         setattr(made, name, value)
@@ -74,12 +79,20 @@ async def test_an_invalid_event_names_its_fields_relative_to_the_event():
 
 async def test_a_batch_judges_each_event_on_its_own():
     publisher = FakePublisher(stored={"old"})
-    events = [canonical(id="a"), canonical(id=""), canonical(id="a"), canonical(id="b", producer="other"),
-              canonical(id="old")]
+    events = [
+        canonical(id="a"),
+        canonical(id=""),
+        canonical(id="a"),
+        canonical(id="b", producer="other"),
+        canonical(id="old"),
+    ]
     outcome = await handlers.ingest_batch(publisher, events, "", ALICE, source=GRPC)
     assert [(event_id, result) for event_id, result, _ in outcome.results] == [
-        ("a", handlers.ACCEPTED), ("", handlers.REJECTED), ("a", handlers.DUPLICATE),
-        ("b", handlers.REJECTED), ("old", handlers.DUPLICATE),
+        ("a", handlers.ACCEPTED),
+        ("", handlers.REJECTED),
+        ("a", handlers.DUPLICATE),
+        ("b", handlers.REJECTED),
+        ("old", handlers.DUPLICATE),
     ]
     assert [v.field for v in outcome.results[3][2]] == ["producer"]
     assert (outcome.accepted, outcome.duplicates, outcome.rejected) == (1, 2, 2)
@@ -88,8 +101,11 @@ async def test_a_batch_judges_each_event_on_its_own():
 
 @pytest.mark.parametrize(
     "events, request_id, field",
-    [([], "", "events"), ([canonical()] * (handlers.MAX_BATCH_EVENTS + 1), "", "events"),
-     ([canonical()], "r" * 129, "request_id")],
+    [
+        ([], "", "events"),
+        ([canonical()] * (handlers.MAX_BATCH_EVENTS + 1), "", "events"),
+        ([canonical()], "r" * 129, "request_id"),
+    ],
 )
 async def test_a_batch_beyond_its_limits_is_refused_whole(events, request_id, field):
     with pytest.raises(InvalidArgument) as refused:

@@ -9,7 +9,7 @@ import copy
 import json
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from listboss_ingest.sources.hotmart import event_from_webhook
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "data" / "hotmart"
-UTC = timezone.utc
+UTC = UTC
 PRODUCER = "acme"
 
 BUYER_EMAIL = "testecomprador271101postman15@example.com"
@@ -394,7 +394,11 @@ REJECTED: list[tuple[str, Any, set[str]]] = [
     ("product id blank", approved(set_path("data.product.id", " ")), {"product.id"}),
     ("negative price", approved(set_path("data.purchase.price.value", -1)), {"purchase.price.value"}),
     ("price NaN", approved(set_path("data.purchase.price.value", math.nan)), {"purchase.price.value"}),
-    ("full price infinite", approved(set_path("data.purchase.full_price.value", "1e999")), {"purchase.full_price.value"}),
+    (
+        "full price infinite",
+        approved(set_path("data.purchase.full_price.value", "1e999")),
+        {"purchase.full_price.value"},
+    ),
     (
         "negative installments",
         approved(set_path("data.purchase.payment.installments_number", "-2")),
@@ -620,4 +624,3 @@ def test_a_lone_surrogate_where_the_table_reads_nothing_does_not_refuse_the_webh
 def test_an_over_long_webhook_value_is_a_violation_on_its_canonical_field() -> None:
     payload = approved(set_path("data.product.name", "x" * 501))
     assert description(lambda: convert(payload), "product.name") == "must be at most 500 characters"
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,7 @@ from listboss_ingest.sources.hotmart import event_from_webhook
 
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "data" / "hotmart"
 PRODUCER = "acme"
-UTC = timezone.utc
-
-
+UTC = UTC
 
 
 def _keys_of(value: Any) -> Iterator[str]:
@@ -122,8 +120,7 @@ def envelopes(draw: st.DrawFn) -> dict[str, Any]:
                 {},
                 optional={
                     "id": json_values,
-                    "event": st.sampled_from(PURCHASE_EVENTS + ["SWITCH_PLAN", "CLUB_FIRST_ACCESS"])
-                    | json_values,
+                    "event": st.sampled_from(PURCHASE_EVENTS + ["SWITCH_PLAN", "CLUB_FIRST_ACCESS"]) | json_values,
                     "creation_date": st.integers(min_value=-(10**16), max_value=10**16) | json_values,
                     "creationDate": json_values,
                     "hottok": st.text(max_size=8),

@@ -20,6 +20,8 @@ from listboss.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.auth import issue_token
 from listboss_common.grpc_server import MAX_MESSAGE_BYTES
+from listboss_ingest import normalize
+from listboss_ingest.handlers import MAX_BATCH_EVENTS
 from listboss_testing import (
     AUTH_SECRET,
     bearer,
@@ -30,8 +32,6 @@ from listboss_testing import (
     stored_events,
     violated_fields,
 )
-from listboss_ingest import normalize
-from listboss_ingest.handlers import MAX_BATCH_EVENTS
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = sorted((REPO / "tests" / "data" / "hotmart").glob("*.json"))
@@ -104,9 +104,7 @@ async def test_ingest_event_again_is_a_duplicate_and_stored_once(ingest, js):
 
 
 async def test_ingest_event_defaults_the_producer_to_the_token(ingest, js):
-    response = await ingest.IngestEvent(
-        pb.IngestEventRequest(event=make_event(producer="")), metadata=bearer("carol")
-    )
+    response = await ingest.IngestEvent(pb.IngestEventRequest(event=make_event(producer="")), metadata=bearer("carol"))
     assert response.duplicate is False
     ((subject, _, (event,)),) = await event_messages(js)
     assert subject == "listboss.events.carol"
@@ -152,7 +150,9 @@ async def test_rich_details_reach_a_sync_client(ingest_port, js):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.IngestServiceStub(channel)
             try:
-                stub.IngestEvent(pb.IngestEventRequest(event=make_event(email="bad")), metadata=bearer("alice"), timeout=10)
+                stub.IngestEvent(
+                    pb.IngestEventRequest(event=make_event(email="bad")), metadata=bearer("alice"), timeout=10
+                )
             except grpc.RpcError as error:
                 return error
         return None
@@ -373,7 +373,9 @@ async def test_canonical_events_beyond_webhooks_are_validated_and_stored(ingest,
         pb.BatchIngestEventsRequest(events=[progress, webinar, bad]), metadata=bearer("alice")
     )
     assert [r.outcome for r in response.results] == [
-        Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_REJECTED,
+        Outcome.OUTCOME_ACCEPTED,
+        Outcome.OUTCOME_ACCEPTED,
+        Outcome.OUTCOME_REJECTED,
     ]
     assert [v.field for v in response.results[2].field_violations] == ["events[2].webinar.id"]
     stored = {e.id: e for e in await stored_events(js)}
@@ -424,9 +426,11 @@ async def test_webhook_fixture_becomes_a_stored_event(ingest, js, path):
 
 
 async def test_webhook_with_bad_json_is_invalid_argument_on_payload(ingest, js):
-    assert await refused_fields(ingest.IngestWebhook(
-        pb.IngestWebhookRequest(parent="producers/acme", payload='{"id": "x", '), metadata=bearer("acme")
-    )) == {"payload"}
+    assert await refused_fields(
+        ingest.IngestWebhook(
+            pb.IngestWebhookRequest(parent="producers/acme", payload='{"id": "x", '), metadata=bearer("acme")
+        )
+    ) == {"payload"}
     assert await stored_events(js) == []
 
 
@@ -441,9 +445,11 @@ async def test_webhook_for_another_producer_is_permission_denied(ingest, js):
 
 
 async def test_webhook_with_bad_parent_is_invalid_argument(ingest, js):
-    assert await refused_fields(ingest.IngestWebhook(
-        pb.IngestWebhookRequest(parent="acme", payload=FIXTURES[0].read_text()), metadata=bearer("acme")
-    )) == {"parent"}
+    assert await refused_fields(
+        ingest.IngestWebhook(
+            pb.IngestWebhookRequest(parent="acme", payload=FIXTURES[0].read_text()), metadata=bearer("acme")
+        )
+    ) == {"parent"}
 
 
 # --- NATS outage -------------------------------------------------------------------------------
@@ -495,8 +501,9 @@ async def test_health_serves_without_a_token(ingest_port):
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("reflection_service", ["grpc.reflection.v1.ServerReflection",
-                                                "grpc.reflection.v1alpha.ServerReflection"])
+@pytest.mark.parametrize(
+    "reflection_service", ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+)
 async def test_reflection_lists_the_ingest_service(ingest_port, reflection_service):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest_port}") as channel:
         # v1 and v1alpha messages are the same on the wire: the v1alpha classes serve for both.

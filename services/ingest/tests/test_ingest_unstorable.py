@@ -84,11 +84,18 @@ async def test_batch_refuses_each_unstorable_event_by_index_and_stores_its_neigh
         metadata=bearer("alice"),
     )
     assert [r.outcome for r in response.results] == [
-        Outcome.OUTCOME_ACCEPTED, Outcome.OUTCOME_REJECTED, Outcome.OUTCOME_ACCEPTED,
-        Outcome.OUTCOME_REJECTED, Outcome.OUTCOME_REJECTED,
+        Outcome.OUTCOME_ACCEPTED,
+        Outcome.OUTCOME_REJECTED,
+        Outcome.OUTCOME_ACCEPTED,
+        Outcome.OUTCOME_REJECTED,
+        Outcome.OUTCOME_REJECTED,
     ]
     assert [[v.field for v in r.field_violations] for r in response.results] == [
-        [], ["events[1].person.name"], [], ["events[3].product.name"], ["events[4].person.address.street"],
+        [],
+        ["events[1].person.name"],
+        [],
+        ["events[3].product.name"],
+        ["events[4].person.address.street"],
     ]
     assert "U+0000" in response.results[1].field_violations[0].description
     assert (response.accepted_count, response.rejected_count) == (2, 3)
@@ -153,7 +160,7 @@ async def test_ingest_webhook_refuses_what_a_store_cannot_hold(ingest, js, key, 
     document["data"]["buyer"][key] = value
     payload = json.dumps(document)  # a control or a lone surrogate travels as a \u escape
     assert payload.isascii()
-    assert await refused_fields(ingest.IngestWebhook(
-        pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme")
-    )) == {field}
+    assert await refused_fields(
+        ingest.IngestWebhook(pb.IngestWebhookRequest(parent="producers/acme", payload=payload), metadata=bearer("acme"))
+    ) == {field}
     assert await stored_events(js) == []

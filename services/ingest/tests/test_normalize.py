@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from listboss_ingest.normalize import PRODUCER_PATTERN, normalize_event
 from listboss_ingest.sources.hotmart import event_from_webhook
 
 REPO = Path(__file__).resolve().parents[3]
-UTC = timezone.utc
+UTC = UTC
 PRODUCER = "acme"
 
 
@@ -293,8 +293,9 @@ def webinar_event(event_type: int = event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE, **f
 
 def test_content_progress_is_normalized() -> None:
     event = normalize_event(
-        progress_event(content_id=" c-1 ", content_name=" Module A ", percentage=100.0, completed_lessons=8,
-                       total_lessons=8)
+        progress_event(
+            content_id=" c-1 ", content_name=" Module A ", percentage=100.0, completed_lessons=8, total_lessons=8
+        )
     )
     assert (event.content_progress.content_id, event.content_progress.content_name) == ("c-1", "Module A")
     assert normalize_event(progress_event()).content_progress.percentage == 0  # present, all zero: valid
@@ -310,9 +311,7 @@ def test_content_progress_is_required_for_its_type() -> None:
 
 @pytest.mark.parametrize("percentage", [-0.001, 100.001, math.inf, -math.inf, math.nan, 1e308])
 def test_content_progress_percentage_bounds(percentage: float) -> None:
-    assert violated(lambda: normalize_event(progress_event(percentage=percentage))) == {
-        "content_progress.percentage"
-    }
+    assert violated(lambda: normalize_event(progress_event(percentage=percentage))) == {"content_progress.percentage"}
 
 
 @pytest.mark.parametrize(
@@ -339,9 +338,7 @@ def test_webinar_id_is_required_for_webinar_events(event_type: int) -> None:
 
 
 def test_webinar_rules() -> None:
-    assert violated(lambda: normalize_event(webinar_event(id="w", attended_minutes=-1))) == {
-        "webinar.attended_minutes"
-    }
+    assert violated(lambda: normalize_event(webinar_event(id="w", attended_minutes=-1))) == {"webinar.attended_minutes"}
     assert violated(lambda: normalize_event(webinar_event(id="w" * 129))) == {"webinar.id"}
     bad_start = webinar_event(id="w")
     bad_start.webinar.start_time.nanos = -1
@@ -444,7 +441,15 @@ def test_limits_apply_to_the_normalized_value() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["Ana\u00a0Maria", "Zoë \u200bO'Brien", "Ana \u2028", "\ufffd", "\ufeffAna", "Jos\u00e9 \U0001f600", "\u0130stanbul"],
+    [
+        "Ana\u00a0Maria",
+        "Zoë \u200bO'Brien",
+        "Ana \u2028",
+        "\ufffd",
+        "\ufeffAna",
+        "Jos\u00e9 \U0001f600",
+        "\u0130stanbul",
+    ],
 )
 def test_printable_unicode_and_format_characters_are_stored(name: str) -> None:
     event = canonical()
@@ -458,8 +463,11 @@ def test_one_violation_per_field_the_string_rules() -> None:
     with pytest.raises(InvalidArgument) as info:
         normalize_event(event)
     assert [(v.field, v.description) for v in info.value.violations] == [
-        ("id", "must not contain control characters (U+0000-U+001F, U+007F-U+009F; tab and line breaks included): "
-               "found U+0000 at position 1")
+        (
+            "id",
+            "must not contain control characters (U+0000-U+001F, U+007F-U+009F; tab and line breaks included): "
+            "found U+0000 at position 1",
+        )
     ]
 
 
@@ -469,7 +477,9 @@ def test_every_bad_string_is_reported_together() -> None:
     event.person.address.city = "x" * 501
     event.subscription.plan.offer_code = "\x7f"
     assert violated(lambda: normalize_event(event)) == {
-        "person.name", "person.address.city", "subscription.plan.offer_code",
+        "person.name",
+        "person.address.city",
+        "subscription.plan.offer_code",
     }
 
 

@@ -19,7 +19,9 @@ def make_events(count: int, nanos: int) -> list[event_pb2.Event]:
     events = []
     for index in range(count):
         event = event_pb2.Event(
-            id=f"e-{index:05d}", producer="alice", type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
+            id=f"e-{index:05d}",
+            producer="alice",
+            type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
             product=event_pb2.Product(id="7", name="Course " * 20),
             person=event_pb2.Person(email=f"person{index}@example.com", name="Person " * 10),
         )
@@ -73,8 +75,9 @@ async def test_a_retried_batch_after_a_partial_failure_stores_every_event_once(j
 
     cuts = groups_of(retry)
     assert len(cuts) > 2
-    expected = [number != 1 for _, group, number in pack_groups(retry, [e.SerializeToString() for e in retry])
-                for _ in group]
+    expected = [
+        number != 1 for _, group, number in pack_groups(retry, [e.SerializeToString() for e in retry]) for _ in group
+    ]
     assert duplicates == expected  # only message 1 was new on the retry
     info = await js.stream_info(STREAM)
     stored = []

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from listboss_common import bus
 from listboss_common.errors import InvalidArgument
 from listboss_ingest.http_api import HOTTOK_HEADER, WebhookReceiver
-from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.publisher import EventPublisher
+from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.webhook_tokens import WebhookTokens
 
 REPO = Path(__file__).resolve().parents[3]
@@ -88,7 +88,9 @@ webhook_shaped = st.fixed_dictionaries(
         "hottok": st.text(max_size=10),
         "data": st.fixed_dictionaries(
             {},
-            optional={key: json_values for key in ("buyer", "user", "subscriber", "subscription", "product", "purchase")},
+            optional={
+                key: json_values for key in ("buyer", "user", "subscriber", "subscription", "product", "purchase")
+            },
         ),
     },
 ).map(lambda document: json.dumps(document).encode())
@@ -106,8 +108,9 @@ async def _count(js) -> int:
     return (await js.stream_info(STREAM)).state.messages
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(
     body=payloads,
     producer=st.sampled_from(["alice"] * 6 + ["bob", "", "Alice", "al ice", "../alice"]) | st.text(max_size=20),

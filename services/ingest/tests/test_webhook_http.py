@@ -44,9 +44,7 @@ def fixture_bytes(name: str = "PURCHASE_APPROVED") -> bytes:
 
 @pytest.fixture
 async def receiver(js):
-    receiver = WebhookReceiver(
-        EventPublisher(js), WebhookTokens(TOKENS), publish_timeout=1.0, shutdown_grace=5.0
-    )
+    receiver = WebhookReceiver(EventPublisher(js), WebhookTokens(TOKENS), publish_timeout=1.0, shutdown_grace=5.0)
     await receiver.start("127.0.0.1:0")
     yield receiver
     await receiver.stop()
@@ -97,12 +95,16 @@ async def test_the_same_event_id_for_two_producers_is_two_events(http, js):
 
 async def test_charset_and_json_suffix_content_types_are_accepted(http, js):
     status, _, _ = await post(
-        http, body=fixture_bytes(), headers={HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/json; charset=UTF-8"}
+        http,
+        body=fixture_bytes(),
+        headers={HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/json; charset=UTF-8"},
     )
     assert status == 200
     document = fixture("PURCHASE_REFUNDED")
     status, _, _ = await post(
-        http, body=json.dumps(document), headers={HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/vnd.hotmart+json"}
+        http,
+        body=json.dumps(document),
+        headers={HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/vnd.hotmart+json"},
     )
     assert status == 200
     assert await message_count(js) == 2
@@ -133,8 +135,15 @@ async def test_one_log_line_per_request_and_never_the_hottok(http, js):
     lines = [entry for entry in logs if entry["event"] == "http"]
     assert len(lines) == 3
     assert lines[0] | {"duration_ms": 0} == {
-        "event": "http", "log_level": "info", "method": "POST", "path": "/webhooks/hotmart/alice",
-        "producer": "alice", "status": 200, "event_id": document["id"], "duplicate": False, "duration_ms": 0,
+        "event": "http",
+        "log_level": "info",
+        "method": "POST",
+        "path": "/webhooks/hotmart/alice",
+        "producer": "alice",
+        "status": 200,
+        "event_id": document["id"],
+        "duplicate": False,
+        "duration_ms": 0,
     }
     assert lines[1]["status"] == 401 and lines[1]["reason"] == "UNAUTHENTICATED"
     assert lines[2]["status"] == 400 and lines[2]["fields"]
@@ -172,34 +181,93 @@ BAD_INPUTS = [
     ("JSON array", "alice", auth(), b"[1, 2]", 400, "INVALID_ARGUMENT", {"payload"}),
     ("JSON null", "alice", auth(), b"null", 400, "INVALID_ARGUMENT", {"payload"}),
     ("not UTF-8", "alice", auth(), b'{"id": "\xff\xfe"}', 400, "INVALID_ARGUMENT", {"payload"}),
-    ("data is a string", "alice", auth(), _with(("data",), "oops"), 400, "INVALID_ARGUMENT",
-     {"person.email", "product.id"}),
-    ("buyer is a list", "alice", auth(), _with(("data", "buyer"), ["a@b.co"]), 400, "INVALID_ARGUMENT",
-     {"person.email"}),
-    ("email is a number", "alice", auth(), _with(("data", "buyer", "email"), 42), 400, "INVALID_ARGUMENT",
-     {"person.email"}),
-    ("creation_date is an object", "alice", auth(), _with(("creation_date",), {"ms": 1}), 400,
-     "INVALID_ARGUMENT", {"occur_time"}),
-    ("missing email", "alice", auth(), _without(("data", "buyer", "email")), 400, "INVALID_ARGUMENT",
-     {"person.email"}),
-    ("invalid email", "alice", auth(), _with(("data", "buyer", "email"), "ana at example"), 400,
-     "INVALID_ARGUMENT", {"person.email"}),
-    ("email without domain dot", "alice", auth(), _with(("data", "buyer", "email"), "ana@localhost"), 400,
-     "INVALID_ARGUMENT", {"person.email"}),
+    (
+        "data is a string",
+        "alice",
+        auth(),
+        _with(("data",), "oops"),
+        400,
+        "INVALID_ARGUMENT",
+        {"person.email", "product.id"},
+    ),
+    (
+        "buyer is a list",
+        "alice",
+        auth(),
+        _with(("data", "buyer"), ["a@b.co"]),
+        400,
+        "INVALID_ARGUMENT",
+        {"person.email"},
+    ),
+    (
+        "email is a number",
+        "alice",
+        auth(),
+        _with(("data", "buyer", "email"), 42),
+        400,
+        "INVALID_ARGUMENT",
+        {"person.email"},
+    ),
+    (
+        "creation_date is an object",
+        "alice",
+        auth(),
+        _with(("creation_date",), {"ms": 1}),
+        400,
+        "INVALID_ARGUMENT",
+        {"occur_time"},
+    ),
+    ("missing email", "alice", auth(), _without(("data", "buyer", "email")), 400, "INVALID_ARGUMENT", {"person.email"}),
+    (
+        "invalid email",
+        "alice",
+        auth(),
+        _with(("data", "buyer", "email"), "ana at example"),
+        400,
+        "INVALID_ARGUMENT",
+        {"person.email"},
+    ),
+    (
+        "email without domain dot",
+        "alice",
+        auth(),
+        _with(("data", "buyer", "email"), "ana@localhost"),
+        400,
+        "INVALID_ARGUMENT",
+        {"person.email"},
+    ),
     ("missing id", "alice", auth(), _without(("id",)), 400, "INVALID_ARGUMENT", {"id"}),
     ("missing date", "alice", auth(), _without(("creation_date",)), 400, "INVALID_ARGUMENT", {"occur_time"}),
-    ("date in 1990", "alice", auth(), _with(("creation_date",), 631152000000), 400, "INVALID_ARGUMENT",
-     {"occur_time"}),
-    ("date in year 3000", "alice", auth(), _with(("creation_date",), "3000-01-01T00:00:00Z"), 400,
-     "INVALID_ARGUMENT", {"occur_time"}),
-    ("absurd date number", "alice", auth(), _with(("creation_date",), 1e300), 400, "INVALID_ARGUMENT",
-     {"occur_time"}),
-    ("date not a date", "alice", auth(), _with(("creation_date",), "yesterday"), 400, "INVALID_ARGUMENT",
-     {"occur_time"}),
-    ("unknown event", "alice", auth(), _with(("event",), "PURCHASE_TELEPORTED"), 400, "INVALID_ARGUMENT",
-     {"event"}),
-    ("gRPC-only event as webhook", "alice", auth(), _with(("event",), "CONTENT_PROGRESS"), 400,
-     "INVALID_ARGUMENT", {"event"}),
+    ("date in 1990", "alice", auth(), _with(("creation_date",), 631152000000), 400, "INVALID_ARGUMENT", {"occur_time"}),
+    (
+        "date in year 3000",
+        "alice",
+        auth(),
+        _with(("creation_date",), "3000-01-01T00:00:00Z"),
+        400,
+        "INVALID_ARGUMENT",
+        {"occur_time"},
+    ),
+    ("absurd date number", "alice", auth(), _with(("creation_date",), 1e300), 400, "INVALID_ARGUMENT", {"occur_time"}),
+    (
+        "date not a date",
+        "alice",
+        auth(),
+        _with(("creation_date",), "yesterday"),
+        400,
+        "INVALID_ARGUMENT",
+        {"occur_time"},
+    ),
+    ("unknown event", "alice", auth(), _with(("event",), "PURCHASE_TELEPORTED"), 400, "INVALID_ARGUMENT", {"event"}),
+    (
+        "gRPC-only event as webhook",
+        "alice",
+        auth(),
+        _with(("event",), "CONTENT_PROGRESS"),
+        400,
+        "INVALID_ARGUMENT",
+        {"event"},
+    ),
     ("missing product", "alice", auth(), _without(("data", "product")), 400, "INVALID_ARGUMENT", {"product.id"}),
     ("oversized body", "alice", auth(), b" " * MAX_BODY_BYTES + b"{}", 413, "PAYLOAD_TOO_LARGE", set()),
     ("wrong hottok", "alice", {**JSON, HOTTOK_HEADER: "guess"}, fixture_bytes(), 401, "UNAUTHENTICATED", set()),
@@ -208,12 +276,33 @@ BAD_INPUTS = [
     ("another producer's hottok", "alice", auth("bob"), fixture_bytes(), 401, "UNAUTHENTICATED", set()),
     ("unknown producer", "mallory", auth(), fixture_bytes(), 401, "UNAUTHENTICATED", set()),
     ("producer not an id", "Alice", auth(), fixture_bytes(), 401, "UNAUTHENTICATED", set()),
-    ("text/plain", "alice", {HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "text/plain"}, fixture_bytes(), 415,
-     "UNSUPPORTED_MEDIA_TYPE", set()),
-    ("form content type", "alice", {HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/x-www-form-urlencoded"},
-     fixture_bytes(), 415, "UNSUPPORTED_MEDIA_TYPE", set()),
-    ("latin-1 charset", "alice", {HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/json; charset=latin-1"},
-     fixture_bytes(), 415, "UNSUPPORTED_MEDIA_TYPE", set()),
+    (
+        "text/plain",
+        "alice",
+        {HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "text/plain"},
+        fixture_bytes(),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        set(),
+    ),
+    (
+        "form content type",
+        "alice",
+        {HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/x-www-form-urlencoded"},
+        fixture_bytes(),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        set(),
+    ),
+    (
+        "latin-1 charset",
+        "alice",
+        {HOTTOK_HEADER: TOKENS["alice"], "Content-Type": "application/json; charset=latin-1"},
+        fixture_bytes(),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        set(),
+    ),
 ]
 
 
@@ -222,8 +311,9 @@ BAD_INPUTS = [
     [case[1:] for case in BAD_INPUTS],
     ids=[case[0] for case in BAD_INPUTS],
 )
-async def test_bad_input_is_answered_precisely_and_publishes_nothing(http, js, producer, headers, body, status,
-                                                                     reason, fields):
+async def test_bad_input_is_answered_precisely_and_publishes_nothing(
+    http, js, producer, headers, body, status, reason, fields
+):
     got_status, got, _ = await post(http, producer, body, headers)
     assert got_status == status, got
     error = got["error"]
@@ -244,23 +334,44 @@ SURROGATE_BODY = fixture_bytes().replace(b'"Teste Comprador"', b'"Teste \xed\xa0
 UNSTORABLE = [
     ("NUL in the name", _with(("data", "buyer", "name"), "A\x00B"), "person.name", "found U+0000 at position 1"),
     ("tab in the name", _with(("data", "buyer", "name"), "Ana\tMaria"), "person.name", "found U+0009 at position 3"),
-    ("C1 control in the city", _with(("data", "buyer", "address", "city"), "Uber\x85landia"), "person.address.city",
-     "found U+0085 at position 4"),
-    ("DEL in the product name", _with(("data", "product", "name"), "Curso\x7f"), "product.name",
-     "found U+007F at position 5"),
-    ("lone surrogate escape in the name", _with(("data", "buyer", "name"), "Ana \ud800"), "person.name",
-     "found U+D800 at position 4"),
+    (
+        "C1 control in the city",
+        _with(("data", "buyer", "address", "city"), "Uber\x85landia"),
+        "person.address.city",
+        "found U+0085 at position 4",
+    ),
+    (
+        "DEL in the product name",
+        _with(("data", "product", "name"), "Curso\x7f"),
+        "product.name",
+        "found U+007F at position 5",
+    ),
+    (
+        "lone surrogate escape in the name",
+        _with(("data", "buyer", "name"), "Ana \ud800"),
+        "person.name",
+        "found U+D800 at position 4",
+    ),
     ("lone surrogate bytes in the name", SURROGATE_BODY, "person.name", "found U+D800 at position 6"),
-    ("lone surrogate in the email", _with(("data", "buyer", "email"), "\udc00ana@example.com"), "person.email",
-     "found U+DC00 at position 0"),
+    (
+        "lone surrogate in the email",
+        _with(("data", "buyer", "email"), "\udc00ana@example.com"),
+        "person.email",
+        "found U+DC00 at position 0",
+    ),
     ("over-long name", _with(("data", "buyer", "name"), "x" * 501), "person.name", "must be at most 500 characters"),
-    ("over-long transaction", _with(("data", "purchase", "transaction"), "T" * 129), "purchase.transaction",
-     "must be at most 128 characters"),
+    (
+        "over-long transaction",
+        _with(("data", "purchase", "transaction"), "T" * 129),
+        "purchase.transaction",
+        "must be at most 128 characters",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("body", "field", "description"), [case[1:] for case in UNSTORABLE],
-                         ids=[case[0] for case in UNSTORABLE])
+@pytest.mark.parametrize(
+    ("body", "field", "description"), [case[1:] for case in UNSTORABLE], ids=[case[0] for case in UNSTORABLE]
+)
 async def test_what_a_store_cannot_hold_is_400_naming_the_field(http, js, body, field, description):
     status, answer, _ = await post(http, body=body, headers=auth())
     assert status == 400, answer
@@ -341,8 +452,9 @@ async def test_health_endpoint(http, receiver):
 async def test_nats_down_is_503_with_retry_after_and_the_retry_succeeds(http, js, nats_server):
     document = fixture()
     nats_server.stop()
-    status, body, headers = await post(http, body=json.dumps(document), headers=auth(),
-                                       timeout=aiohttp.ClientTimeout(total=10))
+    status, body, headers = await post(
+        http, body=json.dumps(document), headers=auth(), timeout=aiohttp.ClientTimeout(total=10)
+    )
     assert status == 503
     assert body["error"]["reason"] == "BUS_UNAVAILABLE"
     assert headers["Retry-After"]

@@ -95,18 +95,26 @@ class Backfiller:
                         pending.append(change_from(event, domain.decision(fired, event), backfill=name))
                 if len(pending) >= PROGRESS_EVERY or scanned % PROGRESS_EVERY == 0:
                     await flush()
-                    await self._update(record, events_scanned=scanned, events_considered=considered,
-                                       events_matched=matched)
+                    await self._update(
+                        record, events_scanned=scanned, events_considered=considered, events_matched=matched
+                    )
             await flush()
-            await self._update(record, state="SUCCEEDED", events_scanned=scanned,
-                               events_considered=considered, events_matched=matched)
+            await self._update(
+                record, state="SUCCEEDED", events_scanned=scanned, events_considered=considered, events_matched=matched
+            )
             BACKFILLS_FINISHED.labels("SUCCEEDED").inc()
             log.info("backfill done", backfill=name, scanned=scanned, considered=considered, matched=matched)
         except Exception as error:
             BACKFILLS_FINISHED.labels("FAILED").inc()
             log.exception("backfill failed", backfill=name)
-            await self._update(record, state="FAILED", error=repr(error)[:1000], events_scanned=scanned,
-                               events_considered=considered, events_matched=matched)
+            await self._update(
+                record,
+                state="FAILED",
+                error=repr(error)[:1000],
+                events_scanned=scanned,
+                events_considered=considered,
+                events_matched=matched,
+            )
         finally:
             BACKFILLS_RUNNING.dec()
 

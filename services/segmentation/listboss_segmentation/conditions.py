@@ -46,25 +46,26 @@ class Clause:
 
 @dataclass(frozen=True)
 class AllOf:
-    terms: tuple["Condition", ...]
+    terms: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    terms: tuple["Condition", ...]
+    terms: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    term: "Condition"
+    term: Condition
 
 
 Condition = Clause | AllOf | AnyOf | Not
 
 
 def list_kind(condition: AllOf | AnyOf) -> str:
-    """"all" or "any": the list's name in paths, in the stored JSON and in messages."""
+    """ "all" or "any": the list's name in paths, in the stored JSON and in messages."""
     return "all" if isinstance(condition, AllOf) else "any"
+
 
 # --------------------------------------------------------------------------- operators and types
 
@@ -179,43 +180,131 @@ def _plan(event) -> str | None:
 
 
 _FIELD_LIST = (
-    Field("payment_type", STRING, frozenset(PURCHASE_EVENTS), lambda e: _text(e.purchase.payment_type),
-          "The payment type, e.g. CREDIT_CARD, BILLET, PIX, PAYPAL.", upper=True),
-    Field("offer_code", STRING, frozenset(PURCHASE_EVENTS), lambda e: _text(e.purchase.offer_code),
-          "The offer's code (exact, as the platform sends it)."),
-    Field("coupon_code", STRING, frozenset(PURCHASE_EVENTS), lambda e: _text(e.purchase.coupon_code),
-          "The coupon used at checkout (exact)."),
-    Field("purchase_status", STRING, frozenset(PURCHASE_EVENTS), lambda e: _text(e.purchase.status),
-          "The platform's purchase status, e.g. APPROVED.", upper=True),
-    Field("price", MONEY, frozenset(PURCHASE_EVENTS), lambda e: _money(e.purchase.price),
-          "The price paid, with its currency; a different currency never matches."),
-    Field("installments", NUMBER, frozenset(PURCHASE_EVENTS), lambda e: _positive(e.purchase.installments),
-          "Number of installments."),
-    Field("recurrence_number", NUMBER, frozenset(PURCHASE_EVENTS),
-          lambda e: _positive(e.purchase.recurrence_number), "Which charge of a subscription (1 = first)."),
-    Field("checkout_country", STRING, frozenset(PURCHASE_EVENTS),
-          lambda e: _text(e.purchase.checkout_country_code), "ISO 3166-1 alpha-2 of the checkout.", upper=True),
-    Field("subscription_plan", STRING, frozenset(PURCHASE_EVENTS + SUBSCRIPTION_EVENTS), _plan,
-          "The subscription plan's name (its id when unnamed)."),
-    Field("subscription_plan_id", STRING, frozenset(PURCHASE_EVENTS + SUBSCRIPTION_EVENTS),
-          lambda e: _text(e.subscription.plan.id), "The subscription plan's id."),
-    Field("module", STRING, frozenset({"CLUB_MODULE_COMPLETED"}), lambda e: _text(e.module.name),
-          "The members-area module's name."),
-    Field("module_id", STRING, frozenset({"CLUB_MODULE_COMPLETED"}), lambda e: _text(e.module.id),
-          "The members-area module's id."),
-    Field("course_progress", NUMBER, frozenset({"CONTENT_PROGRESS"}),
-          lambda e: float(e.content_progress.percentage), "Share of the content completed, 0 to 100."),
-    Field("content_id", STRING, frozenset({"CONTENT_PROGRESS"}), lambda e: _text(e.content_progress.content_id),
-          "The course (or other content) within the product."),
+    Field(
+        "payment_type",
+        STRING,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _text(e.purchase.payment_type),
+        "The payment type, e.g. CREDIT_CARD, BILLET, PIX, PAYPAL.",
+        upper=True,
+    ),
+    Field(
+        "offer_code",
+        STRING,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _text(e.purchase.offer_code),
+        "The offer's code (exact, as the platform sends it).",
+    ),
+    Field(
+        "coupon_code",
+        STRING,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _text(e.purchase.coupon_code),
+        "The coupon used at checkout (exact).",
+    ),
+    Field(
+        "purchase_status",
+        STRING,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _text(e.purchase.status),
+        "The platform's purchase status, e.g. APPROVED.",
+        upper=True,
+    ),
+    Field(
+        "price",
+        MONEY,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _money(e.purchase.price),
+        "The price paid, with its currency; a different currency never matches.",
+    ),
+    Field(
+        "installments",
+        NUMBER,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _positive(e.purchase.installments),
+        "Number of installments.",
+    ),
+    Field(
+        "recurrence_number",
+        NUMBER,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _positive(e.purchase.recurrence_number),
+        "Which charge of a subscription (1 = first).",
+    ),
+    Field(
+        "checkout_country",
+        STRING,
+        frozenset(PURCHASE_EVENTS),
+        lambda e: _text(e.purchase.checkout_country_code),
+        "ISO 3166-1 alpha-2 of the checkout.",
+        upper=True,
+    ),
+    Field(
+        "subscription_plan",
+        STRING,
+        frozenset(PURCHASE_EVENTS + SUBSCRIPTION_EVENTS),
+        _plan,
+        "The subscription plan's name (its id when unnamed).",
+    ),
+    Field(
+        "subscription_plan_id",
+        STRING,
+        frozenset(PURCHASE_EVENTS + SUBSCRIPTION_EVENTS),
+        lambda e: _text(e.subscription.plan.id),
+        "The subscription plan's id.",
+    ),
+    Field(
+        "module",
+        STRING,
+        frozenset({"CLUB_MODULE_COMPLETED"}),
+        lambda e: _text(e.module.name),
+        "The members-area module's name.",
+    ),
+    Field(
+        "module_id",
+        STRING,
+        frozenset({"CLUB_MODULE_COMPLETED"}),
+        lambda e: _text(e.module.id),
+        "The members-area module's id.",
+    ),
+    Field(
+        "course_progress",
+        NUMBER,
+        frozenset({"CONTENT_PROGRESS"}),
+        lambda e: float(e.content_progress.percentage),
+        "Share of the content completed, 0 to 100.",
+    ),
+    Field(
+        "content_id",
+        STRING,
+        frozenset({"CONTENT_PROGRESS"}),
+        lambda e: _text(e.content_progress.content_id),
+        "The course (or other content) within the product.",
+    ),
     Field("webinar_id", STRING, frozenset(WEBINAR_EVENTS), lambda e: _text(e.webinar.id), "The webinar's id."),
-    Field("webinar_name", STRING, frozenset(WEBINAR_EVENTS), lambda e: _text(e.webinar.name),
-          "The webinar's name."),
-    Field("attended_minutes", NUMBER, frozenset({"WEBINAR_ATTENDANCE"}),
-          lambda e: float(e.webinar.attended_minutes), "Minutes the person stayed in the webinar."),
-    Field("country", STRING, frozenset(ALL_EVENTS), lambda e: _text(e.person.country_code),
-          "The person's country, ISO 3166-1 alpha-2.", upper=True),
-    Field("email_domain", STRING, frozenset(ALL_EVENTS), lambda e: e.person.email.rpartition("@")[2] or None,
-          "The domain of the person's email, e.g. example.com."),
+    Field("webinar_name", STRING, frozenset(WEBINAR_EVENTS), lambda e: _text(e.webinar.name), "The webinar's name."),
+    Field(
+        "attended_minutes",
+        NUMBER,
+        frozenset({"WEBINAR_ATTENDANCE"}),
+        lambda e: float(e.webinar.attended_minutes),
+        "Minutes the person stayed in the webinar.",
+    ),
+    Field(
+        "country",
+        STRING,
+        frozenset(ALL_EVENTS),
+        lambda e: _text(e.person.country_code),
+        "The person's country, ISO 3166-1 alpha-2.",
+        upper=True,
+    ),
+    Field(
+        "email_domain",
+        STRING,
+        frozenset(ALL_EVENTS),
+        lambda e: e.person.email.rpartition("@")[2] or None,
+        "The domain of the person's email, e.g. example.com.",
+    ),
 )
 FIELDS: dict[str, Field] = {f.name: f for f in _FIELD_LIST}
 
@@ -245,8 +334,13 @@ def check_clause(clause: Clause, event_type: str) -> list[tuple[str, str]]:
         return [("field", f"{event_type} events do not offer {clause.field!r}; they offer: {offered}")]
     if clause.operator not in field.operators:
         allowed = ", ".join(field.operators)
-        return [("operator", f"{clause.operator or 'no operator'} does not apply to {field.type} field "
-                             f"{field.name!r}; allowed: {allowed}")]
+        return [
+            (
+                "operator",
+                f"{clause.operator or 'no operator'} does not apply to {field.type} field "
+                f"{field.name!r}; allowed: {allowed}",
+            )
+        ]
     problems: list[tuple[str, str]] = []
     wanted = _PYTHON_TYPES[field.type]
     if clause.operator == EXISTS:
@@ -383,6 +477,7 @@ def compile_slots(condition: Condition, slots: dict[str, int]) -> SlotPredicate:
             return lambda values: first(values) and second(values)
         return lambda values: first(values) or second(values)
     if isinstance(condition, AllOf):
+
         def all_of(values: list) -> bool:
             for term in terms:
                 if not term(values):
@@ -447,8 +542,13 @@ def to_json(condition: Condition | None) -> Any:
     if condition is None:
         return None
     if isinstance(condition, Clause):
-        return {"clause": {"field": condition.field, "operator": condition.operator,
-                           "values": [_value_json(v) for v in condition.values]}}
+        return {
+            "clause": {
+                "field": condition.field,
+                "operator": condition.operator,
+                "values": [_value_json(v) for v in condition.values],
+            }
+        }
     if isinstance(condition, Not):
         return {"not": to_json(condition.term)}
     return {list_kind(condition): [to_json(t) for t in condition.terms]}

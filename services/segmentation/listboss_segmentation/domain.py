@@ -276,8 +276,9 @@ def check_segmentation(segmentation: CustomSegmentation) -> list[tuple[str, str]
 def normalized(segmentation: CustomSegmentation) -> CustomSegmentation:
     """The segmentation with its condition's values normalized (codes upper-cased),
     as it is stored. Only for a segmentation without problems."""
-    return replace(segmentation, display_name=segmentation.display_name.strip(),
-                   condition=_normalize(segmentation.condition))
+    return replace(
+        segmentation, display_name=segmentation.display_name.strip(), condition=_normalize(segmentation.condition)
+    )
 
 
 def _normalize(condition: cond.Condition | None) -> cond.Condition | None:
@@ -285,8 +286,9 @@ def _normalize(condition: cond.Condition | None) -> cond.Condition | None:
         return None
     if isinstance(condition, cond.Clause):
         field_def = cond.FIELDS[condition.field]
-        return cond.Clause(condition.field, condition.operator,
-                           tuple(cond.normalize_value(field_def, v) for v in condition.values))
+        return cond.Clause(
+            condition.field, condition.operator, tuple(cond.normalize_value(field_def, v) for v in condition.values)
+        )
     if isinstance(condition, cond.Not):
         return cond.Not(_normalize(condition.term))  # type: ignore[arg-type]
     return type(condition)(tuple(_normalize(t) for t in condition.terms))  # type: ignore[misc]
@@ -321,15 +323,15 @@ def tag_operation_count(segmentation: CustomSegmentation) -> int:
     return len(segmentation.add_tags) + len(segmentation.remove_tags)
 
 
-def check_active_limits(
-    active: Sequence[CustomSegmentation], candidate: CustomSegmentation
-) -> LimitExceeded | None:
+def check_active_limits(active: Sequence[CustomSegmentation], candidate: CustomSegmentation) -> LimitExceeded | None:
     """Whether ``candidate`` (as it would be stored) may be ACTIVE beside ``active``, the
     product's ACTIVE custom segmentations (``candidate`` among them or not)."""
     others = [s for s in active if s.segmentation_id != candidate.segmentation_id]
     if len(others) + 1 > MAX_ACTIVE_SEGMENTATIONS:
         return LimitExceeded(
-            ACTIVE_SEGMENTATIONS_LIMIT, MAX_ACTIVE_SEGMENTATIONS, len(others) + 1,
+            ACTIVE_SEGMENTATIONS_LIMIT,
+            MAX_ACTIVE_SEGMENTATIONS,
+            len(others) + 1,
             f"a product may have at most {MAX_ACTIVE_SEGMENTATIONS} ACTIVE custom segmentations and "
             f"{{product}} already has {len(others)}; deactivate or delete one first",
         )
@@ -337,7 +339,9 @@ def check_active_limits(
     total = same_type + tag_operation_count(candidate)
     if total > MAX_ACTIVE_TAG_OPERATIONS:
         return LimitExceeded(
-            ACTIVE_TAG_OPERATIONS_LIMIT, MAX_ACTIVE_TAG_OPERATIONS, total,
+            ACTIVE_TAG_OPERATIONS_LIMIT,
+            MAX_ACTIVE_TAG_OPERATIONS,
+            total,
             f"the ACTIVE custom segmentations of one product and event type may add and remove at most "
             f"{MAX_ACTIVE_TAG_OPERATIONS} tags in all (they can all fire for one event, and the change "
             f"carrying their tag operations must fit in one bus message); for {candidate.event_type} on "
@@ -386,9 +390,7 @@ class RuleSet:
 
 def rule_set(rules: Sequence[Rule]) -> RuleSet:
     slots = cond.slots_for(rule.condition for rule in rules)
-    predicates = tuple(
-        None if rule.condition is None else cond.compile_slots(rule.condition, slots) for rule in rules
-    )
+    predicates = tuple(None if rule.condition is None else cond.compile_slots(rule.condition, slots) for rule in rules)
     return RuleSet(tuple(rules), predicates, cond.readers(slots))
 
 
@@ -400,13 +402,27 @@ class Decision:
 
 
 def automatic_rule(segmentation: AutomaticSegmentation) -> Rule:
-    return Rule(segmentation.id, segmentation.event_type, True, None, (segmentation.add_tag,),
-                segmentation.remove_tags, AUTOMATIC_CONTACT_DATA)
+    return Rule(
+        segmentation.id,
+        segmentation.event_type,
+        True,
+        None,
+        (segmentation.add_tag,),
+        segmentation.remove_tags,
+        AUTOMATIC_CONTACT_DATA,
+    )
 
 
 def custom_rule(segmentation: CustomSegmentation) -> Rule:
-    return Rule(segmentation.segmentation_id, segmentation.event_type, False, segmentation.condition,
-                segmentation.add_tags, segmentation.remove_tags, segmentation.contact_data)
+    return Rule(
+        segmentation.segmentation_id,
+        segmentation.event_type,
+        False,
+        segmentation.condition,
+        segmentation.add_tags,
+        segmentation.remove_tags,
+        segmentation.contact_data,
+    )
 
 
 def rule_for(segmentation: AutomaticSegmentation | CustomSegmentation) -> Rule:
@@ -490,7 +506,5 @@ def explain(segmentation: AutomaticSegmentation | CustomSegmentation, event_type
         text = f"does not match: the event is {event_type}, the segmentation is for {rule.event_type}"
     else:
         failed = [o.path for o in outcomes if not o.result]
-        text = "does not match: the condition is false" + (
-            f" (false clauses: {', '.join(failed)})" if failed else ""
-        )
+        text = "does not match: the condition is false" + (f" (false clauses: {', '.join(failed)})" if failed else "")
     return Explanation(rule, matched, type_matched, outcomes, data, text)

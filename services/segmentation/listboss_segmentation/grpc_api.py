@@ -76,9 +76,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         product, segmentation = await self._run(handlers.get_segmentation, *_segmentation_ids(request.name))
         return messages.segmentation_message(product, segmentation)
 
-    async def ListSegmentations(
-        self, request: pb.ListSegmentationsRequest, context
-    ) -> pb.ListSegmentationsResponse:
+    async def ListSegmentations(self, request: pb.ListSegmentationsRequest, context) -> pb.ListSegmentationsResponse:
         ids = _product_ids(request.parent, "parent")
         product, listed = await self._run(handlers.list_segmentations, *ids)
         return messages.segmentation_page(request, product, listed)
@@ -110,21 +108,15 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ActivateSegmentation(self, request: pb.ActivateSegmentationRequest, context) -> pb.Segmentation:
         return await self._set_state(request.name, request.etag, domain.ACTIVE)
 
-    async def DeactivateSegmentation(
-        self, request: pb.DeactivateSegmentationRequest, context
-    ) -> pb.Segmentation:
+    async def DeactivateSegmentation(self, request: pb.DeactivateSegmentationRequest, context) -> pb.Segmentation:
         return await self._set_state(request.name, request.etag, domain.INACTIVE)
 
     # ------------------------------------------------------------------ describe and test
 
-    async def DescribeEventTypes(
-        self, request: pb.DescribeEventTypesRequest, context
-    ) -> pb.DescribeEventTypesResponse:
+    async def DescribeEventTypes(self, request: pb.DescribeEventTypesRequest, context) -> pb.DescribeEventTypesResponse:
         return messages.event_types_message()
 
-    async def TestSegmentation(
-        self, request: pb.TestSegmentationRequest, context
-    ) -> pb.TestSegmentationResponse:
+    async def TestSegmentation(self, request: pb.TestSegmentationRequest, context) -> pb.TestSegmentationResponse:
         if request.name and request.HasField("segmentation"):
             raise invalid_field("segmentation", "give either name or parent and segmentation, not both")
         if request.name:
@@ -138,15 +130,12 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         if not request.HasField("event"):
             raise invalid_field("event", "is required: the sample event to test against")
         event = request.event
-        return messages.explanation_message(
-            domain.explain(segmentation, messages.event_type_name(event.type), event)
-        )
+        return messages.explanation_message(domain.explain(segmentation, messages.event_type_name(event.type), event))
 
     # ------------------------------------------------------------------ backfills
 
     async def BackfillSegmentation(self, request: pb.BackfillSegmentationRequest, context) -> pb.Backfill:
-        segmentation = await self._run(handlers.custom_segmentation, *_segmentation_ids(request.name),
-                                       doing="backfill")
+        segmentation = await self._run(handlers.custom_segmentation, *_segmentation_ids(request.name), doing="backfill")
         if self._backfiller is None:
             raise unavailable("this replica cannot run backfills (no bus connection)")
         record = await self._run(handlers.create_backfill, segmentation)
@@ -200,14 +189,20 @@ def _service_error(refusal: handlers.Refused, doing: str) -> ServiceError:
             segmentation=name,
         )
     if isinstance(refusal, handlers.EtagMismatch):
-        return _aborted(name, f"{name} changed since it was read (etag {refusal.etag!r}, now {refusal.current!r}); "
-                              "read it again and retry", "ETAG_MISMATCH")
+        return _aborted(
+            name,
+            f"{name} changed since it was read (etag {refusal.etag!r}, now {refusal.current!r}); "
+            "read it again and retry",
+            "ETAG_MISMATCH",
+        )
     if isinstance(refusal, handlers.ConcurrentChange):
-        return _aborted(name, f"{name} changed {_WHILE.get(doing, 'meanwhile')}; read it again and retry",
-                        "CONCURRENT_CHANGE")
+        return _aborted(
+            name, f"{name} changed {_WHILE.get(doing, 'meanwhile')}; read it again and retry", "CONCURRENT_CHANGE"
+        )
     if isinstance(refusal, handlers.SegmentationExists):
-        return ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists", "SEGMENTATION_ALREADY_EXISTS",
-                            {"resource": name})
+        return ServiceError(
+            grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists", "SEGMENTATION_ALREADY_EXISTS", {"resource": name}
+        )
     if isinstance(refusal, handlers.ActiveLimitExceeded):
         problem = refusal.problem
         product = PRODUCT.format(*refusal.ids[:2])

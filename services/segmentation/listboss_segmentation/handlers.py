@@ -72,8 +72,7 @@ def _ids(segmentation: domain.CustomSegmentation) -> tuple[str, str, str]:
 # --------------------------------------------------------------------------- products
 
 
-def register_product(uow: UnitOfWork, producer: str, product_id: str, display_name: str,
-                     kind: int) -> ProductRecord:
+def register_product(uow: UnitOfWork, producer: str, product_id: str, display_name: str, kind: int) -> ProductRecord:
     """Creates the product or renames it: registration wins over what events said."""
     with uow:
         record = uow.register_product(producer, product_id, display_name, kind)
@@ -108,8 +107,9 @@ def _product(uow: UnitOfWork, producer: str, product_id: str) -> ProductRecord:
 # --------------------------------------------------------------------------- reading segmentations
 
 
-def get_segmentation(uow: UnitOfWork, producer: str, product_id: str,
-                     segmentation_id: str) -> tuple[ProductRecord, Segmentation]:
+def get_segmentation(
+    uow: UnitOfWork, producer: str, product_id: str, segmentation_id: str
+) -> tuple[ProductRecord, Segmentation]:
     """The product and one of its segmentations, automatic or custom."""
     with uow:
         product = _product(uow, producer, product_id)
@@ -130,8 +130,9 @@ def list_segmentations(uow: UnitOfWork, producer: str, product_id: str) -> tuple
         return product, [*domain.AUTOMATIC_SEGMENTATIONS, *uow.segmentations(producer, product_id)]
 
 
-def custom_segmentation(uow: UnitOfWork, producer: str, product_id: str, segmentation_id: str,
-                        etag: str = "") -> domain.CustomSegmentation:
+def custom_segmentation(
+    uow: UnitOfWork, producer: str, product_id: str, segmentation_id: str, etag: str = ""
+) -> domain.CustomSegmentation:
     """The custom segmentation a caller means to change (or backfill): automatic ones are
     locked, and a non-empty ``etag`` must be the stored one's."""
     _, segmentation = get_segmentation(uow, producer, product_id, segmentation_id)
@@ -145,8 +146,9 @@ def custom_segmentation(uow: UnitOfWork, producer: str, product_id: str, segment
 # --------------------------------------------------------------------------- changing segmentations
 
 
-def create_segmentation(uow: UnitOfWork, segmentation: domain.CustomSegmentation,
-                        request_id: str) -> domain.CustomSegmentation:
+def create_segmentation(
+    uow: UnitOfWork, segmentation: domain.CustomSegmentation, request_id: str
+) -> domain.CustomSegmentation:
     """Stores a new INACTIVE segmentation. A ``request_id`` seen before returns what that
     request created, so a retry is safe."""
     with uow:
@@ -166,8 +168,9 @@ def create_segmentation(uow: UnitOfWork, segmentation: domain.CustomSegmentation
     return created
 
 
-def update_segmentation(uow: UnitOfWork, current: domain.CustomSegmentation,
-                        updated: domain.CustomSegmentation) -> domain.CustomSegmentation:
+def update_segmentation(
+    uow: UnitOfWork, current: domain.CustomSegmentation, updated: domain.CustomSegmentation
+) -> domain.CustomSegmentation:
     """Saves ``updated`` over ``current`` (as read). An ACTIVE one must stay within the
     limits with its new tags or event type."""
     with uow:
@@ -231,8 +234,9 @@ def create_backfill(uow: UnitOfWork, segmentation: domain.CustomSegmentation) ->
     return record
 
 
-def get_backfill(uow: UnitOfWork, producer: str, product_id: str, segmentation_id: str,
-                 backfill_id: str) -> BackfillRecord:
+def get_backfill(
+    uow: UnitOfWork, producer: str, product_id: str, segmentation_id: str, backfill_id: str
+) -> BackfillRecord:
     with uow:
         record = uow.backfill(producer, product_id, segmentation_id, backfill_id)
     if record is None:

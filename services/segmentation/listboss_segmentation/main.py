@@ -27,7 +27,9 @@ from listboss_segmentation.rules import RULES_CHANGED_SUBJECT, RuleCache, change
 SERVICE_NAME = segmentation_service_pb2.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 # A fetch of 100 messages (webhooks carry one event each, batches up to 512 KiB of them),
 # segmented 2,000 events at a time.
-EVENTS_WORKER = WorkerSpec(stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS, batch_size=100, max_items=2_000)
+EVENTS_WORKER = WorkerSpec(
+    stream=bus.EVENTS, durable="segmentation", items=bus.EVENT_ITEMS, batch_size=100, max_items=2_000
+)
 
 
 async def run() -> None:
@@ -49,8 +51,18 @@ async def run() -> None:
 
     worker = PullWorker(js, EVENTS_WORKER, EventProcessor(js, engine, rules).handle, readiness)
     servicer = SegmentationServicer(engine, notify=notify, backfiller=Backfiller(js, engine))
-    binding = ServiceBinding(SERVICE_NAME, lambda server: segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server))
-    await run_service(config, [binding], nc, [worker, DatabaseProbe(engine, readiness)], on_stopped=engine.dispose, readiness=readiness)
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        lambda server: segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server),
+    )
+    await run_service(
+        config,
+        [binding],
+        nc,
+        [worker, DatabaseProbe(engine, readiness)],
+        on_stopped=engine.dispose,
+        readiness=readiness,
+    )
 
 
 def main() -> None:

@@ -67,6 +67,7 @@ def _contact_data_values(names) -> list[int]:
 
 # --------------------------------------------------------------------------- resources
 
+
 def product_message(record) -> pb.Product:
     return pb.Product(
         name=PRODUCT.format(record.producer, record.product_id),
@@ -322,15 +323,20 @@ _OUTPUT_ONLY = {
 }
 
 
-def updated_segmentation(current: domain.CustomSegmentation,
-                         request: pb.UpdateSegmentationRequest) -> domain.CustomSegmentation:
+def updated_segmentation(
+    current: domain.CustomSegmentation, request: pb.UpdateSegmentationRequest
+) -> domain.CustomSegmentation:
     """``current`` with the fields the request's update mask names (AIP-134: an empty mask
     names every field the message sets, ``*`` every updatable one)."""
     message = request.segmentation
     paths = list(request.update_mask.paths)
     if not paths:
-        paths = [p for p in _UPDATABLE if (p in ("condition", "action") and message.HasField(p))
-                 or (p not in ("condition", "action") and getattr(message, p))]
+        paths = [
+            p
+            for p in _UPDATABLE
+            if (p in ("condition", "action") and message.HasField(p))
+            or (p not in ("condition", "action") and getattr(message, p))
+        ]
     elif paths == ["*"]:
         paths = list(_UPDATABLE)
     violations: list[FieldViolation] = []
@@ -349,8 +355,9 @@ def updated_segmentation(current: domain.CustomSegmentation,
             changes[path] = definition[path]
         else:
             allowed = ", ".join(_UPDATABLE)
-            violations.append(FieldViolation(f"update_mask.paths[{index}]", f"unknown path {path!r}; "
-                                             f"updatable: {allowed}"))
+            violations.append(
+                FieldViolation(f"update_mask.paths[{index}]", f"unknown path {path!r}; updatable: {allowed}")
+            )
     if not paths:
         violations.append(FieldViolation("update_mask", "names no field to update"))
     # Only the problems of the fields being changed (and what they break) count.

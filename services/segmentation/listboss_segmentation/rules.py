@@ -44,8 +44,9 @@ RULE_CACHE_LOADS = Counter(
 
 
 class RuleCache:
-    def __init__(self, engine: Engine, max_age: float = SAFETY_REFRESH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, engine: Engine, max_age: float = SAFETY_REFRESH_SECONDS, clock: Callable[[], float] = time.monotonic
+    ):
         self._engine = engine
         self._max_age = max_age
         self._clock = clock

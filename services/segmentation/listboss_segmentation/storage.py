@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from listboss_common import db
 from listboss_common.db import from_micros, now, to_micros
 from listboss_segmentation import conditions, domain
+
 # The tables live in schema.py; migrate_database is re-exported for the callers that start here.
 from listboss_segmentation.schema import backfills, migrate_database, products, segmentations  # noqa: F401
 
@@ -38,7 +39,9 @@ def _record(row) -> ProductRecord:
     )
 
 
-def register_product(connection: Connection, producer: str, product_id: str, display_name: str, kind: int) -> ProductRecord:
+def register_product(
+    connection: Connection, producer: str, product_id: str, display_name: str, kind: int
+) -> ProductRecord:
     """Creates the product, or updates its name and kind: registration wins over what an event said."""
     stamp = to_micros(now())
     statement = db.insert(connection, products).values(
@@ -269,20 +272,37 @@ class BackfillRecord:
 
 def _backfill(row) -> BackfillRecord:
     return BackfillRecord(
-        row.producer, row.product_id, row.segmentation_id, row.backfill_id, row.state, row.events_scanned,
-        row.events_considered, row.events_matched, row.error, from_micros(row.create_time),
+        row.producer,
+        row.product_id,
+        row.segmentation_id,
+        row.backfill_id,
+        row.state,
+        row.events_scanned,
+        row.events_considered,
+        row.events_matched,
+        row.error,
+        from_micros(row.create_time),
         from_micros(row.update_time),
     )
 
 
-def create_backfill(connection: Connection, producer: str, product_id: str, segmentation_id: str,
-                    backfill_id: str) -> BackfillRecord:
+def create_backfill(
+    connection: Connection, producer: str, product_id: str, segmentation_id: str, backfill_id: str
+) -> BackfillRecord:
     stamp = to_micros(now())
     connection.execute(
         backfills.insert().values(
-            producer=producer, product_id=product_id, segmentation_id=segmentation_id, backfill_id=backfill_id,
-            state="RUNNING", events_scanned=0, events_considered=0, events_matched=0, error="",
-            create_time=stamp, update_time=stamp,
+            producer=producer,
+            product_id=product_id,
+            segmentation_id=segmentation_id,
+            backfill_id=backfill_id,
+            state="RUNNING",
+            events_scanned=0,
+            events_considered=0,
+            events_matched=0,
+            error="",
+            create_time=stamp,
+            update_time=stamp,
         )
     )
     found = get_backfill(connection, producer, product_id, segmentation_id, backfill_id)
@@ -303,8 +323,9 @@ def update_backfill(connection: Connection, record: BackfillRecord, **values) ->
     )
 
 
-def get_backfill(connection: Connection, producer: str, product_id: str, segmentation_id: str,
-                 backfill_id: str) -> BackfillRecord | None:
+def get_backfill(
+    connection: Connection, producer: str, product_id: str, segmentation_id: str, backfill_id: str
+) -> BackfillRecord | None:
     row = connection.execute(
         sa.select(backfills).where(
             backfills.c.producer == producer,

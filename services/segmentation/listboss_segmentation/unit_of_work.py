@@ -42,8 +42,7 @@ class UnitOfWork:
     def products(self, producer: str, after: str | None, limit: int) -> list[storage.ProductRecord]:
         return storage.list_products(self._connection, producer, after, limit)
 
-    def register_product(self, producer: str, product_id: str, display_name: str,
-                         kind: int) -> storage.ProductRecord:
+    def register_product(self, producer: str, product_id: str, display_name: str, kind: int) -> storage.ProductRecord:
         return storage.register_product(self._connection, producer, product_id, display_name, kind)
 
     def add_products_seen(self, seen: list[tuple[str, str, str, int]]) -> None:
@@ -57,15 +56,18 @@ class UnitOfWork:
     def segmentation(self, producer: str, product_id: str, segmentation_id: str) -> domain.CustomSegmentation | None:
         return storage.get_segmentation(self._connection, producer, product_id, segmentation_id)
 
-    def segmentations(self, producer: str, product_id: str, state: str | None = None) -> list[domain.CustomSegmentation]:
+    def segmentations(
+        self, producer: str, product_id: str, state: str | None = None
+    ) -> list[domain.CustomSegmentation]:
         """In creation order."""
         return storage.list_segmentations(self._connection, producer, product_id, state=state)
 
     def segmentation_by_request(self, producer: str, product_id: str, request_id: str):
         return storage.find_by_request(self._connection, producer, product_id, request_id)
 
-    def add_segmentation(self, segmentation: domain.CustomSegmentation,
-                         request_id: str) -> domain.CustomSegmentation | None:
+    def add_segmentation(
+        self, segmentation: domain.CustomSegmentation, request_id: str
+    ) -> domain.CustomSegmentation | None:
         """The new INACTIVE segmentation as stored, or None when its id is taken (the
         transaction stays usable)."""
         try:
@@ -73,22 +75,30 @@ class UnitOfWork:
         except storage.AlreadyExists:
             return None
 
-    def save_segmentation(self, segmentation: domain.CustomSegmentation,
-                          expected_revision: int) -> domain.CustomSegmentation | None:
+    def save_segmentation(
+        self, segmentation: domain.CustomSegmentation, expected_revision: int
+    ) -> domain.CustomSegmentation | None:
         """The segmentation as stored, or None when its revision is no longer ``expected_revision``."""
         return storage.save_segmentation(self._connection, segmentation, expected_revision)
 
     def delete_segmentation(self, segmentation: domain.CustomSegmentation) -> bool:
         """False when its stored revision is no longer ``segmentation``'s."""
-        return storage.delete_segmentation(self._connection, segmentation.producer, segmentation.product,
-                                           segmentation.segmentation_id, segmentation.revision)
+        return storage.delete_segmentation(
+            self._connection,
+            segmentation.producer,
+            segmentation.product,
+            segmentation.segmentation_id,
+            segmentation.revision,
+        )
 
     # ------------------------------------------------------------------ backfills
 
     def add_backfill(self, segmentation: domain.CustomSegmentation, backfill_id: str) -> storage.BackfillRecord:
-        return storage.create_backfill(self._connection, segmentation.producer, segmentation.product,
-                                       segmentation.segmentation_id, backfill_id)
+        return storage.create_backfill(
+            self._connection, segmentation.producer, segmentation.product, segmentation.segmentation_id, backfill_id
+        )
 
-    def backfill(self, producer: str, product_id: str, segmentation_id: str,
-                 backfill_id: str) -> storage.BackfillRecord | None:
+    def backfill(
+        self, producer: str, product_id: str, segmentation_id: str, backfill_id: str
+    ) -> storage.BackfillRecord | None:
         return storage.get_backfill(self._connection, producer, product_id, segmentation_id, backfill_id)

@@ -50,15 +50,31 @@ CASES = [
     (clause("checkout_country", cond.EQUALS, "BR"), BILLET, True),
     (clause("country", cond.EXISTS), BILLET, True),
     (clause("email_domain", cond.EQUALS, "example.com"), BILLET, True),
-    (clause("subscription_plan", cond.EQUALS, "Subscription Plan Name"), webhook_event("SUBSCRIPTION_CANCELLATION"), True),
+    (
+        clause("subscription_plan", cond.EQUALS, "Subscription Plan Name"),
+        webhook_event("SUBSCRIPTION_CANCELLATION"),
+        True,
+    ),
     (clause("subscription_plan", cond.EQUALS, "Novo produto test postback2"), webhook_event("SWITCH_PLAN"), True),
     (clause("module", cond.EQUALS, "Mudule test name"), webhook_event("CLUB_MODULE_COMPLETED"), True),
     (clause("module_id", cond.IN, "other"), webhook_event("CLUB_MODULE_COMPLETED"), False),
-    (cond.AllOf((clause("payment_type", cond.EQUALS, "CREDIT_CARD"), clause("offer_code", cond.EQUALS, "test"))), BILLET, True),
-    (cond.AllOf((clause("payment_type", cond.EQUALS, "PIX"), clause("offer_code", cond.EQUALS, "test"))), BILLET, False),
+    (
+        cond.AllOf((clause("payment_type", cond.EQUALS, "CREDIT_CARD"), clause("offer_code", cond.EQUALS, "test"))),
+        BILLET,
+        True,
+    ),
+    (
+        cond.AllOf((clause("payment_type", cond.EQUALS, "PIX"), clause("offer_code", cond.EQUALS, "test"))),
+        BILLET,
+        False,
+    ),
     (cond.AnyOf((clause("payment_type", cond.EQUALS, "PIX"), clause("offer_code", cond.EQUALS, "test"))), BILLET, True),
     (cond.Not(clause("payment_type", cond.EQUALS, "PIX")), BILLET, True),
-    (cond.Not(cond.AnyOf((clause("installments", cond.GREATER_THAN, 1.0), clause("coupon_code", cond.EXISTS)))), BILLET, False),
+    (
+        cond.Not(cond.AnyOf((clause("installments", cond.GREATER_THAN, 1.0), clause("coupon_code", cond.EXISTS)))),
+        BILLET,
+        False,
+    ),
 ]
 
 
@@ -74,20 +90,25 @@ def test_conditions_on_the_example_webhooks(condition, event, expected):
 
 
 def test_progress_and_webinar_fields():
-    progress = event_pb2.Event(type=event_pb2.EVENT_TYPE_CONTENT_PROGRESS,
-                               content_progress=event_pb2.ContentProgress(content_id="c1", percentage=80))
+    progress = event_pb2.Event(
+        type=event_pb2.EVENT_TYPE_CONTENT_PROGRESS,
+        content_progress=event_pb2.ContentProgress(content_id="c1", percentage=80),
+    )
     assert cond.compile_condition(clause("course_progress", cond.GREATER_OR_EQUALS, 75.0))(progress)
     assert not cond.compile_condition(clause("course_progress", cond.GREATER_OR_EQUALS, 90.0))(progress)
     assert cond.compile_condition(clause("content_id", cond.EQUALS, "c1"))(progress)
-    webinar = event_pb2.Event(type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
-                              webinar=event_pb2.WebinarSession(id="w1", name="Live", attended_minutes=42))
+    webinar = event_pb2.Event(
+        type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
+        webinar=event_pb2.WebinarSession(id="w1", name="Live", attended_minutes=42),
+    )
     assert cond.compile_condition(clause("attended_minutes", cond.GREATER_THAN, 30.0))(webinar)
     assert cond.compile_condition(clause("webinar_name", cond.IN, "Live", "Replay"))(webinar)
 
 
 def test_explain_shows_actual_values():
-    condition = cond.AllOf((clause("price", cond.GREATER_THAN, cond.Money("BRL", 100)),
-                          clause("recurrence_number", cond.EQUALS, 1.0)))
+    condition = cond.AllOf(
+        (clause("price", cond.GREATER_THAN, cond.Money("BRL", 100)), clause("recurrence_number", cond.EQUALS, 1.0))
+    )
     result, outcomes = cond.explain(condition, BILLET)
     assert result is False
     assert [(o.path, o.actual, o.result) for o in outcomes] == [
@@ -114,8 +135,18 @@ _MONEY = st.builds(cond.Money, st.sampled_from(["BRL", "USD"]), st.sampled_from(
 
 def _clauses_strategy():
     string_ops = st.sampled_from([cond.EQUALS, cond.NOT_EQUALS, cond.EXISTS, cond.IN, cond.NOT_IN])
-    number_ops = st.sampled_from([cond.EQUALS, cond.NOT_EQUALS, cond.LESS_THAN, cond.LESS_OR_EQUALS,
-                                  cond.GREATER_THAN, cond.GREATER_OR_EQUALS, cond.EXISTS, cond.IN])
+    number_ops = st.sampled_from(
+        [
+            cond.EQUALS,
+            cond.NOT_EQUALS,
+            cond.LESS_THAN,
+            cond.LESS_OR_EQUALS,
+            cond.GREATER_THAN,
+            cond.GREATER_OR_EQUALS,
+            cond.EXISTS,
+            cond.IN,
+        ]
+    )
     money_ops = st.sampled_from([cond.EQUALS, cond.NOT_EQUALS, cond.LESS_THAN, cond.GREATER_OR_EQUALS, cond.EXISTS])
 
     def build(field, op, value, extra):
@@ -147,17 +178,22 @@ CONDITIONS = st.recursive(
 def test_compiled_and_explained_results_agree(condition, payment_type, installments, price):
     event = event_pb2.Event(
         type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
-        purchase=event_pb2.Purchase(payment_type=payment_type, installments=int(installments),
-                                    price=event_pb2.Money(currency_code=price.currency_code, value=price.value)),
+        purchase=event_pb2.Purchase(
+            payment_type=payment_type,
+            installments=int(installments),
+            price=event_pb2.Money(currency_code=price.currency_code, value=price.value),
+        ),
     )
     compiled = cond.compile_condition(condition)(event)
     explained, outcomes = cond.explain(condition, event)
     assert compiled is explained
     # A rule set compiled with other rules (shared slots) decides the same.
     other = cond.Clause("coupon_code", cond.EXISTS, ())
-    rules = domain.rule_set([
-        domain.Rule("other", "PURCHASE_APPROVED", False, other, ("a",), (), ()),
-        domain.Rule("this", "PURCHASE_APPROVED", False, condition, ("b",), (), ()),
-    ])
+    rules = domain.rule_set(
+        [
+            domain.Rule("other", "PURCHASE_APPROVED", False, other, ("a",), (), ()),
+            domain.Rule("this", "PURCHASE_APPROVED", False, condition, ("b",), (), ()),
+        ]
+    )
     assert ("this" in [r.segmentation_id for r in domain.fire(rules, event)]) is compiled
     assert len(outcomes) == len(cond.clauses(condition))

@@ -19,11 +19,11 @@ from grpc_status import rpc_status
 
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss_testing import bearer, token
 from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain, storage
 from listboss_segmentation.grpc_api import SegmentationServicer
+from listboss_testing import bearer, token
 
 WEBHOOKS = Path(__file__).resolve().parents[3] / "tests" / "data" / "hotmart"
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -67,13 +67,15 @@ async def service(served):
     stub = served[0]
     for product in ("42", "43"):
         await stub.RegisterProduct(
-            pb.RegisterProductRequest(parent="producers/alice", product_id=product, display_name="Course",
-                                      kind=event_pb2.PRODUCT_KIND_PRODUCT),
+            pb.RegisterProductRequest(
+                parent="producers/alice", product_id=product, display_name="Course", kind=event_pb2.PRODUCT_KIND_PRODUCT
+            ),
             metadata=INTERNAL,
         )
     await stub.RegisterProduct(
-        pb.RegisterProductRequest(parent="producers/bob", product_id="7", display_name="Bob's",
-                                  kind=event_pb2.PRODUCT_KIND_WEBINAR),
+        pb.RegisterProductRequest(
+            parent="producers/bob", product_id="7", display_name="Bob's", kind=event_pb2.PRODUCT_KIND_WEBINAR
+        ),
         metadata=INTERNAL,
     )
     return stub
@@ -84,12 +86,24 @@ def billet_buyers(**overrides) -> pb.Segmentation:
         display_name="Billet buyers of offer X",
         provider=pb.PROVIDER_SEND,
         event_type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
-        condition=pb.Condition(all=pb.ConditionList(conditions=[
-            pb.Condition(clause=pb.Clause(field="payment_type", operator=pb.OPERATOR_EQUALS,
-                                          value=pb.Value(string_value="billet"))),
-            pb.Condition(clause=pb.Clause(field="offer_code", operator=pb.OPERATOR_IN,
-                                          values=[pb.Value(string_value="X"), pb.Value(string_value="test")])),
-        ])),
+        condition=pb.Condition(
+            all=pb.ConditionList(
+                conditions=[
+                    pb.Condition(
+                        clause=pb.Clause(
+                            field="payment_type", operator=pb.OPERATOR_EQUALS, value=pb.Value(string_value="billet")
+                        )
+                    ),
+                    pb.Condition(
+                        clause=pb.Clause(
+                            field="offer_code",
+                            operator=pb.OPERATOR_IN,
+                            values=[pb.Value(string_value="X"), pb.Value(string_value="test")],
+                        )
+                    ),
+                ]
+            )
+        ),
         contact_data=[pb.CONTACT_DATA_NAME, pb.CONTACT_DATA_PHONE],
         action=pb.TagAction(add_tags=["billet-buyers"]),
     )
@@ -106,11 +120,16 @@ def billet_buyers(**overrides) -> pb.Segmentation:
     return segmentation
 
 
-async def create(service, segmentation=None, segmentation_id="billet-buyers", parent=PARENT, metadata=ALICE,
-                 request_id=""):
+async def create(
+    service, segmentation=None, segmentation_id="billet-buyers", parent=PARENT, metadata=ALICE, request_id=""
+):
     return await service.CreateSegmentation(
-        pb.CreateSegmentationRequest(parent=parent, segmentation=segmentation or billet_buyers(),
-                                     segmentation_id=segmentation_id, request_id=request_id),
+        pb.CreateSegmentationRequest(
+            parent=parent,
+            segmentation=segmentation or billet_buyers(),
+            segmentation_id=segmentation_id,
+            request_id=request_id,
+        ),
         metadata=metadata,
     )
 
@@ -174,11 +193,15 @@ async def test_lifecycle_create_get_list_update_activate_deactivate_delete(servi
     assert updated.etag != created.etag
     assert updated.condition == created.condition  # untouched: not in the mask
 
-    stale = await rpc_error(service.UpdateSegmentation(
-        pb.UpdateSegmentationRequest(segmentation=pb.Segmentation(name=name, display_name="Again", etag=created.etag),
-                                     update_mask=field_mask_pb2.FieldMask(paths=["display_name"])),
-        metadata=ALICE,
-    ))
+    stale = await rpc_error(
+        service.UpdateSegmentation(
+            pb.UpdateSegmentationRequest(
+                segmentation=pb.Segmentation(name=name, display_name="Again", etag=created.etag),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            metadata=ALICE,
+        )
+    )
     assert stale.code() == grpc.StatusCode.ABORTED and reason(stale) == "ETAG_MISMATCH"
 
     active = await service.ActivateSegmentation(pb.ActivateSegmentationRequest(name=name), metadata=ALICE)
@@ -188,22 +211,27 @@ async def test_lifecycle_create_get_list_update_activate_deactivate_delete(servi
     assert again == active and notifications.seen == [("alice", "42")]  # nothing changed, nothing announced
 
     filtered = await service.ListSegmentations(
-        pb.ListSegmentationsRequest(parent=PARENT, filter="kind = CUSTOM AND state = ACTIVE"), metadata=ALICE)
+        pb.ListSegmentationsRequest(parent=PARENT, filter="kind = CUSTOM AND state = ACTIVE"), metadata=ALICE
+    )
     assert [s.name for s in filtered.segmentations] == [name]
     by_type = await service.ListSegmentations(
-        pb.ListSegmentationsRequest(parent=PARENT, filter='event_type = "PURCHASE_BILLET_PRINTED"'), metadata=ALICE)
+        pb.ListSegmentationsRequest(parent=PARENT, filter='event_type = "PURCHASE_BILLET_PRINTED"'), metadata=ALICE
+    )
     assert [s.name for s in by_type.segmentations] == [f"{PARENT}/segmentations/auto-billet-printed", name]
     automatic = await service.ListSegmentations(
-        pb.ListSegmentationsRequest(parent=PARENT, filter="kind = AUTOMATIC"), metadata=ALICE)
+        pb.ListSegmentationsRequest(parent=PARENT, filter="kind = AUTOMATIC"), metadata=ALICE
+    )
     assert len(automatic.segmentations) == 15
 
     inactive = await service.DeactivateSegmentation(
-        pb.DeactivateSegmentationRequest(name=name, etag=active.etag), metadata=ALICE)
+        pb.DeactivateSegmentationRequest(name=name, etag=active.etag), metadata=ALICE
+    )
     assert inactive.state == pb.SEGMENTATION_STATE_INACTIVE
     assert notifications.seen == [("alice", "42")] * 2
 
-    wrong_etag = await rpc_error(service.DeleteSegmentation(
-        pb.DeleteSegmentationRequest(name=name, etag=active.etag), metadata=ALICE))
+    wrong_etag = await rpc_error(
+        service.DeleteSegmentation(pb.DeleteSegmentationRequest(name=name, etag=active.etag), metadata=ALICE)
+    )
     assert wrong_etag.code() == grpc.StatusCode.ABORTED
     await service.DeleteSegmentation(pb.DeleteSegmentationRequest(name=name, etag=inactive.etag), metadata=ALICE)
     gone = await rpc_error(service.GetSegmentation(pb.GetSegmentationRequest(name=name), metadata=ALICE))
@@ -217,27 +245,40 @@ async def test_update_mask_rules(service):
     async def update(segmentation, paths):
         return await service.UpdateSegmentation(
             pb.UpdateSegmentationRequest(segmentation=segmentation, update_mask=field_mask_pb2.FieldMask(paths=paths)),
-            metadata=ALICE)
+            metadata=ALICE,
+        )
 
     # Clearing the condition: named in the mask, unset in the message.
     cleared = await update(pb.Segmentation(name=name), ["condition"])
     assert not cleared.HasField("condition")
     # The action's parts on their own.
-    tagged = await update(pb.Segmentation(name=name, action=pb.TagAction(remove_tags=["leads"])), ["action.remove_tags"])
+    tagged = await update(
+        pb.Segmentation(name=name, action=pb.TagAction(remove_tags=["leads"])), ["action.remove_tags"]
+    )
     assert list(tagged.action.add_tags) == ["billet-buyers"] and list(tagged.action.remove_tags) == ["leads"]
     # An empty mask means every field set.
     renamed = await update(pb.Segmentation(name=name, display_name="Renamed"), [])
     assert renamed.display_name == "Renamed" and list(renamed.action.remove_tags) == ["leads"]
-    for paths, field in ((["state"], "update_mask.paths[0]"), (["name"], "update_mask.paths[0]"),
-                         (["display_name", "colour"], "update_mask.paths[1]")):
+    for paths, field in (
+        (["state"], "update_mask.paths[0]"),
+        (["name"], "update_mask.paths[0]"),
+        (["display_name", "colour"], "update_mask.paths[1]"),
+    ):
         error = await rpc_error(update(pb.Segmentation(name=name, display_name="x"), paths))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(error) == {field}
     # Changing the event type makes the condition's fields unavailable: named.
-    error = await rpc_error(update(
-        pb.Segmentation(name=name, event_type=event_pb2.EVENT_TYPE_CLUB_FIRST_ACCESS,
-                        condition=billet_buyers().condition), ["event_type", "condition"]))
-    assert violations(error) == {"segmentation.condition.all.conditions[0].clause.field",
-                                 "segmentation.condition.all.conditions[1].clause.field"}
+    error = await rpc_error(
+        update(
+            pb.Segmentation(
+                name=name, event_type=event_pb2.EVENT_TYPE_CLUB_FIRST_ACCESS, condition=billet_buyers().condition
+            ),
+            ["event_type", "condition"],
+        )
+    )
+    assert violations(error) == {
+        "segmentation.condition.all.conditions[0].clause.field",
+        "segmentation.condition.all.conditions[1].clause.field",
+    }
 
 
 async def test_request_id_makes_create_safe_to_retry(service):
@@ -250,8 +291,9 @@ async def test_request_id_makes_create_safe_to_retry(service):
     await create(service, segmentation_id="named")
     duplicate = await rpc_error(create(service, segmentation_id="named"))
     assert duplicate.code() == grpc.StatusCode.ALREADY_EXISTS
-    listed = await service.ListSegmentations(pb.ListSegmentationsRequest(parent=PARENT, filter="kind = CUSTOM"),
-                                             metadata=ALICE)
+    listed = await service.ListSegmentations(
+        pb.ListSegmentationsRequest(parent=PARENT, filter="kind = CUSTOM"), metadata=ALICE
+    )
     assert len(listed.segmentations) == 2
 
 
@@ -261,7 +303,8 @@ async def test_list_pages_through_automatic_and_custom(service):
     names, token_ = [], ""
     while True:
         page = await service.ListSegmentations(
-            pb.ListSegmentationsRequest(parent=PARENT, page_size=5, page_token=token_), metadata=ALICE)
+            pb.ListSegmentationsRequest(parent=PARENT, page_size=5, page_token=token_), metadata=ALICE
+        )
         names.extend(s.name for s in page.segmentations)
         token_ = page.next_page_token
         if not token_:
@@ -269,13 +312,19 @@ async def test_list_pages_through_automatic_and_custom(service):
     assert len(names) == 18 == len(set(names))
     assert names[-3:] == [f"{PARENT}/segmentations/custom-{i}" for i in range(3)]
     first = await service.ListSegmentations(pb.ListSegmentationsRequest(parent=PARENT, page_size=5), metadata=ALICE)
-    changed = await rpc_error(service.ListSegmentations(
-        pb.ListSegmentationsRequest(parent=PARENT, page_size=5, page_token=first.next_page_token, filter="kind = CUSTOM"),
-        metadata=ALICE))
+    changed = await rpc_error(
+        service.ListSegmentations(
+            pb.ListSegmentationsRequest(
+                parent=PARENT, page_size=5, page_token=first.next_page_token, filter="kind = CUSTOM"
+            ),
+            metadata=ALICE,
+        )
+    )
     assert violations(changed) == {"page_token"}
     for bad in ("colour = red", "kind = SOMETIMES", "state > ACTIVE", "kind ="):
-        error = await rpc_error(service.ListSegmentations(pb.ListSegmentationsRequest(parent=PARENT, filter=bad),
-                                                          metadata=ALICE))
+        error = await rpc_error(
+            service.ListSegmentations(pb.ListSegmentationsRequest(parent=PARENT, filter=bad), metadata=ALICE)
+        )
         assert violations(error) == {"filter"}, bad
 
 
@@ -321,8 +370,10 @@ INVALID = [
     ({"condition": _clause("payment_type", pb.OPERATOR_EQUALS, N(3))}, {f"{C}.value"}),
     ({"condition": _clause("installments", pb.OPERATOR_EQUALS, S("3"))}, {f"{C}.value"}),
     ({"condition": _clause("price", pb.OPERATOR_LESS_THAN, N(100))}, {f"{C}.value"}),
-    ({"condition": _clause("price", pb.OPERATOR_LESS_THAN,
-                           pb.Value(money_value=event_pb2.Money(value=100)))}, {f"{C}.value"}),
+    (
+        {"condition": _clause("price", pb.OPERATOR_LESS_THAN, pb.Value(money_value=event_pb2.Money(value=100)))},
+        {f"{C}.value"},
+    ),
     ({"condition": _clause("payment_type", pb.OPERATOR_EQUALS)}, {f"{C}.value"}),
     ({"condition": _clause("payment_type", pb.OPERATOR_EQUALS, S(""))}, {f"{C}.value"}),
     ({"condition": _clause("payment_type", pb.OPERATOR_EQUALS, pb.Value())}, {f"{C}.value"}),
@@ -340,8 +391,9 @@ async def test_create_validates_every_field(service, overrides, fields):
     error = await rpc_error(create(service, billet_buyers(**overrides)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(error) == fields
-    listed = await service.ListSegmentations(pb.ListSegmentationsRequest(parent=PARENT, filter="kind = CUSTOM"),
-                                             metadata=ALICE)
+    listed = await service.ListSegmentations(
+        pb.ListSegmentationsRequest(parent=PARENT, filter="kind = CUSTOM"), metadata=ALICE
+    )
     assert list(listed.segmentations) == []
 
 
@@ -354,8 +406,9 @@ async def test_create_validates_ids_depth_and_many_problems_at_once(service):
         deep = pb.Condition(negate=deep)
     error = await rpc_error(create(service, billet_buyers(condition=deep)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    error = await rpc_error(create(service, billet_buyers(display_name="", action=pb.TagAction()),
-                                   segmentation_id="Bad"))
+    error = await rpc_error(
+        create(service, billet_buyers(display_name="", action=pb.TagAction()), segmentation_id="Bad")
+    )
     assert violations(error) == {"segmentation_id", "segmentation.display_name", "segmentation.action"}
 
 
@@ -384,9 +437,13 @@ async def test_automatic_segmentations_are_locked(service):
     name = f"{PARENT}/segmentations/auto-purchase-approved"
     automatic = await service.GetSegmentation(pb.GetSegmentationRequest(name=name), metadata=ALICE)
     calls = (
-        service.UpdateSegmentation(pb.UpdateSegmentationRequest(
-            segmentation=pb.Segmentation(name=name, display_name="Mine now"),
-            update_mask=field_mask_pb2.FieldMask(paths=["display_name"])), metadata=ALICE),
+        service.UpdateSegmentation(
+            pb.UpdateSegmentationRequest(
+                segmentation=pb.Segmentation(name=name, display_name="Mine now"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            metadata=ALICE,
+        ),
         service.DeleteSegmentation(pb.DeleteSegmentationRequest(name=name), metadata=ALICE),
         service.DeactivateSegmentation(pb.DeactivateSegmentationRequest(name=name), metadata=ALICE),
         service.ActivateSegmentation(pb.ActivateSegmentationRequest(name=name), metadata=ALICE),
@@ -410,17 +467,33 @@ async def test_describe_event_types(service):
     assert len(by_type) == 18
     billet = by_type[event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED]
     fields = {f.name: f for f in billet.fields}
-    assert {"payment_type", "offer_code", "coupon_code", "price", "installments", "recurrence_number",
-            "subscription_plan", "checkout_country"} <= set(fields)
+    assert {
+        "payment_type",
+        "offer_code",
+        "coupon_code",
+        "price",
+        "installments",
+        "recurrence_number",
+        "subscription_plan",
+        "checkout_country",
+    } <= set(fields)
     assert fields["price"].type == pb.FIELD_TYPE_MONEY
     assert pb.OPERATOR_IN not in fields["price"].operators
-    assert list(fields["payment_type"].operators) == [pb.OPERATOR_EQUALS, pb.OPERATOR_NOT_EQUALS, pb.OPERATOR_IN,
-                                                      pb.OPERATOR_NOT_IN, pb.OPERATOR_EXISTS]
+    assert list(fields["payment_type"].operators) == [
+        pb.OPERATOR_EQUALS,
+        pb.OPERATOR_NOT_EQUALS,
+        pb.OPERATOR_IN,
+        pb.OPERATOR_NOT_IN,
+        pb.OPERATOR_EXISTS,
+    ]
     assert billet.automatic_segmentation == "auto-billet-printed"
     progress = {f.name: f for f in by_type[event_pb2.EVENT_TYPE_CONTENT_PROGRESS].fields}
     assert progress["course_progress"].type == pb.FIELD_TYPE_NUMBER
     assert "module" in {f.name for f in by_type[event_pb2.EVENT_TYPE_CLUB_MODULE_COMPLETED].fields}
-    assert {f.name for f in by_type[event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE].fields} >= {"webinar_id", "attended_minutes"}
+    assert {f.name for f in by_type[event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE].fields} >= {
+        "webinar_id",
+        "attended_minutes",
+    }
     assert pb.CONTACT_DATA_ADDRESS in described.contact_data
 
 
@@ -449,18 +522,28 @@ async def test_test_segmentation_explains_clause_by_clause(service):
     result = await service.TestSegmentation(pb.TestSegmentationRequest(name=name, event=approved), metadata=ALICE)
     assert not result.matched and not result.event_type_matched
 
-    inline = billet_buyers(condition=_clause("price", pb.OPERATOR_GREATER_THAN,
-                                             pb.Value(money_value=event_pb2.Money(currency_code="brl", value=1000))))
+    inline = billet_buyers(
+        condition=_clause(
+            "price", pb.OPERATOR_GREATER_THAN, pb.Value(money_value=event_pb2.Money(currency_code="brl", value=1000))
+        )
+    )
     result = await service.TestSegmentation(
-        pb.TestSegmentationRequest(parent=PARENT, segmentation=inline, event=sample), metadata=ALICE)
+        pb.TestSegmentationRequest(parent=PARENT, segmentation=inline, event=sample), metadata=ALICE
+    )
     assert result.matched
     assert result.clauses[0].actual.money_value == event_pb2.Money(currency_code="BRL", value=1500)
-    bad = await rpc_error(service.TestSegmentation(
-        pb.TestSegmentationRequest(parent=PARENT, segmentation=billet_buyers(condition=_clause("module", 1, S("x")))),
-        metadata=ALICE))
+    bad = await rpc_error(
+        service.TestSegmentation(
+            pb.TestSegmentationRequest(
+                parent=PARENT, segmentation=billet_buyers(condition=_clause("module", 1, S("x")))
+            ),
+            metadata=ALICE,
+        )
+    )
     assert violations(bad) == {"event", f"{C}.field"}
-    automatic = await service.TestSegmentation(pb.TestSegmentationRequest(
-        name=f"{PARENT}/segmentations/auto-billet-printed", event=sample), metadata=ALICE)
+    automatic = await service.TestSegmentation(
+        pb.TestSegmentationRequest(name=f"{PARENT}/segmentations/auto-billet-printed", event=sample), metadata=ALICE
+    )
     assert automatic.matched and list(automatic.action.remove_tags) == ["cart-abandoned"]
 
 
@@ -471,8 +554,12 @@ def grpcurl(port: int, method: str, body: dict, producer: str | None = "alice") 
     args = [GRPCURL, "-plaintext", "-d", json.dumps(body)]
     if producer is not None:
         args += ["-H", f"authorization: Bearer {token(producer)}"]
-    return subprocess.run([*args, f"127.0.0.1:{port}", f"listboss.segmentation.v1.SegmentationService/{method}"],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [*args, f"127.0.0.1:{port}", f"listboss.segmentation.v1.SegmentationService/{method}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 async def test_grpcurl_drives_the_lifecycle(service, server):
@@ -484,21 +571,40 @@ async def test_grpcurl_drives_the_lifecycle(service, server):
     described = await call("DescribeEventTypes", {})
     # grpcurl prints the proto field names.
     assert any(d["event_type"] == "EVENT_TYPE_PURCHASE_BILLET_PRINTED" for d in described["event_types"])
-    created = await call("CreateSegmentation", {
-        "parent": PARENT,
-        "segmentationId": "billet-buyers",
-        "segmentation": {
-            "displayName": "Billet buyers of offer X",
-            "provider": "PROVIDER_SEND",
-            "eventType": "EVENT_TYPE_PURCHASE_BILLET_PRINTED",
-            "condition": {"all": {"conditions": [
-                {"clause": {"field": "payment_type", "operator": "OPERATOR_EQUALS", "value": {"stringValue": "BILLET"}}},
-                {"clause": {"field": "offer_code", "operator": "OPERATOR_EQUALS", "value": {"stringValue": "X"}}},
-            ]}},
-            "contactData": ["CONTACT_DATA_NAME"],
-            "action": {"addTags": ["billet-buyers"]},
+    created = await call(
+        "CreateSegmentation",
+        {
+            "parent": PARENT,
+            "segmentationId": "billet-buyers",
+            "segmentation": {
+                "displayName": "Billet buyers of offer X",
+                "provider": "PROVIDER_SEND",
+                "eventType": "EVENT_TYPE_PURCHASE_BILLET_PRINTED",
+                "condition": {
+                    "all": {
+                        "conditions": [
+                            {
+                                "clause": {
+                                    "field": "payment_type",
+                                    "operator": "OPERATOR_EQUALS",
+                                    "value": {"stringValue": "BILLET"},
+                                }
+                            },
+                            {
+                                "clause": {
+                                    "field": "offer_code",
+                                    "operator": "OPERATOR_EQUALS",
+                                    "value": {"stringValue": "X"},
+                                }
+                            },
+                        ]
+                    }
+                },
+                "contactData": ["CONTACT_DATA_NAME"],
+                "action": {"addTags": ["billet-buyers"]},
+            },
         },
-    })
+    )
     assert created["state"] == "SEGMENTATION_STATE_INACTIVE"
     sample = json_format.MessageToDict(webhook_event("PURCHASE_BILLET_PRINTED"))
     sample["purchase"].update(paymentType="BILLET", offerCode="X")
@@ -514,7 +620,8 @@ async def test_grpcurl_drives_the_lifecycle(service, server):
 
 def test_a_stale_revision_saves_nothing(engine):
     segmentation = domain.CustomSegmentation(
-        "alice", "42", "stale", "Stale", "SEND", "PURCHASE_APPROVED", None, (), ("x",), ())
+        "alice", "42", "stale", "Stale", "SEND", "PURCHASE_APPROVED", None, (), ("x",), ()
+    )
     with engine.begin() as connection:
         created = storage.create_segmentation(connection, segmentation, "req")
         with pytest.raises(storage.AlreadyExists):

@@ -23,8 +23,16 @@ def clause(field, operator, *values) -> cond.Clause:
 
 def billet_buyers(**overrides) -> domain.CustomSegmentation:
     segmentation = domain.CustomSegmentation(
-        "alice", "0", "billet-buyers", "Billet buyers", "SEND", "PURCHASE_BILLET_PRINTED",
-        clause("offer_code", cond.EQUALS, "test"), ("phone", "address"), ("billet-buyers",), ("old-tag",),
+        "alice",
+        "0",
+        "billet-buyers",
+        "Billet buyers",
+        "SEND",
+        "PURCHASE_BILLET_PRINTED",
+        clause("offer_code", cond.EQUALS, "test"),
+        ("phone", "address"),
+        ("billet-buyers",),
+        ("old-tag",),
         state=domain.ACTIVE,
     )
     return replace(segmentation, **overrides)
@@ -54,7 +62,9 @@ def test_custom_rules_follow_the_automatic_one_in_the_change():
 
 def test_capture_sends_email_and_name_even_without_an_automatic_segmentation():
     webinar = event_pb2.Event(
-        id="w1", producer="alice", type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
+        id="w1",
+        producer="alice",
+        type=event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
         product=event_pb2.Product(id="9", name="Live", kind=event_pb2.PRODUCT_KIND_WEBINAR),
         person=event_pb2.Person(email="ana@example.com", first_name="Ana", last_name="Lima", phone="+55"),
         webinar=event_pb2.WebinarSession(id="w", attended_minutes=50),
@@ -63,8 +73,16 @@ def test_capture_sends_email_and_name_even_without_an_automatic_segmentation():
     assert list(change.fired_segmentations) == [] and list(change.tag_operations) == []
     assert dict(change.contact_data) == {"email": "ana@example.com", "name": "Ana Lima"}
     stayed = domain.CustomSegmentation(
-        "alice", "9", "stayed", "Stayed", "SEND", "WEBINAR_ATTENDANCE",
-        clause("attended_minutes", cond.GREATER_OR_EQUALS, 45.0), ("phone",), ("stayed-45",), (),
+        "alice",
+        "9",
+        "stayed",
+        "Stayed",
+        "SEND",
+        "WEBINAR_ATTENDANCE",
+        clause("attended_minutes", cond.GREATER_OR_EQUALS, 45.0),
+        ("phone",),
+        ("stayed-45",),
+        (),
         state=domain.ACTIVE,
     )
     change = change_for(webinar, domain.rule_index([stayed]))
@@ -86,12 +104,18 @@ def test_explanation_of_a_match_names_what_it_would_do_and_send():
 
 
 def test_explanation_of_a_false_condition_lists_the_false_clauses():
-    condition = cond.AllOf((clause("offer_code", cond.EQUALS, "test"), clause("payment_type", cond.EQUALS, "PIX"),
-                            clause("installments", cond.LESS_THAN, 2.0)))
+    condition = cond.AllOf(
+        (
+            clause("offer_code", cond.EQUALS, "test"),
+            clause("payment_type", cond.EQUALS, "PIX"),
+            clause("installments", cond.LESS_THAN, 2.0),
+        )
+    )
     explanation = domain.explain(billet_buyers(condition=condition), "PURCHASE_BILLET_PRINTED", BILLET)
     assert not explanation.matched and explanation.event_type_matched
-    assert explanation.text == ("does not match: the condition is false (false clauses: "
-                                "all.conditions[1].clause, all.conditions[2].clause)")
+    assert explanation.text == (
+        "does not match: the condition is false (false clauses: all.conditions[1].clause, all.conditions[2].clause)"
+    )
     assert [o.result for o in explanation.clauses] == [True, False, False]
     assert explanation.contact_data == {}
 
@@ -99,8 +123,10 @@ def test_explanation_of_a_false_condition_lists_the_false_clauses():
 def test_explanation_of_another_event_type_still_explains_every_clause():
     explanation = domain.explain(billet_buyers(), "PURCHASE_APPROVED", BILLET)
     assert not explanation.matched and not explanation.event_type_matched
-    assert explanation.text == "does not match: the event is PURCHASE_APPROVED, the segmentation is for " \
-                               "PURCHASE_BILLET_PRINTED"
+    assert (
+        explanation.text == "does not match: the event is PURCHASE_APPROVED, the segmentation is for "
+        "PURCHASE_BILLET_PRINTED"
+    )
     assert [o.result for o in explanation.clauses] == [True]
 
 

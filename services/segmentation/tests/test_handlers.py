@@ -21,7 +21,7 @@ class FakeUnitOfWork:
         self.committed = {"products": {}, "segmentations": {}, "requests": {}, "backfills": {}}
         self.changed_products: list[tuple[str, str]] = []
         self.commits = 0
-        self.clock = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+        self.clock = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
     def __enter__(self):
         self.data = copy.deepcopy(self.committed)
@@ -48,8 +48,11 @@ class FakeUnitOfWork:
         return self.data["segmentations"].get((producer, product_id, segmentation_id))
 
     def segmentations(self, producer, product_id, state=None):
-        found = [s for (p, i, _), s in self.data["segmentations"].items()
-                 if (p, i) == (producer, product_id) and state in (None, s.state)]
+        found = [
+            s
+            for (p, i, _), s in self.data["segmentations"].items()
+            if (p, i) == (producer, product_id) and state in (None, s.state)
+        ]
         return sorted(found, key=lambda s: s.create_time)
 
     def segmentation_by_request(self, producer, product_id, request_id):
@@ -72,8 +75,9 @@ class FakeUnitOfWork:
         stored = self.data["segmentations"].get(key)
         if stored is None or stored.revision != expected_revision:
             return None
-        saved = replace(segmentation, revision=expected_revision + 1, create_time=stored.create_time,
-                        update_time=self._tick())
+        saved = replace(
+            segmentation, revision=expected_revision + 1, create_time=stored.create_time, update_time=self._tick()
+        )
         self.data["segmentations"][key] = saved
         return saved
 
@@ -97,8 +101,18 @@ def uow() -> FakeUnitOfWork:
 
 
 def vip(segmentation_id: str = "vip", add: int = 1) -> domain.CustomSegmentation:
-    return domain.CustomSegmentation("alice", "42", segmentation_id, "VIP", "SEND", "PURCHASE_APPROVED", None, (),
-                                     tuple(f"{segmentation_id}-{n}" for n in range(add)), ())
+    return domain.CustomSegmentation(
+        "alice",
+        "42",
+        segmentation_id,
+        "VIP",
+        "SEND",
+        "PURCHASE_APPROVED",
+        None,
+        (),
+        tuple(f"{segmentation_id}-{n}" for n in range(add)),
+        (),
+    )
 
 
 def created(uow, segmentation_id: str = "vip", add: int = 1, active: bool = False) -> domain.CustomSegmentation:
@@ -191,9 +205,11 @@ def test_an_update_of_an_inactive_one_announces_nothing(uow):
 def test_changes_from_a_stale_read_are_refused(uow):
     stale = created(uow)
     handlers.update_segmentation(uow, stale, replace(stale, display_name="Renamed"))
-    for change in (lambda: handlers.update_segmentation(uow, stale, replace(stale, display_name="Late")),
-                   lambda: handlers.set_state(uow, stale, domain.ACTIVE),
-                   lambda: handlers.delete_segmentation(uow, stale)):
+    for change in (
+        lambda: handlers.update_segmentation(uow, stale, replace(stale, display_name="Late")),
+        lambda: handlers.set_state(uow, stale, domain.ACTIVE),
+        lambda: handlers.delete_segmentation(uow, stale),
+    ):
         with pytest.raises(handlers.ConcurrentChange):
             change()
     assert uow.stored("vip").display_name == "Renamed" and uow.changed_products == []
@@ -211,4 +227,4 @@ def test_listing_puts_the_automatic_ones_first_then_custom_ones_in_creation_orde
     product, listed = handlers.list_segmentations(uow, "alice", "42")
     assert product == "the product"
     assert listed[: len(domain.AUTOMATIC_SEGMENTATIONS)] == list(domain.AUTOMATIC_SEGMENTATIONS)
-    assert [s.segmentation_id for s in listed[len(domain.AUTOMATIC_SEGMENTATIONS):]] == ["b", "a"]
+    assert [s.segmentation_id for s in listed[len(domain.AUTOMATIC_SEGMENTATIONS) :]] == ["b", "a"]

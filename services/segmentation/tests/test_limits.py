@@ -18,11 +18,11 @@ from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import bus
-from listboss_testing import bearer
 from listboss_ingest.normalize import MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_PRODUCT_ID_LENGTH
 from listboss_segmentation import domain, storage
 from listboss_segmentation.consumer import change_for, publish_changes
 from listboss_segmentation.grpc_api import SegmentationServicer
+from listboss_testing import bearer
 
 # nats-server's default max_payload: the most a message (headers included) may hold.
 MAX_PAYLOAD = 1024 * 1024
@@ -77,8 +77,16 @@ def largest_rule_set() -> list[domain.CustomSegmentation]:
         budget -= operations
         keys = [f"t{index:03d}-{n:02d}-".ljust(domain.MAX_TAG_KEY, "k") for n in range(operations)]
         segmentation = domain.CustomSegmentation(
-            LONGEST_PRODUCER, LONGEST_PRODUCT, f"s{index:03d}".ljust(63, "x"), "Rule", "SEND", "PURCHASE_APPROVED",
-            None, tuple(domain.CONTACT_DATA), tuple(keys[: domain.MAX_TAGS]), tuple(keys[domain.MAX_TAGS:]),
+            LONGEST_PRODUCER,
+            LONGEST_PRODUCT,
+            f"s{index:03d}".ljust(63, "x"),
+            "Rule",
+            "SEND",
+            "PURCHASE_APPROVED",
+            None,
+            tuple(domain.CONTACT_DATA),
+            tuple(keys[: domain.MAX_TAGS]),
+            tuple(keys[domain.MAX_TAGS :]),
             state=domain.ACTIVE,
         )
         assert domain.check_segmentation(segmentation) == []
@@ -142,8 +150,11 @@ def test_a_long_product_name_is_cut_in_tag_display_names():
     what it publishes. (Before the cut, a 200 KB event with the six operations of
     PURCHASE_APPROVED made a 1.4 MB change.)"""
     event = event_pb2.Event(
-        id="e1", producer="alice", type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
-        product=event_pb2.Product(id="42", name="n" * 200_000), person=event_pb2.Person(email="ana@example.com"),
+        id="e1",
+        producer="alice",
+        type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED,
+        product=event_pb2.Product(id="42", name="n" * 200_000),
+        person=event_pb2.Person(email="ana@example.com"),
     )
     event.occur_time.FromSeconds(1_700_000_000)
     change = change_for(event)
@@ -157,18 +168,33 @@ def test_a_long_product_name_is_cut_in_tag_display_names():
 # --- the limits as rules -----------------------------------------------------------------------------
 
 
-def custom(segmentation_id: str, event_type: str = "PURCHASE_APPROVED", add: int = 1, remove: int = 0,
-           state: str = domain.ACTIVE) -> domain.CustomSegmentation:
+def custom(
+    segmentation_id: str,
+    event_type: str = "PURCHASE_APPROVED",
+    add: int = 1,
+    remove: int = 0,
+    state: str = domain.ACTIVE,
+) -> domain.CustomSegmentation:
     return domain.CustomSegmentation(
-        "alice", "42", segmentation_id, segmentation_id, "SEND", event_type, None, (),
+        "alice",
+        "42",
+        segmentation_id,
+        segmentation_id,
+        "SEND",
+        event_type,
+        None,
+        (),
         tuple(f"{segmentation_id}-add-{n}" for n in range(add)),
-        tuple(f"{segmentation_id}-remove-{n}" for n in range(remove)), state=state,
+        tuple(f"{segmentation_id}-remove-{n}" for n in range(remove)),
+        state=state,
     )
 
 
 def test_at_most_max_active_segmentations_per_product():
-    active = [custom(f"s{n}", event_type=("PURCHASE_APPROVED", "PURCHASE_REFUNDED")[n % 2])
-              for n in range(domain.MAX_ACTIVE_SEGMENTATIONS - 1)]
+    active = [
+        custom(f"s{n}", event_type=("PURCHASE_APPROVED", "PURCHASE_REFUNDED")[n % 2])
+        for n in range(domain.MAX_ACTIVE_SEGMENTATIONS - 1)
+    ]
     assert domain.check_active_limits(active, custom("last")) is None
     active.append(custom("last"))
     problem = domain.check_active_limits(active, custom("one-more", event_type="CLUB_FIRST_ACCESS"))
@@ -203,22 +229,28 @@ async def service(engine, serve):
 
     stub, _ = await serve(SegmentationServicer(engine, notify=notify))
     await stub.RegisterProduct(
-        pb.RegisterProductRequest(parent="producers/alice", product_id="42", display_name="Course",
-                                  kind=event_pb2.PRODUCT_KIND_PRODUCT),
+        pb.RegisterProductRequest(
+            parent="producers/alice", product_id="42", display_name="Course", kind=event_pb2.PRODUCT_KIND_PRODUCT
+        ),
         metadata=bearer(None),
     )
     return stub
 
 
 def segmentation(event_type=event_pb2.EVENT_TYPE_PURCHASE_APPROVED, add=("vip",), remove=()) -> pb.Segmentation:
-    return pb.Segmentation(display_name="Rule", provider=pb.PROVIDER_SEND, event_type=event_type,
-                           action=pb.TagAction(add_tags=list(add), remove_tags=list(remove)))
+    return pb.Segmentation(
+        display_name="Rule",
+        provider=pb.PROVIDER_SEND,
+        event_type=event_type,
+        action=pb.TagAction(add_tags=list(add), remove_tags=list(remove)),
+    )
 
 
 async def create(service, segmentation_id: str, message: pb.Segmentation | None = None) -> pb.Segmentation:
     return await service.CreateSegmentation(
-        pb.CreateSegmentationRequest(parent=PARENT, segmentation_id=segmentation_id,
-                                     segmentation=message or segmentation()),
+        pb.CreateSegmentationRequest(
+            parent=PARENT, segmentation_id=segmentation_id, segmentation=message or segmentation()
+        ),
         metadata=ALICE,
     )
 
@@ -247,9 +279,11 @@ def store_active(engine, count: int) -> None:
     with engine.begin() as connection:
         for index in range(count):
             stored = storage.create_segmentation(
-                connection, custom(f"stored-{index:03d}", event_type="PURCHASE_REFUNDED", state=domain.INACTIVE), None)
-            storage.save_segmentation(connection, custom(stored.segmentation_id, event_type="PURCHASE_REFUNDED"),
-                                      stored.revision)
+                connection, custom(f"stored-{index:03d}", event_type="PURCHASE_REFUNDED", state=domain.INACTIVE), None
+            )
+            storage.save_segmentation(
+                connection, custom(stored.segmentation_id, event_type="PURCHASE_REFUNDED"), stored.revision
+            )
 
 
 async def test_activation_past_the_limit_is_failed_precondition(service, engine):
@@ -268,7 +302,8 @@ async def test_activation_past_the_limit_is_failed_precondition(service, engine)
     assert got.state == pb.SEGMENTATION_STATE_INACTIVE and got.etag == extra.etag  # nothing saved
 
     await service.DeactivateSegmentation(
-        pb.DeactivateSegmentationRequest(name=f"{PARENT}/segmentations/stored-000"), metadata=ALICE)
+        pb.DeactivateSegmentationRequest(name=f"{PARENT}/segmentations/stored-000"), metadata=ALICE
+    )
     assert (await activate(service, extra.name)).state == pb.SEGMENTATION_STATE_ACTIVE
 
 
@@ -280,18 +315,28 @@ async def test_tag_operations_past_the_limit_are_refused_on_activation_and_updat
     error, info = await refused(activate(service, third.name))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert (info.reason, info.metadata["limit"], info.metadata["total"]) == (
-        "ACTIVE_TAG_OPERATIONS_LIMIT", "100", "101")
+        "ACTIVE_TAG_OPERATIONS_LIMIT",
+        "100",
+        "101",
+    )
     assert f"for PURCHASE_APPROVED on {PARENT} the others already use 80 and this one has 21" in error.details()
 
     # The same rule for another event type has a budget of its own.
-    other = await create(service, "other", segmentation(event_type=event_pb2.EVENT_TYPE_PURCHASE_REFUNDED,
-                                                        add=[f"more-{n}" for n in range(20)]))
+    other = await create(
+        service,
+        "other",
+        segmentation(event_type=event_pb2.EVENT_TYPE_PURCHASE_REFUNDED, add=[f"more-{n}" for n in range(20)]),
+    )
     await activate(service, other.name)
 
     # An INACTIVE one may be changed freely; an ACTIVE one may not break the limit.
     inactive = await service.UpdateSegmentation(
-        pb.UpdateSegmentationRequest(segmentation=pb.Segmentation(name=third.name, action=pb.TagAction(
-            add_tags=[f"more-{n}" for n in range(20)])), update_mask=field_mask_pb2.FieldMask(paths=["action"])),
+        pb.UpdateSegmentationRequest(
+            segmentation=pb.Segmentation(
+                name=third.name, action=pb.TagAction(add_tags=[f"more-{n}" for n in range(20)])
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["action"]),
+        ),
         metadata=ALICE,
     )
     assert (await activate(service, inactive.name)).state == pb.SEGMENTATION_STATE_ACTIVE  # 100 exactly

@@ -15,11 +15,11 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.worker import PullWorker, WorkerSpec
-from listboss_testing import bearer, eventually
 from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.consumer import EventProcessor
 from listboss_segmentation.grpc_api import SegmentationServicer
 from listboss_segmentation.rules import RULES_CHANGED_SUBJECT, RuleCache, change_message
+from listboss_testing import bearer, eventually
 
 ALICE = bearer("alice")
 PARENT = "producers/alice/products/42"
@@ -85,8 +85,9 @@ async def api(engine, replicas, serve):
     first = await replicas()
     stub, _ = await serve(SegmentationServicer(engine, notify=first.notify, backfiller=Backfiller(first.js, engine)))
     await stub.RegisterProduct(
-        pb.RegisterProductRequest(parent="producers/alice", product_id="42", display_name="Course",
-                                  kind=event_pb2.PRODUCT_KIND_PRODUCT),
+        pb.RegisterProductRequest(
+            parent="producers/alice", product_id="42", display_name="Course", kind=event_pb2.PRODUCT_KIND_PRODUCT
+        ),
         metadata=bearer(None),
     )
     await stub.CreateSegmentation(
@@ -97,8 +98,11 @@ async def api(engine, replicas, serve):
                 display_name="Billet buyers",
                 provider=pb.PROVIDER_SEND,
                 event_type=event_pb2.EVENT_TYPE_PURCHASE_BILLET_PRINTED,
-                condition=pb.Condition(clause=pb.Clause(field="payment_type", operator=pb.OPERATOR_EQUALS,
-                                                        value=pb.Value(string_value="BILLET"))),
+                condition=pb.Condition(
+                    clause=pb.Clause(
+                        field="payment_type", operator=pb.OPERATOR_EQUALS, value=pb.Value(string_value="BILLET")
+                    )
+                ),
                 contact_data=[pb.CONTACT_DATA_PHONE],
                 action=pb.TagAction(add_tags=["billet-buyers"]),
             ),
@@ -124,9 +128,11 @@ def billet(event_id: str, payment_type: str = "BILLET", email: str | None = None
 
 async def publish(js, *events):
     for event in events:
-        await js.publish(bus.events_subject(event.producer), event_pb2.EventBatch(events=[event]).SerializeToString(),
-                         headers={"Nats-Msg-Id": f"{event.producer}/{event.id}"})
-
+        await js.publish(
+            bus.events_subject(event.producer),
+            event_pb2.EventBatch(events=[event]).SerializeToString(),
+            headers={"Nats-Msg-Id": f"{event.producer}/{event.id}"},
+        )
 
 
 async def changes(js) -> dict[str, list[contact_change_pb2.ContactChange]]:
@@ -197,7 +203,10 @@ async def test_a_rule_change_reaches_another_replica_within_a_second(api, replic
     await eventually(dropped, timeout=1.0)
     seen_after = time.monotonic() - started
     after = await other.rules.rules([key])
-    assert [r.segmentation_id for r in after[key]["PURCHASE_BILLET_PRINTED"].rules] == ["auto-billet-printed", "billet-buyers"]
+    assert [r.segmentation_id for r in after[key]["PURCHASE_BILLET_PRINTED"].rules] == [
+        "auto-billet-printed",
+        "billet-buyers",
+    ]
     assert seen_after < 1.0
 
 
@@ -258,7 +267,9 @@ async def test_replay_reads_a_subject_to_its_end(nats_server):
     await publish(js, billet("a"), billet("b"))
     await js.publish(bus.events_subject("bob"), b"other producer")
     await publish(js, billet("c"))
-    read = [event_pb2.EventBatch.FromString(m.data).events[0].id
-            async for m in bus.replay(js, bus.EVENTS, bus.events_subject("alice"))]
+    read = [
+        event_pb2.EventBatch.FromString(m.data).events[0].id
+        async for m in bus.replay(js, bus.EVENTS, bus.events_subject("alice"))
+    ]
     assert read == ["a", "b", "c"]
     await nc.close()

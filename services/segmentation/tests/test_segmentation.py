@@ -17,11 +17,11 @@ from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.worker import PullWorker, WorkerSpec
-from listboss_testing import bearer, eventually
 from listboss_segmentation import domain, storage
 from listboss_segmentation.consumer import EventProcessor, change_for, decode_events
 from listboss_segmentation.grpc_api import SegmentationServicer
 from listboss_segmentation.messages import event_type_name
+from listboss_testing import bearer, eventually
 
 ADD = contact_change_pb2.TagOperation.ACTION_ADD
 REMOVE = contact_change_pb2.TagOperation.ACTION_REMOVE
@@ -132,7 +132,6 @@ def make_event(
     return event
 
 
-
 async def publish_events(js, *events: event_pb2.Event, msg_id: str | None = None) -> None:
     producer = events[0].producer
     payload = event_pb2.EventBatch(events=events).SerializeToString()
@@ -179,7 +178,11 @@ async def test_processor_publishes_changes_and_records_products(engine, js):
     approved = make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_APPROVED)
     cart = make_event("e2", event_pb2.EVENT_TYPE_PURCHASE_OUT_OF_SHOPPING_CART, email="bea@example.com")
     refunded = make_event(
-        "e3", event_pb2.EVENT_TYPE_PURCHASE_REFUNDED, producer="bob", product="7", product_name="Book",
+        "e3",
+        event_pb2.EVENT_TYPE_PURCHASE_REFUNDED,
+        producer="bob",
+        product="7",
+        product_name="Book",
         kind=event_pb2.PRODUCT_KIND_WEBINAR,
     )
     await publish_events(js, approved, cart, msg_id="alice/batch/1")
@@ -277,6 +280,7 @@ async def test_pull_worker_runs_the_processor_end_to_end(engine, js):
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
+
         async def settled():
             info = await js.consumer_info(bus.EVENTS.name, "segmentation")
             return info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq == 3
@@ -309,8 +313,14 @@ async def service(engine, serve):
 INTERNAL = bearer(None)
 
 
-async def register(service, product_id="42", display_name="Course", producer="alice",
-                   kind=event_pb2.PRODUCT_KIND_PRODUCT, metadata=INTERNAL) -> pb.Product:
+async def register(
+    service,
+    product_id="42",
+    display_name="Course",
+    producer="alice",
+    kind=event_pb2.PRODUCT_KIND_PRODUCT,
+    metadata=INTERNAL,
+) -> pb.Product:
     return await service.RegisterProduct(
         pb.RegisterProductRequest(
             parent=f"producers/{producer}", product_id=product_id, display_name=display_name, kind=kind

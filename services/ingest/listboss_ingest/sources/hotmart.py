@@ -129,8 +129,11 @@ _UNSPECIFIED: Final = event_pb2.EVENT_TYPE_UNSPECIFIED
 # The platform's 15 webhook events; the canonical-only types (CONTENT_PROGRESS, WEBINAR_*)
 # arrive over gRPC and are unknown as webhooks.
 _GRPC_ONLY_TYPES: Final = frozenset(
-    {event_pb2.EVENT_TYPE_CONTENT_PROGRESS, event_pb2.EVENT_TYPE_WEBINAR_REGISTRATION,
-     event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE}
+    {
+        event_pb2.EVENT_TYPE_CONTENT_PROGRESS,
+        event_pb2.EVENT_TYPE_WEBINAR_REGISTRATION,
+        event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
+    }
 )
 _WEBHOOK_TYPES: Final[Mapping[str, int]] = MappingProxyType(
     {

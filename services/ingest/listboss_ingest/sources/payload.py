@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -26,7 +26,7 @@ from listboss_ingest.normalize import normalize_and_report
 from listboss_ingest.string_rule import LONE_SURROGATE, character_problem, without_lone_surrogates
 
 EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
-_UTC: Final = timezone.utc
+_UTC: Final = UTC
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
 # Timestamp's valid range (0001-01-01 .. 9999-12-31); anything outside is garbage, not a time.
 _MIN_TIMESTAMP: Final = -62_135_596_800
@@ -58,7 +58,9 @@ def finish(
     (an unknown ``event`` name explains the missing ``type``). A violation of the whole event
     ("" : too large) is reported on ``payload``.
     """
-    rules = [v if v.field else FieldViolation("payload", v.description) for v in normalize_and_report(event, time.time())]
+    rules = [
+        v if v.field else FieldViolation("payload", v.description) for v in normalize_and_report(event, time.time())
+    ]
     if violations:
         covered = {violation.field for violation in violations}
         covered.update(canonical for own, canonical in explains.items() if own in covered)

@@ -8,8 +8,8 @@ A database those steps built is stamped at this revision instead of running it
 (listboss_common.migrations adopts it); every other database starts here.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001"
 down_revision = None
@@ -134,5 +134,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Indexes go with their tables; referring tables first.
-    for table in ("tag_change_outbox", "product_daily", "contact_products", "history", "contact_tags", "tags", "contacts"):
+    for table in (
+        "tag_change_outbox",
+        "product_daily",
+        "contact_products",
+        "history",
+        "contact_tags",
+        "tags",
+        "contacts",
+    ):
         op.drop_table(table)

@@ -8,8 +8,8 @@ A database those steps built is stamped at this revision instead of running it
 (listboss_common.migrations adopts it); every other database starts here.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001"
 down_revision = None
