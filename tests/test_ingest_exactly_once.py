@@ -221,7 +221,7 @@ async def test_nats_outage_503_then_retries_give_exactly_one_effect(pipeline, in
                     await asyncio.sleep(0.1)
                 assert status == 200, answer
             # A late extra retry of everything is a duplicate, not a second event.
-            for body, event_id in zip(bodies, ids):
+            for body, event_id in zip(bodies, ids, strict=True):
                 assert await deliver(http, body) == (200, {"event_id": event_id, "duplicate": True})
     finally:
         await receiver.stop()

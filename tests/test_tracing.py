@@ -135,7 +135,7 @@ def test_one_webhooks_trace_id_is_in_every_services_log_lines(traced_suite):
     # The console exporters printed spans of that trace (or linked to it) in all three services.
     for service in ("ingest", "segmentation", "contacts"):
         eventually_sync(
-            lambda: trace_id in span_trace_ids(json_lines(output_path, service)),
+            lambda service=service: trace_id in span_trace_ids(json_lines(output_path, service)),
             timeout=10,
             interval=0.2,
             message=f"{service} exported no span of trace {trace_id}",
@@ -143,6 +143,6 @@ def test_one_webhooks_trace_id_is_in_every_services_log_lines(traced_suite):
 
 
 def test_lines_outside_a_span_carry_no_trace_id(traced_suite):
-    suite, output_path = traced_suite
+    _suite, output_path = traced_suite
     started = [e for e in json_lines(output_path, "ingest") if e.get("event") == "service started"]
     assert started and "trace_id" not in started[0]

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import nats
 import structlog
@@ -126,7 +127,7 @@ class PackedItems:
     batch_type: type
     field: str
     # (producer, event id) of an item: what a dead letter is labelled with.
-    describe: Callable[[object], tuple[str, str]]
+    describe: Callable[[Any], tuple[str, str]]  # an item of batch_type's field
 
     def decode(self, data: bytes) -> list:
         batch = self.batch_type()
@@ -151,11 +152,14 @@ CHANGE_ITEMS = PackedItems(
 MAX_PACKED_BYTES = 512 * 1024
 
 
-def pack(items: Sequence, size_of: Callable[[object], int], limit: int = MAX_PACKED_BYTES) -> list[list]:
+_Item = TypeVar("_Item")
+
+
+def pack(items: Sequence[_Item], size_of: Callable[[_Item], int], limit: int = MAX_PACKED_BYTES) -> list[list[_Item]]:
     """Splits ``items`` into consecutive groups whose summed sizes stay under ``limit``
     (a single item larger than ``limit`` travels alone)."""
-    groups: list[list] = []
-    current: list = []
+    groups: list[list[_Item]] = []
+    current: list[_Item] = []
     total = 0
     for item in items:
         size = size_of(item) + 8  # protobuf framing of a repeated field

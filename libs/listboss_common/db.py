@@ -81,10 +81,12 @@ def insert(connection: Connection, table: sa.Table):
     """An INSERT for ``table`` in the connection's dialect, so that
     ``on_conflict_do_nothing`` / ``on_conflict_do_update`` work on SQLite and PostgreSQL."""
     if is_postgres(connection):
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 async def read(engine: Engine, function: Callable[..., T], *args) -> T:

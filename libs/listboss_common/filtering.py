@@ -43,11 +43,12 @@ Notes:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 # Hostile input must not cost much: the text is bounded, and so is the nesting
@@ -114,7 +115,8 @@ class Comparison:
     quoted: bool
     # Where the field name starts. It is for error messages only, so it takes
     # no part in equality: `a=1` and ` a = 1` are the same filter.
-    position: int = field(default=0, compare=False)
+    # dataclasses.field: inside the class body `field` is the attribute above.
+    position: int = dataclasses.field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

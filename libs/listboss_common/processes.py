@@ -381,6 +381,7 @@ def wait_serving(
             return
         if time.monotonic() > deadline:
             late = waiting[0]
+            assert late.child is not None  # checked in the loop above
             raise ProcessError(
                 f"{late.name} did not become ready on {late.address} within {timeout:.0f} s "
                 f"(health: {status[late.name]}); its last output:\n{late.child.last_output()}"

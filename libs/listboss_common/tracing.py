@@ -65,10 +65,11 @@ def configure_tracing(service: str) -> None:
     # Imported here: with tracing off the SDK is never loaded.
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or f"listboss-{service}"})
     provider = TracerProvider(resource=resource)  # flushed and shut down at exit
+    exporter: SpanExporter
     if name == "console":
         exporter = ConsoleSpanExporter(out=sys.stdout, formatter=lambda span: span.to_json(indent=None) + "\n")
     else:

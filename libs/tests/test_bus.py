@@ -3,6 +3,8 @@ workers are tested in test_worker.py)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from nats.js.api import StorageType
 
@@ -68,7 +70,7 @@ def test_pack_keeps_order_and_every_item():
     for group in groups:
         assert sum(sizes[i] + 8 for i in group) <= 1000
     # Greedy: a group closes only when the next item would not fit.
-    for group, following in zip(groups, groups[1:]):
+    for group, following in itertools.pairwise(groups):
         assert sum(sizes[i] + 8 for i in group) + sizes[following[0]] + 8 > 1000
 
 

@@ -50,11 +50,13 @@ def test_a_published_message_carries_its_producer_spans_traceparent(spans):
 
 def test_a_chunk_from_one_context_continues_its_trace_and_links_to_it(spans):
     upstream = tracing.message_context(published())
-    with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
-    ) as logs:
-        with tracing.processing("process test", [upstream, upstream]):
-            structlog.get_logger().info("handled")
+    with (
+        structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
+        ) as logs,
+        tracing.processing("process test", [upstream, upstream]),
+    ):
+        structlog.get_logger().info("handled")
     chunk = spans.get_finished_spans()[-1]
     assert chunk.kind == trace.SpanKind.CONSUMER
     assert chunk.parent.span_id == upstream.span_id and chunk.context.trace_id == upstream.trace_id
@@ -67,11 +69,13 @@ def test_a_chunk_from_one_context_continues_its_trace_and_links_to_it(spans):
 
 def test_a_chunk_from_several_traces_starts_its_own_and_links_to_each(spans):
     first, second = tracing.message_context(published()), tracing.message_context(published())
-    with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
-    ) as logs:
-        with tracing.processing("process test", [first, None, second]):
-            structlog.get_logger().info("handled")
+    with (
+        structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars, tracing.add_trace_ids]
+        ) as logs,
+        tracing.processing("process test", [first, None, second]),
+    ):
+        structlog.get_logger().info("handled")
     chunk = spans.get_finished_spans()[-1]
     assert chunk.parent is None and chunk.context.trace_id not in (first.trace_id, second.trace_id)
     assert {link.context.trace_id for link in chunk.links} == {first.trace_id, second.trace_id}

@@ -73,7 +73,7 @@ class FaultRun:
         figures_file: Path,
         *,
         producer: str = "faults",
-        shape: LoadShape = LoadShape(),
+        shape: LoadShape = LoadShape(),  # noqa: B008 - frozen: one shared default is safe
         say: Callable[[str], None] = print,
     ):
         self.scenario = scenario

@@ -9,6 +9,7 @@ machines) both run through ``runuser -u postgres`` on a folder owned by that use
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -126,8 +127,6 @@ class ThrowawayPostgres:
                 self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "30", "stop", check=False)
         finally:
             if keep_log is not None and self.log_file.exists():
-                try:
+                with contextlib.suppress(OSError):
                     shutil.copyfile(self.log_file, keep_log)
-                except OSError:
-                    pass
             shutil.rmtree(self.root, ignore_errors=True)

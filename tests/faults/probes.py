@@ -100,10 +100,7 @@ def _decode_items(subject: str, headers: dict[str, str], data: bytes) -> list[ev
             batch.ParseFromString(data)
         except Exception:
             continue
-        if kind is event_pb2.EventBatch:
-            events = list(batch.events)
-        else:
-            events = [change.event for change in batch.changes]
+        events = list(batch.events) if kind is event_pb2.EventBatch else [change.event for change in batch.changes]
         if all(event.id for event in events):
             return events
     return []

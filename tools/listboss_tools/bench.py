@@ -133,7 +133,7 @@ def wait_until_applied(engine: sa.Engine, total: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with engine.connect() as connection:
-            done = connection.exec_driver_sql("SELECT count(*) FROM history").scalar()
+            done = connection.exec_driver_sql("SELECT count(*) FROM history").scalar_one()
         if done >= total:
             return
         time.sleep(0.2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import time
@@ -27,8 +28,8 @@ from listboss_tools.suite import Suite
 
 def counts(engine: sa.Engine) -> tuple[int, int]:
     with engine.connect() as connection:
-        history = connection.exec_driver_sql("SELECT count(*) FROM history").scalar()
-        outbox = connection.exec_driver_sql("SELECT count(*) FROM tag_change_outbox").scalar()
+        history = connection.exec_driver_sql("SELECT count(*) FROM history").scalar_one()
+        outbox = connection.exec_driver_sql("SELECT count(*) FROM tag_change_outbox").scalar_one()
     return history, outbox
 
 
@@ -88,7 +89,7 @@ def main() -> None:
         f"restart to first committed events: {first:.1f} s; to the whole backlog: {caught_up:.1f} s "
         f"({args.events / caught_up:,.0f} events/s)"
     )
-    steps = [b[1] - a[1] for a, b in zip(samples, samples[1:]) if a[0] < caught_up]
+    steps = [b[1] - a[1] for a, b in itertools.pairwise(samples) if a[0] < caught_up]
     print(
         f"history growth per 250 ms sample while catching up: max {max(steps):,} events "
         f"({max(steps) / args.events:.1%} of the backlog); {sum(1 for s in steps if s > 0)} samples grew"

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -221,7 +222,9 @@ def _insert_sqlite(engine, contacts: int, links: int, tags: int, counts: list[in
         product_sql = (
             "INSERT INTO contact_products (contact_id, producer, product, first_event_time) VALUES (?, ?, ?, ?)"
         )
-        batch_contacts, batch_links, batch_products = [], [], []
+        batch_contacts: list[tuple[Any, ...]] = []
+        batch_links: list[tuple[Any, ...]] = []
+        batch_products: list[tuple[Any, ...]] = []
 
         def flush() -> None:
             connection.execute("BEGIN")
@@ -260,7 +263,7 @@ class Service:
         self.work = work
         self.nats = NatsServer(work / "nats")
         self.address = f"127.0.0.1:{free_port()}"
-        self.log = open(work / "contacts.log", "w")
+        self.log = open(work / "contacts.log", "w")  # noqa: SIM115 - open for the process's life; close() closes it
         env = dict(
             os.environ,
             LISTBOSS_GRPC_ADDRESS=self.address,
@@ -353,7 +356,7 @@ def explain(url: str, text: str) -> str:
         engine.dispose()
 
 
-def measure(service: Service, repeat: int, contacts: int) -> dict[str, object]:
+def measure(service: Service, repeat: int, contacts: int) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {issue_token(SECRET, PRODUCER)}"),)
     channel = grpc.insecure_channel(service.address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     stub = pb_grpc.ContactsServiceStub(channel)

@@ -61,6 +61,7 @@ def ensure_postgres_database(url: str) -> str | None:
         with engine.connect() as connection:
             exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).first()
             if not exists:
+                assert name is not None, "the URL names no database"
                 connection.execute(text(f"CREATE DATABASE {connection.dialect.identifier_preparer.quote(name)}"))
     except Exception as error:
         return f"could not check or create database {name!r}: {error}"
@@ -75,6 +76,7 @@ def drop_postgres_database(url: str) -> None:
     engine = _server(url)
     try:
         with engine.connect() as connection:
+            assert name is not None, "the URL names no database"
             quoted = connection.dialect.identifier_preparer.quote(name)
             connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
     finally:

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection.add_argument(
         "--nats-url",
         default=argparse.SUPPRESS,
-        help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)" % DEFAULT_NATS_URL,
+        help=f"NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else {DEFAULT_NATS_URL})",
     )
     connection.add_argument(
         "--suite-file",
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--nats-url",
         default=None,
-        help="NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else %s)" % DEFAULT_NATS_URL,
+        help=f"NATS server (default: the suite file's, else $LISTBOSS_NATS_URL, else {DEFAULT_NATS_URL})",
     )
     parser.add_argument(
         "--suite-file", type=Path, default=None, help="the local suite's suite.json (./dev run writes var/suite.json)"

@@ -5,6 +5,8 @@ this code does not know was migrated by a newer release."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
@@ -21,7 +23,7 @@ def status(service: str, url: str) -> dict:
     not-migrated (no version table), unknown-revision, or unreadable (``error``)."""
     environment = ENVIRONMENTS[service]
     head = environment.head()
-    found = {
+    found: dict[str, Any] = {
         "service": service,
         "database": safe_url(url),
         "version_table": environment.version_table,

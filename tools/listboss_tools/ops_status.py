@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import grpc
 import nats
@@ -51,7 +52,9 @@ async def health(address: str) -> str:
 async def _services(targets: Targets) -> dict:
     names = list(targets.addresses)
     states = await asyncio.gather(*(health(targets.addresses[name]) for name in names))
-    return {name: {"address": targets.addresses[name], "health": state} for name, state in zip(names, states)}
+    return {
+        name: {"address": targets.addresses[name], "health": state} for name, state in zip(names, states, strict=True)
+    }
 
 
 async def _bus(nats_url: str) -> dict:
@@ -139,7 +142,7 @@ def _outbox(url: str, now: dt.datetime) -> dict:
 
 
 def _backfills(url: str, now: dt.datetime, stuck_minutes: float) -> dict:
-    found = {
+    found: dict[str, Any] = {
         "database": safe_url(url),
         "running": None,
         "stuck": [],

@@ -64,14 +64,16 @@ def resolve(
 ) -> Targets:
     env = os.environ if environ is None else environ
     suite = read_suite_file(suite_file) if suite_file else {}
-    services = suite.get("services") if isinstance(suite.get("services"), dict) else {}
+    found_services = suite.get("services")
+    services: dict = found_services if isinstance(found_services, dict) else {}
     given = addresses or {}
 
     def address(name: str) -> str:
         from_suite = (services.get(name) or {}).get("grpc") if isinstance(services.get(name), dict) else None
         return given.get(name) or from_suite or env.get(ADDRESS_ENV[name]) or DEFAULT_ADDRESSES[name]
 
-    tokens = suite.get("tokens") if isinstance(suite.get("tokens"), dict) else {}
+    found_tokens = suite.get("tokens")
+    tokens: dict = found_tokens if isinstance(found_tokens, dict) else {}
     chosen_databases = {
         name: (databases or {}).get(name) or env.get(DATABASE_ENV[name]) or None for name in DATABASE_ENV
     }

@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from listboss_common.auth import issue_token
 from listboss_common.processes import (
@@ -68,7 +68,6 @@ __all__ = [
     "SuiteError",
     "free_port",
     "health_status",
-    "main",
     "postgres_url",
 ]
 
@@ -188,7 +187,8 @@ class Suite:
     @classmethod
     def on_free_ports(cls, data_dir: Path | str, **options) -> Suite:
         """A suite whose every part listens on a free port (tests, benchmarks)."""
-        return cls(data_dir, **{f"{part}_port": 0 for part in DEFAULT_PORTS}, **options)
+        free_ports: dict[str, Any] = {f"{part}_port": 0 for part in DEFAULT_PORTS}
+        return cls(data_dir, **free_ports, **options)
 
     def _resolve_ports(self, requested: dict[str, int]) -> dict[str, int]:
         taken = {port for port in requested.values() if port}

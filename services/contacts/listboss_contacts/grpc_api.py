@@ -34,7 +34,7 @@ def _check_position(position: list | None, order) -> list | None:
     column = queries.CONTACT_ORDERS[order.field]
     kinds = (int,) if column == "id" else (str, int) if column == "email" else (int, int)
     if len(position) != len(kinds) or not all(
-        isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(position, kinds)
+        isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(position, kinds, strict=True)
     ):
         raise invalid_field("page_token", "is not a page token issued by this service")
     return position

@@ -17,7 +17,7 @@ from listboss_contacts import apply, domain, queries, tag_changes
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import AsyncIterator, Collection
+    from collections.abc import AsyncGenerator, Collection
 
     from nats.js import JetStreamContext
 
@@ -100,7 +100,7 @@ def product_dashboard(uow: UnitOfWork, producer: str, product: str, start: int, 
 
 def watch_tag_changes(
     js: JetStreamContext, producer: str, after: int, tags: Collection[str], stopping: asyncio.Event
-) -> AsyncIterator:
+) -> AsyncGenerator:
     """The producer's tag changes after stream sequence ``after``, only those of ``tags``
     (keys or tag names; empty: every tag), until ``stopping`` is set (:func:`tag_changes.watch`)."""
     return tag_changes.watch(js, producer, after, tag_changes.TagSelector(list(tags)), stopping)

@@ -49,7 +49,7 @@ def changes_from(messages: Iterable[contact_change_pb2.ContactChange]) -> list[d
 # --------------------------------------------------------------------------- rows -> ContactsService
 
 
-def _kind(automatic: bool) -> int:
+def _kind(automatic: bool) -> pb.TagKind:
     return pb.TAG_KIND_AUTOMATIC if automatic else pb.TAG_KIND_CUSTOM
 
 
@@ -109,7 +109,8 @@ def add_contacts(
     repeated, producer: str, found: Iterable[tuple[queries.ContactRow, list[queries.ContactTagRow]]]
 ) -> None:
     """Appends contacts to a response's repeated ``contacts`` field (one tag-parts cache for all)."""
-    add, parts = repeated.add, {}
+    add = repeated.add
+    parts: dict = {}  # contact_fields' tag_parts cache
     for row, tag_rows in found:
         add(**contact_fields(producer, row, tag_rows, parts))
 

@@ -113,7 +113,7 @@ def tags_named_all(connection: Connection, producer: str, values: Collection[str
         else:
             wanted[value] = (None, value)
     keys = sorted({target[1] for target in wanted.values() if target is not None})
-    rows = []
+    rows: Sequence[sa.Row] = []
     if keys:
         rows = connection.execute(
             sa.select(tags.c.id, tags.c.product, tags.c.key, tags.c.contact_count)
@@ -176,13 +176,13 @@ class ContactFilter:
         # A required single tag drives (the rarest one); else a required product.
         best: tuple[int, int] | None = None
         for index, term in enumerate(terms):
-            if isinstance(term, filtering.Comparison) and term.op == "=":
-                if term.field == "tag":
-                    named = self._named(str(term.value))
-                    if len(named) == 1 and (best is None or named[0].contact_count < best[0]):
-                        best = (named[0].contact_count, index)
+            if isinstance(term, filtering.Comparison) and term.op == "=" and term.field == "tag":
+                named = self._named(str(term.value))
+                if len(named) == 1 and (best is None or named[0].contact_count < best[0]):
+                    best = (named[0].contact_count, index)
         if best is not None:
             term = terms[best[1]]
+            assert isinstance(term, filtering.Comparison)  # as chosen above
             self.driver = ("tag", self._named(str(term.value))[0])
             self.rest = terms[: best[1]] + terms[best[1] + 1 :]
         else:
@@ -223,6 +223,7 @@ class ContactFilter:
         if isinstance(node, filtering.Not):
             return sa.not_(self._compile(node.term, subject))
         assert isinstance(node, filtering.Comparison)
+        condition: sa.ColumnElement[bool]
         if node.field == "tag":
             ids = [tag.id for tag in self._named(str(node.value))]
             linked = contact_tags.alias()
@@ -259,6 +260,7 @@ class ContactFilter:
             return query.where(*self.conditions(contacts.c.id)), contacts.c.id
         kind, value = self.driver
         if kind == "tag":
+            assert isinstance(value, NamedTag)
             driver = contact_tags.alias("driver")
             subject = driver.c.contact_id
             query = (
@@ -266,7 +268,7 @@ class ContactFilter:
                 .select_from(driver)
                 .where(
                     driver.c.tag_id == value.id,
-                    driver.c.present == sa.true(),  # type: ignore[union-attr]
+                    driver.c.present == sa.true(),
                 )
             )
         else:
@@ -305,11 +307,12 @@ class ContactFilter:
         if self.driver is not None:
             kind, value = self.driver
             if kind == "tag":
+                assert isinstance(value, NamedTag)
                 linked = contact_tags.alias()
                 conditions.append(
                     sa.exists().where(
                         linked.c.contact_id == contacts.c.id,
-                        linked.c.tag_id == value.id,  # type: ignore[union-attr]
+                        linked.c.tag_id == value.id,
                         linked.c.present == sa.true(),
                     )
                 )
@@ -437,18 +440,18 @@ def count_contacts(connection: Connection, producer: str, node: filtering.Node |
 def get_contact(
     connection: Connection, producer: str, contact_id: int
 ) -> tuple[ContactRow, list[ContactTagRow]] | None:
-    row = connection.execute(
+    found = connection.execute(
         sa.select(*CONTACT_COLUMNS).where(contacts.c.producer == producer, contacts.c.id == contact_id)
     ).first()
-    if row is None:
+    if found is None:
         return None
-    row = ContactRow._make(row)
+    row = ContactRow._make(found)
     return row, _contact_tags(connection, [row.id]).get(row.id, [])
 
 
 def list_tags(
     connection: Connection, producer: str, product: str | None, after_id: int | None, limit: int
-) -> list[sa.Row]:
+) -> Sequence[sa.Row]:
     query = sa.select(tags).where(tags.c.producer == producer)
     if product is not None:
         query = query.where(tags.c.product == product)
@@ -462,7 +465,7 @@ class HistoryRow:
     id: int
     product: str
     event_id: str
-    event_type: int
+    event_type: event_pb2.EventType
     occur_time: int
     record_time: int
     contact_id: int | None
@@ -535,9 +538,9 @@ class Dashboard:
     start_day: int
     end_day: int  # exclusive
     contact_count: int
-    events_by_type: list[tuple[int, int]]  # (event type, count), most frequent first
+    events_by_type: list[tuple[event_pb2.EventType, int]]  # (event type, count), most frequent first
     days: list[tuple[int, int, int]]  # (day, events, captured)
-    tags: list[sa.Row]
+    tags: Sequence[sa.Row]
 
     @property
     def event_count(self) -> int:

@@ -201,7 +201,7 @@ class ContactStore:
         # Rows differ in which columns they set; group them so each statement is an executemany.
         by_columns: dict[tuple[str, ...], list[dict]] = defaultdict(list)
         for update in updates:
-            row = dict(
+            row: dict[str, object] = dict(
                 b_id=update.id,
                 first_event_time=update.first_event_time,
                 last_event_time=update.last_event_time,

@@ -25,7 +25,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection, Sequence
 
 import nats
 import sqlalchemy as sa
@@ -60,7 +60,7 @@ OUTBOX_RELAY_DELAY = Histogram(
 WATCHERS_OPEN = Gauge("listboss_contacts_tag_change_watchers", "WatchTagChanges streams open.")
 
 
-def pending_changes(connection: Connection, limit: int) -> list:
+def pending_changes(connection: Connection, limit: int) -> Sequence[sa.Row]:
     return connection.execute(sa.select(tag_change_outbox).order_by(tag_change_outbox.c.id).limit(limit)).all()
 
 
@@ -166,7 +166,7 @@ class OutboxRelay:
             raise error
         return len(acked)
 
-    def _pending(self) -> list:
+    def _pending(self) -> Sequence[sa.Row]:
         if is_postgres(self._engine) and not self._lead():
             return []
         with self._engine.connect() as connection:
@@ -350,9 +350,9 @@ class ChangeReader:
             mem_storage=True,
             num_replicas=1,
         )
-        info = await self._js.add_consumer(bus.TAG_CHANGES.name, config=config)
-        self._consumer, self._delivered = info.name, 0
-        self._subscription = await self._js.pull_subscribe_bind(info.name, stream=bus.TAG_CHANGES.name)
+        consumer = await self._js.add_consumer(bus.TAG_CHANGES.name, config=config)
+        self._consumer, self._delivered = consumer.name, 0
+        self._subscription = await self._js.pull_subscribe_bind(consumer.name, stream=bus.TAG_CHANGES.name)
 
     async def _drop(self) -> None:
         subscription, self._subscription = self._subscription, None
@@ -375,7 +375,7 @@ async def watch(
     *,
     batch: int = WATCH_BATCH,
     poll: float = WATCH_POLL,
-) -> AsyncIterator[tuple[pb.TagChange | None, int]]:
+) -> AsyncGenerator[tuple[pb.TagChange | None, int], None]:
     """The producer's tag changes after stream sequence ``after``, with their
     sequences, until ``stopping`` is set (or the caller stops iterating).
 

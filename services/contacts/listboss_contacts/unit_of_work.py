@@ -57,7 +57,7 @@ class UnitOfWork:
     def count_contacts(self, producer: str, node: filtering.Node | None) -> int:
         return queries.count_contacts(self._connection, producer, node)
 
-    def tags(self, producer: str, product: str | None, after_id: int | None, limit: int) -> list:
+    def tags(self, producer: str, product: str | None, after_id: int | None, limit: int) -> Sequence:
         return queries.list_tags(self._connection, producer, product, after_id, limit)
 
     def history(

@@ -105,7 +105,7 @@ def population(engine):
             )
             products.add(product)
             times.append((seconds, add, product, key))
-        for seconds, add, product, key in sorted(times):
+        for _seconds, add, product, key in sorted(times):
             (tagset.add if add else tagset.discard)((product, key))
         people[email] = dict(email=email, tags=tagset, products=products, last=max(t[0] for t in times))
     rng.shuffle(changes)

@@ -72,7 +72,7 @@ _NOT_THE_CALLERS: Final = (FieldViolation("producer", "the caller may not ingest
 
 
 async def ingest_event(
-    publisher: EventPublisher, event: event_pb2.Event, caller: Principal | None, *, source: int
+    publisher: EventPublisher, event: event_pb2.Event, caller: Principal | None, *, source: event_pb2.EventSource
 ) -> tuple[event_pb2.Event, bool]:
     """Stores one canonical ``event`` (the argument is not changed) sent by ``caller``, whose
     own producer it is when it names none; ``source`` is its ``EventSource``.
@@ -113,7 +113,7 @@ async def ingest_batch(
     request_id: str,
     caller: Principal,
     *,
-    source: int,
+    source: event_pb2.EventSource,
 ) -> BatchOutcome:
     """Stores the valid ones of ``events``, each judged on its own: an invalid event, or one of
     another producer than the caller's, is rejected; the same event twice is stored once.
@@ -170,7 +170,7 @@ async def ingest_batch(
             receive_time.nanos = nanos
         request_id = request_id or bus.content_id(*(event_message_id(e) for e in accepted))
         duplicates = await publisher.publish_many(request_id, accepted)
-        for position, duplicate in zip(accepted_at, duplicates):
+        for position, duplicate in zip(accepted_at, duplicates, strict=True):
             if duplicate:
                 results[position] = (results[position][0], DUPLICATE, ())
         stored_before = sum(duplicates)

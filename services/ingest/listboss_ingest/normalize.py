@@ -176,7 +176,12 @@ def normalize_and_report(event: event_pb2.Event, now: float) -> list[FieldViolat
 def _first_per_field(violations: list[FieldViolation]) -> list[FieldViolation]:
     """One violation per field, the first: the string rule's, when a field's own rule agrees."""
     seen: set[str] = set()
-    return [v for v in violations if not (v.field in seen or seen.add(v.field))]
+    first: list[FieldViolation] = []
+    for v in violations:
+        if v.field not in seen:
+            seen.add(v.field)
+            first.append(v)
+    return first
 
 
 # --- the rules of single fields (on values the string rule has normalized) --------------------

@@ -79,7 +79,7 @@ class EventPublisher:
             jobs.append(self._publish(producer, pack_events([serialized[i] for i in group]), msg_id))
             owners.append(group)
         duplicates = [False] * len(events)
-        for group, duplicate in zip(owners, await asyncio.gather(*jobs)):
+        for group, duplicate in zip(owners, await asyncio.gather(*jobs), strict=True):
             for index in group:
                 duplicates[index] = duplicate
         return duplicates

@@ -184,8 +184,8 @@ class _Strings:
         for name, suffix, plan in self.messages:
             if message.HasField(name):
                 plan.apply(getattr(message, name), violations, prefix + suffix)
-        for name, limit, treatment, plan, is_map in self.containers:
-            _normalize_container(getattr(message, name), prefix + name, limit, treatment, plan, is_map, violations)
+        for name, limit, treatment, item_plan, is_map in self.containers:
+            _normalize_container(getattr(message, name), prefix + name, limit, treatment, item_plan, is_map, violations)
 
 
 def _normalize_container(

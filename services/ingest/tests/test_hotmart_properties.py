@@ -120,7 +120,7 @@ def envelopes(draw: st.DrawFn) -> dict[str, Any]:
                 {},
                 optional={
                     "id": json_values,
-                    "event": st.sampled_from(PURCHASE_EVENTS + ["SWITCH_PLAN", "CLUB_FIRST_ACCESS"]) | json_values,
+                    "event": st.sampled_from([*PURCHASE_EVENTS, "SWITCH_PLAN", "CLUB_FIRST_ACCESS"]) | json_values,
                     "creation_date": st.integers(min_value=-(10**16), max_value=10**16) | json_values,
                     "creationDate": json_values,
                     "hottok": st.text(max_size=8),

@@ -178,7 +178,7 @@ def test_occur_time_bounds() -> None:
     for when in bad:
         event = canonical()
         event.occur_time.CopyFrom(at_time(when))
-        assert violated(lambda: normalize_event(event)) == {"occur_time"}, when
+        assert violated(lambda event=event: normalize_event(event)) == {"occur_time"}, when
 
 
 def test_occur_time_required_and_nanos_checked() -> None:

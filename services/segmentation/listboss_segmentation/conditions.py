@@ -479,18 +479,12 @@ def compile_slots(condition: Condition, slots: dict[str, int]) -> SlotPredicate:
     if isinstance(condition, AllOf):
 
         def all_of(values: list) -> bool:
-            for term in terms:
-                if not term(values):
-                    return False
-            return True
+            return all(term(values) for term in terms)
 
         return all_of
 
     def any_of(values: list) -> bool:
-        for term in terms:
-            if term(values):
-                return True
-        return False
+        return any(term(values) for term in terms)
 
     return any_of
 

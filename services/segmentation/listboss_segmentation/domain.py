@@ -454,7 +454,11 @@ AUTOMATIC_INDEX: RuleIndex = rule_index(())
 def fire(rules: RuleSet, event) -> list[Rule]:
     """The rules that fire for ``event``: the hot path."""
     values = [read(event) for read in rules.readers]
-    return [rule for rule, predicate in zip(rules.rules, rules.predicates) if predicate is None or predicate(values)]
+    return [
+        rule
+        for rule, predicate in zip(rules.rules, rules.predicates, strict=True)
+        if predicate is None or predicate(values)
+    ]
 
 
 def decision(fired: Sequence[Rule], event) -> Decision:

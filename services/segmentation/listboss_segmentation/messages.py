@@ -9,6 +9,7 @@ messages the bus carries. No storage, no rules of its own.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -43,7 +44,7 @@ def event_type_name(event_type: int) -> str:
     return event_pb2.EventType.Name(event_type).removeprefix(_EVENT_TYPE_PREFIX)
 
 
-def event_type_value(name: str) -> int:
+def event_type_value(name: str) -> event_pb2.EventType:
     return event_pb2.EventType.Value(_EVENT_TYPE_PREFIX + name)
 
 
@@ -61,7 +62,7 @@ def _timestamp(moment) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def _contact_data_values(names) -> list[int]:
+def _contact_data_values(names) -> list[pb.ContactData]:
     return [_CONTACT_DATA_VALUES[name] for name in names]
 
 
@@ -198,9 +199,10 @@ def condition_from_message(
         condition_from_message(term, f"{path}.{kind}.conditions[{index}]", violations, depth + 1)
         for index, term in enumerate(listed)
     ]
-    if any(term is None for term in terms):
+    present = [term for term in terms if term is not None]
+    if len(present) != len(terms):
         return None
-    return (cond.AllOf if kind == "all" else cond.AnyOf)(tuple(terms))
+    return (cond.AllOf if kind == "all" else cond.AnyOf)(tuple(present))
 
 
 def _clause_from_message(clause: pb.Clause, where: str, violations: list[FieldViolation]) -> cond.Clause | None:
@@ -219,9 +221,10 @@ def _clause_from_message(clause: pb.Clause, where: str, violations: list[FieldVi
             violations.append(FieldViolation(f"{where}.values", "is only for IN and NOT_IN; use value"))
         if clause.HasField("value"):
             values.append(_value(clause.value, f"{where}.value", violations))
-    if any(v is None for v in values):
+    present = [v for v in values if v is not None]
+    if len(present) != len(values):
         return None
-    return cond.Clause(clause.field, operator, tuple(values))
+    return cond.Clause(clause.field, operator, tuple(present))
 
 
 # --------------------------------------------------------------------------- requests to domain values
@@ -342,7 +345,7 @@ def updated_segmentation(
     violations: list[FieldViolation] = []
     untranslated: list[FieldViolation] = []
     definition = _definition(message, untranslated)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for index, path in enumerate(paths):
         if path in _OUTPUT_ONLY:
             violations.append(FieldViolation(f"update_mask.paths[{index}]", f"{path!r} {_OUTPUT_ONLY[path]}"))
@@ -404,7 +407,7 @@ def segmentation_page(request: pb.ListSegmentationsRequest, product, listed) -> 
     limit = page_size(request.page_size)
     position = decode_page_token(request.page_token, request.parent, request.filter)
     # A position is [0, index, id] for automatic ones, [1, creation time, id] for custom ones.
-    selected: list[tuple[list, object]] = []
+    selected: list[tuple[list, domain.AutomaticSegmentation | domain.CustomSegmentation]] = []
     for index, segmentation in enumerate(listed):
         if isinstance(segmentation, domain.AutomaticSegmentation):
             row = {"event_type": segmentation.event_type, "kind": "AUTOMATIC", "state": "ACTIVE"}

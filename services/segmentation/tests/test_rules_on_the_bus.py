@@ -187,7 +187,7 @@ async def test_activation_and_deactivation_take_effect_mid_stream(api):
 
 
 async def test_a_rule_change_reaches_another_replica_within_a_second(api, replicas):
-    stub, first = api
+    stub, _first = api
     other = await replicas()
     await other.start()
     key = ("alice", "42")

@@ -4,6 +4,7 @@ PostgreSQL), and SegmentationService over real gRPC."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -144,10 +145,8 @@ async def fetch_all(js, count: int, durable: str = "test-fetch"):
     deadline = time.monotonic() + 10
     while len(messages) < count:
         assert time.monotonic() < deadline, f"fetched {len(messages)} of {count} messages"
-        try:
+        with contextlib.suppress(nats.errors.TimeoutError):
             messages.extend(await subscription.fetch(count - len(messages), timeout=1))
-        except nats.errors.TimeoutError:
-            pass
     return messages
 
 

@@ -135,7 +135,7 @@ _GRPC_ONLY_TYPES: Final = frozenset(
         event_pb2.EVENT_TYPE_WEBINAR_ATTENDANCE,
     }
 )
-_WEBHOOK_TYPES: Final[Mapping[str, int]] = MappingProxyType(
+_WEBHOOK_TYPES: Final[Mapping[str, event_pb2.EventType]] = MappingProxyType(
     {
         name.removeprefix("EVENT_TYPE_"): value
         for name, value in event_pb2.EventType.items()
@@ -212,7 +212,7 @@ def _set_occur_time(event: event_pb2.Event, document: Mapping[str, Any], violati
 # --- event type ------------------------------------------------------------------------------
 
 
-def _webhook_type(name: Any, violations: list[FieldViolation]) -> int:
+def _webhook_type(name: Any, violations: list[FieldViolation]) -> event_pb2.EventType:
     if not isinstance(name, str) or not name.strip():
         violations.append(FieldViolation("event", "required: the webhook event name, e.g. PURCHASE_APPROVED"))
         return _UNSPECIFIED

@@ -234,10 +234,8 @@ def _epoch_timestamp(number: int | float) -> tuple[int, int] | None:
     if not -_MAX_EPOCH_NUMBER < number < _MAX_EPOCH_NUMBER:  # False for nan
         return None
     nanos_per_unit = 1_000_000_000 if abs(number) < _SECONDS_BELOW else 1_000_000
-    if isinstance(number, int):
-        total_nanos = number * nanos_per_unit  # exact: ints are arbitrary precision
-    else:
-        total_nanos = round(number * nanos_per_unit)
+    # Exact for ints (arbitrary precision); floats are rounded to the nanosecond.
+    total_nanos = number * nanos_per_unit if isinstance(number, int) else round(number * nanos_per_unit)
     seconds, nanos = divmod(total_nanos, 1_000_000_000)
     if not _MIN_TIMESTAMP <= seconds <= _MAX_TIMESTAMP:
         return None
