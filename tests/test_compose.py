@@ -30,7 +30,11 @@ APP_SERVICES = {"ingest", "segmentation", "contacts"}
 OBSERVABILITY = ("--profile", "observability")
 OBSERVABILITY_SERVICES = {"prometheus", "grafana"}
 # The secrets the file must take from the environment, with markers to find them by.
-SECRETS = {"LISTBOSS_AUTH_SECRET": "test-auth-secret-marker", "POSTGRES_PASSWORD": "test-postgres-password-marker"}
+SECRETS = {
+    "LISTBOSS_JWKS_FILE": "/srv/listboss/test-jwks-marker.json",
+    "LISTBOSS_DATA_KEY": "test-data-key-marker",
+    "POSTGRES_PASSWORD": "test-postgres-password-marker",
+}
 
 
 def _compose_binary() -> Path:
@@ -128,12 +132,24 @@ def test_secrets_come_from_the_environment(config):
     # ... and with it, every service that needs the secret gets the environment's value.
     services = config["services"]
     for name in APP_SERVICES:
-        assert services[name]["environment"]["LISTBOSS_AUTH_SECRET"] == SECRETS["LISTBOSS_AUTH_SECRET"], name
+        assert services[name]["environment"]["LISTBOSS_DATA_KEY"] == SECRETS["LISTBOSS_DATA_KEY"], name
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
     for name, service in services.items():
         url = service.get("environment", {}).get("LISTBOSS_DATABASE_URL")
         if url:
             assert f":{SECRETS['POSTGRES_PASSWORD']}@" in url, name
+
+
+def test_app_services_verify_tokens_with_the_jwks_file_of_the_environment(config):
+    # The host file named by LISTBOSS_JWKS_FILE, mounted read-only into each app service, which is
+    # told where to find it; nothing else (no secret) verifies tokens.
+    assert config["secrets"]["listboss-jwks"]["file"] == SECRETS["LISTBOSS_JWKS_FILE"]
+    for name in APP_SERVICES:
+        service = config["services"][name]
+        [mount] = [s for s in service["secrets"] if s["source"] == "listboss-jwks"]
+        target = mount["target"] if mount["target"].startswith("/") else f"/run/secrets/{mount['target']}"
+        assert service["environment"]["LISTBOSS_JWKS_FILE"] == target, name
+        assert not any("SECRET" in variable for variable in service["environment"]), name
 
 
 def test_every_service_has_a_healthcheck(config):

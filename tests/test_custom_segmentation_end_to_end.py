@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from listboss_common.auth import issue_token
 from listboss_tools.suite import Suite
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +30,7 @@ def grpcurl(suite: Suite, service: str, method: str, body: dict, producer: str |
             GRPCURL,
             "-plaintext",
             "-H",
-            f"authorization: Bearer {issue_token(suite.secret, producer)}",
+            f"authorization: Bearer {suite.producer_token(producer)}",
             "-d",
             json.dumps(body),
             address,

@@ -406,7 +406,8 @@ def compose(tmp_path_factory):
         "HOME": str(home),
         "DOCKER_CONFIG": str(home / ".docker"),
         "LANG": "C.UTF-8",
-        "LISTBOSS_AUTH_SECRET": "test-auth-secret",
+        "LISTBOSS_JWKS_FILE": "/srv/listboss/test-jwks.json",
+        "LISTBOSS_DATA_KEY": "test-data-key",
         "POSTGRES_PASSWORD": "test-postgres-password",
     }
 

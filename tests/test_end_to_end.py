@@ -18,7 +18,6 @@ from listboss.ingest.v1 import ingest_service_pb2 as ingest_pb
 from listboss.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from listboss.segmentation.v1 import segmentation_service_pb2 as segmentation_pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as segmentation_grpc
-from listboss_common.auth import issue_token
 from listboss_tools.suite import Suite
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +48,7 @@ EXPECTED_TAGS = {
 
 
 def auth(suite: Suite, producer: str | None = "demo"):
-    return (("authorization", f"Bearer {issue_token(suite.secret, producer)}"),)
+    return (("authorization", f"Bearer {suite.producer_token(producer)}"),)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +228,7 @@ def test_grpcurl_lists_every_service_through_reflection(suite):
 
 
 def test_grpcurl_calls_a_method_with_no_proto_files(suite, ingested):
-    token = issue_token(suite.secret, "demo")
+    token = suite.producer_token("demo")
     result = grpcurl(
         "-plaintext",
         "-H",
@@ -254,7 +253,7 @@ def test_grpcurl_calls_a_method_with_no_proto_files(suite, ingested):
 
 def test_a_node_client_generated_from_the_protos(suite, ingested):
     script = Path(__file__).parent / "node" / "contacts_client.js"
-    token = issue_token(suite.secret, "demo")
+    token = suite.producer_token("demo")
     run = subprocess.run(
         ["node", str(script), suite.contacts_address, token, "producers/demo", 'tag = "module-completed"'],
         capture_output=True,
@@ -266,7 +265,7 @@ def test_a_node_client_generated_from_the_protos(suite, ingested):
     assert [c["email"] for c in body["contacts"]] == ["teste@hotmart.com.br"]
     assert body["contacts"][0]["source"] == "CONTACT_SOURCE_AUTO"
     denied = subprocess.run(
-        ["node", str(script), suite.contacts_address, issue_token(suite.secret, "intruder"), "producers/demo"],
+        ["node", str(script), suite.contacts_address, suite.producer_token("intruder"), "producers/demo"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -342,7 +341,7 @@ def grpcurl_json(suite, token: str, method: str, body: dict) -> list[dict]:
 
 
 def test_count_and_export_through_grpcurl(suite, ingested):
-    token = issue_token(suite.secret, "demo")
+    token = suite.producer_token("demo")
     [count] = grpcurl_json(
         suite, token, "CountContacts", {"parent": "producers/demo", "filter": 'tag = "purchase-chargeback"'}
     )
@@ -355,7 +354,7 @@ def test_count_and_export_through_grpcurl(suite, ingested):
 
 
 def test_erasure_through_grpcurl_and_a_fresh_start(suite, ingested):
-    token = issue_token(suite.secret, "demo")
+    token = suite.producer_token("demo")
     payload = json.loads((FIXTURES[0].parent / "PURCHASE_APPROVED.json").read_text())
     payload["id"] = "erasure-first"
     payload["data"]["buyer"]["email"] = "forget.me@example.com"

@@ -20,7 +20,7 @@ from listboss_contacts.apply import TagIds, apply_changes
 from listboss_segmentation import storage
 from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.consumer import EventProcessor, decode_events
-from listboss_segmentation.grpc_api import SegmentationServicer
+from listboss_segmentation.grpc_api import METHOD_SCOPES, SegmentationServicer
 from listboss_testing import bearer, binding, eventually
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SegmentationService"]
@@ -98,7 +98,9 @@ async def test_backfill_applies_the_past_once_and_a_second_run_changes_nothing(e
     js = nc.jetstream()
     await bus.ensure_streams(js, [bus.EVENTS, bus.CHANGES, bus.DEADLETTER])
     servicer = SegmentationServicer(segmentation_engine, backfiller=Backfiller(js, segmentation_engine))
-    served = await grpc_server([binding(SERVICE, pb_grpc.add_SegmentationServiceServicer_to_server, servicer)])
+    served = await grpc_server(
+        [binding(SERVICE, pb_grpc.add_SegmentationServiceServicer_to_server, servicer, METHOD_SCOPES)]
+    )
     stub = pb_grpc.SegmentationServiceStub(served.channel)
     contacts = ContactsSide(js, contacts_engine)
     try:

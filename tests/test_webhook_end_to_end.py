@@ -20,7 +20,8 @@ import pytest
 
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as contacts_grpc
-from listboss_testing import AUTH_SECRET, eventually_sync, free_port
+from listboss_testing import auth_env, eventually_sync, free_port
+from listboss_testing.personal_data import data_key_env
 from listboss_tools.suite import DEMO_PRODUCER, health_status
 
 pytestmark = pytest.mark.e2e
@@ -96,7 +97,8 @@ def _ingest_env(grpc_port: int, http_port: int, nats_url: str) -> dict[str, str]
         "LISTBOSS_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
         "LISTBOSS_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
         "LISTBOSS_NATS_URL": nats_url,
-        "LISTBOSS_AUTH_SECRET": AUTH_SECRET,
+        **auth_env(),
+        **data_key_env(),
         "LISTBOSS_WEBHOOK_TOKENS": "alice=alice-hottok",
         "LISTBOSS_LOG_FORMAT": "json",
         # A free port, so a second run on the machine cannot collide with this one.
@@ -156,3 +158,43 @@ def test_sigterm_stops_http_and_grpc_then_exits_cleanly(nats_server):
     assert [line["event"] for line in lines][-1] == "stopped"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", http_port)) != 0
+
+
+def test_a_webhook_whose_product_is_a_placeholder_still_captures_its_lead(suite):
+    shared = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hotmart" / "PURCHASE_APPROVED.json"
+    document = json.loads(shared.read_text())
+    product_id = str(document["data"]["product"]["id"])
+    # As real webhooks sometimes arrive: an address-like placeholder where the product object was.
+    document["id"] = "productless-lead-1"
+    document["data"]["product"] = "Rua Exemplo, 123 - Centro"
+    document["data"]["buyer"]["email"] = "Lead.Without.Product@Example.com"
+    status, answer = post(suite.webhook_url(DEMO_PRODUCER), json.dumps(document).encode(), suite.demo_hottok)
+    assert status == 200, answer
+    assert answer == {"event_id": "productless-lead-1", "duplicate": False}
+
+    metadata = (("authorization", f"Bearer {suite.demo_token}"),)
+    with grpc.insecure_channel(suite.contacts_address) as channel:
+        stub = contacts_grpc.ContactsServiceStub(channel)
+
+        def captured() -> list[contacts_pb.Contact]:
+            reply = stub.ListContacts(
+                contacts_pb.ListContactsRequest(
+                    parent="producers/demo", filter='email = "lead.without.product@example.com"'
+                ),
+                metadata=metadata,
+            )
+            return list(reply.contacts)
+
+        (contact,) = eventually_sync(
+            captured, timeout=30, interval=0.2, message="contacts did not capture the product-less lead within 30s"
+        )
+        assert contact.source == contacts_pb.CONTACT_SOURCE_AUTO
+        assert list(contact.tags) == []  # no product: no product tag
+        fetched = stub.GetContact(contacts_pb.GetContactRequest(name=contact.name), metadata=metadata)
+        assert fetched.last_event_time.seconds > 0
+        # No product's history lists it, not even the one the damaged payload had named.
+        listed = stub.ListEvents(
+            contacts_pb.ListEventsRequest(parent=f"producers/demo/products/{product_id}", page_size=100),
+            metadata=metadata,
+        )
+        assert "productless-lead-1" not in [event.name.rsplit("/", 1)[-1] for event in listed.events]

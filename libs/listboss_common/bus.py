@@ -1,6 +1,8 @@
 """NATS JetStream: the streams, what their messages carry, packing, and publishing.
 
-Streams are file-backed. Publishers wait for JetStream's acknowledgement and set
+Streams are file-backed and keep messages for a limited time (and, if set, size):
+defaults in the specs below, overridden by ``<STREAM>_MAX_AGE`` / ``<STREAM>_MAX_BYTES``
+variables. Publishers wait for JetStream's acknowledgement and set
 ``Nats-Msg-Id`` so the stream drops repeats inside its duplicate window. Events and
 contact changes travel packed, several to a message (:class:`PackedItems`). The
 durable workers that consume the streams are in :mod:`listboss_common.worker`.
@@ -9,6 +11,7 @@ durable workers that consume the streams are in :mod:`listboss_common.worker`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from nats.js.errors import BadRequestError
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
+from listboss_common import config
 from listboss_common.readiness import Readiness
 
 log = structlog.get_logger("listboss.bus")
@@ -37,6 +41,28 @@ class StreamSpec:
     # Seconds in which a repeated Nats-Msg-Id is dropped.
     duplicate_window: float = 120.0
     max_msg_size: int = 8 * 1024 * 1024
+    # Messages kept per subject (-1: no limit); 1 makes each subject a single record.
+    max_msgs_per_subject: int = -1
+    # Whether any replica answers direct gets (reads of one message without a consumer).
+    allow_direct: bool = False
+    # Retention: messages older than max_age seconds, and the oldest beyond max_bytes, are
+    # removed (0: no limit). Defaults here; an operator overrides them through
+    # <settings_prefix>_MAX_AGE and <settings_prefix>_MAX_BYTES (docs/operations.md,
+    # "Retention and sizing"). Without a prefix the stream's limits are fixed.
+    max_age: float = 0.0
+    max_bytes: int = 0
+    settings_prefix: str = ""
+
+    def with_settings(self) -> StreamSpec:
+        """This spec with the limits the environment sets; ConfigError names a bad variable.
+        (Another setting, such as a replica count, would be read here the same way.)"""
+        if not self.settings_prefix:
+            return self
+        return dataclasses.replace(
+            self,
+            max_age=config.env_duration(f"{self.settings_prefix}_MAX_AGE", self.max_age),
+            max_bytes=config.env_size(f"{self.settings_prefix}_MAX_BYTES", self.max_bytes),
+        )
 
     def config(self) -> StreamConfig:
         return StreamConfig(
@@ -45,21 +71,37 @@ class StreamSpec:
             storage=StorageType.FILE,
             duplicate_window=self.duplicate_window,
             max_msg_size=self.max_msg_size,
+            max_msgs_per_subject=self.max_msgs_per_subject,
+            allow_direct=self.allow_direct,
+            # JetStream: 0 seconds and -1 bytes mean no limit.
+            max_age=self.max_age,
+            max_bytes=self.max_bytes or -1,
         )
 
 
+DAY = 86_400.0
+
 # Canonical events, one subject per producer: listboss.events.<producer>.
-EVENTS = StreamSpec("LISTBOSS_EVENTS", ("listboss.events.>",))
+EVENTS = StreamSpec("LISTBOSS_EVENTS", ("listboss.events.>",), max_age=30 * DAY, settings_prefix="LISTBOSS_EVENTS")
 # Segmentation's decisions, one subject per producer: listboss.changes.<producer>.
-CHANGES = StreamSpec("LISTBOSS_CHANGES", ("listboss.changes.>",))
+CHANGES = StreamSpec("LISTBOSS_CHANGES", ("listboss.changes.>",), max_age=7 * DAY, settings_prefix="LISTBOSS_CHANGES")
 # Messages and items that could never be processed: listboss.deadletter.<stream>.<consumer>.
 # Nats-Msg-Id names the original (stream, sequence, event), so a dead letter whose
 # publish is retried after a timeout is stored once.
-DEADLETTER = StreamSpec("LISTBOSS_DEADLETTER", ("listboss.deadletter.>",))
+DEADLETTER = StreamSpec(
+    "LISTBOSS_DEADLETTER", ("listboss.deadletter.>",), max_age=30 * DAY, settings_prefix="LISTBOSS_DEADLETTER"
+)
 # Committed tag changes for automations, one subject per producer:
 # listboss.tagchanges.<producer>. Published from the contacts service's outbox
 # with Nats-Msg-Id = tagchange/<outbox id>; consumers deduplicate by that id.
-TAG_CHANGES = StreamSpec("LISTBOSS_TAG_CHANGES", ("listboss.tagchanges.>",))
+TAG_CHANGES = StreamSpec(
+    "LISTBOSS_TAG_CHANGES", ("listboss.tagchanges.>",), max_age=7 * DAY, settings_prefix="LISTBOSS_TAG_CHANGES"
+)
+# One wrapped data key per (producer, person), never expiring:
+# listboss.personkeys.<producer>.<key id>. Created only where none exists
+# (Nats-Expected-Last-Subject-Sequence: 0) and erased when the person is
+# (:mod:`listboss_common.personal_data`).
+PERSON_KEYS = StreamSpec("LISTBOSS_PERSON_KEYS", ("listboss.personkeys.>",), max_msgs_per_subject=1, allow_direct=True)
 
 
 def events_subject(producer: str) -> str:
@@ -107,8 +149,10 @@ async def connect(url: str, name: str, readiness: Readiness | None = None) -> Na
 
 
 async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> None:
-    """Creates the streams, or brings an existing stream's settings up to date."""
-    for spec in specs:
+    """Creates the streams, or brings an existing stream's settings up to date, with the
+    limits the environment sets (a bad value raises ConfigError before any change)."""
+    configured = [spec.with_settings() for spec in specs]
+    for spec in configured:
         try:
             await js.add_stream(spec.config())
         except BadRequestError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -20,13 +21,21 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from listboss_common import deadlines
+from listboss_common.config import ConfigError
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 T = TypeVar("T")
 
 
-def create_engine(url: str) -> Engine:
+def create_engine(url: str, *, application_name: str = "listboss") -> Engine:
+    """An engine for ``url``. Its errors leave out the statement's parameters
+    (``hide_parameters``): error texts reach logs and dead-letter headers, and the
+    parameters are people's emails, names and phones. On PostgreSQL its connections carry
+    ``application_name`` (``listboss-contacts``, ``listboss-ops``, …), so ``pg_stat_activity``
+    and the server's logs tell whose a session is; SQLite has no such thing."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -37,16 +46,110 @@ def create_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Deleted content is overwritten with zeros, not left in free pages, so an
+            # erased person's data does not linger in the file (see checkpoint_wal).
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         return engine
     # A connection attempt gives up after 5 s, so an unreachable server is an error the
     # workers wait out (see worker.py) rather than a call that hangs.
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    return sa.create_engine(
+        url,
+        pool_size=8,
+        max_overflow=8,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "application_name": application_name},
+        hide_parameters=True,
+    )
 
 
 def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
+
+
+# -- statement timeouts ------------------------------------------------------------------------
+# On PostgreSQL every unit of work bounds its statements with ``SET LOCAL statement_timeout``
+# (it lasts until the transaction ends, so a pooled connection never carries it to its next
+# user): an RPC's by the caller's remaining deadline, capped by LISTBOSS_STATEMENT_TIMEOUT; a
+# bus worker's by WORKER_STATEMENT_TIMEOUT, whatever any caller asked. SQLite has no statement
+# timeout (a statement there waits at most busy_timeout for a lock, then runs to its end).
+
+STATEMENT_TIMEOUT_ENV = "LISTBOSS_STATEMENT_TIMEOUT"
+# The longest an RPC's statement may run, with or without a deadline (seconds).
+DEFAULT_STATEMENT_TIMEOUT = 30.0
+# A bus worker's transaction: generous (a large batch on a busy server), but a statement stuck
+# behind a lock nobody releases ends and is retried (SQLSTATE class 57 is a passing failure).
+WORKER_STATEMENT_SECONDS = 300.0
+# Below this a statement could not even start: the deadline is as good as passed.
+_MIN_STATEMENT_MS = 1
+
+
+def statement_timeout_from_env() -> float:
+    """LISTBOSS_STATEMENT_TIMEOUT in seconds (default 30): the cap of every RPC's statements."""
+    raw = os.environ.get(STATEMENT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_STATEMENT_TIMEOUT
+    try:
+        seconds = float(raw.removesuffix("s"))
+    except ValueError:
+        raise ConfigError(f"{STATEMENT_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if not 0 < seconds < 86_400:
+        raise ConfigError(f"{STATEMENT_TIMEOUT_ENV} must be more than 0 and less than a day, got {raw!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class StatementTimeout:
+    """How long a transaction's statements may run: ``maximum`` seconds, or less when
+    ``follow_deadline`` and the current RPC has less time left (:mod:`listboss_common.deadlines`)."""
+
+    maximum: float
+    follow_deadline: bool = False
+
+    def seconds(self) -> float:
+        if self.follow_deadline:
+            left = deadlines.remaining()
+            if left is not None:
+                return min(self.maximum, left)
+        return self.maximum
+
+    def apply(self, connection: Connection) -> None:
+        """Bounds the statements of ``connection``'s transaction (beginning it) on PostgreSQL."""
+        if is_postgres(connection):
+            milliseconds = max(_MIN_STATEMENT_MS, int(self.seconds() * 1000))
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+
+
+def rpc_statement_timeout(maximum: float = DEFAULT_STATEMENT_TIMEOUT) -> StatementTimeout:
+    """An RPC's: the caller's remaining deadline, at most ``maximum`` (no deadline: ``maximum``)."""
+    return StatementTimeout(maximum, follow_deadline=True)
+
+
+WORKER_STATEMENT_TIMEOUT = StatementTimeout(WORKER_STATEMENT_SECONDS)
+
+
+# How long a WAL checkpoint after an erasure waits for readers and writers to let go.
+CHECKPOINT_BUSY_TIMEOUT_MS = 1000
+
+
+def checkpoint_wal(engine: Engine) -> bool:
+    """On SQLite, copies the write-ahead log into the database file and truncates it, so
+    the pages a deletion replaced (still in the log) are gone. Best effort, outside any
+    transaction: waits at most :data:`CHECKPOINT_BUSY_TIMEOUT_MS` and returns False when
+    a reader or writer kept it from finishing (the next checkpoint does it). On
+    PostgreSQL there is nothing to do here: deleted rows stay in the heap until VACUUM
+    (docs/operations.md, "Erasure")."""
+    if engine.dialect.name != "sqlite":
+        return True
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_TIMEOUT_MS}")
+        try:
+            busy, _frames, _copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        finally:
+            connection.exec_driver_sql("PRAGMA busy_timeout=30000")
+        connection.commit()
+    return busy == 0
 
 
 def advisory_lock_key(name: str) -> int:

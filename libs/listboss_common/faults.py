@@ -46,6 +46,24 @@ def _is_database_outage(error: BaseException) -> bool:
     )
 
 
+# SQLSTATE query_canceled: a statement timeout fired (or an operator cancelled the query).
+QUERY_CANCELED = "57014"
+
+
+def is_query_canceled(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) is PostgreSQL cancelling a statement. A bus worker
+    waits it out like any class 57 failure; an RPC answers it DEADLINE_EXCEEDED
+    (:mod:`listboss_common.deadlines`)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and getattr(current.orig, "sqlstate", None) == QUERY_CANCELED:
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
+
+
 _NATS = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -87,3 +105,24 @@ def dependency_of(error: BaseException) -> str:
         seen.add(id(current))
         current = current.__cause__
     return "dependency"
+
+
+def describe_error(error: BaseException) -> str:
+    """``error`` as it may appear in a log line or a dead letter's header: its class and
+    message, without people's data. A database error keeps only the first line of the
+    driver's message: what follows it (PostgreSQL's DETAIL, e.g. ``Key (producer,
+    email)=(…)``), the SQL and its parameters may quote the values of a row."""
+    if isinstance(error, sqlalchemy.exc.StatementError):
+        cause = error.orig if error.orig is not None else error
+        return f"{type(error).__name__}({type(cause).__name__}: {_first_line(cause)})"
+    if type(error).__module__.split(".")[0] in _DATABASE_DRIVERS:
+        return f"{type(error).__name__}({_first_line(error)})"
+    return repr(error)
+
+
+# The drivers whose errors travel unwrapped in an exception chain (a traceback's causes).
+_DATABASE_DRIVERS = frozenset({"psycopg", "sqlite3", "_sqlite3"})
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]

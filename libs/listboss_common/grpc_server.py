@@ -3,8 +3,9 @@
 One ``grpc.aio`` server with: the standard health service (NOT_SERVING during
 graceful shutdown), server reflection (so grpcurl needs no .proto files), and
 one interceptor that gives each RPC a request id, authenticates the bearer
-token, maps :class:`ServiceError` to a rich ``google.rpc.Status`` and writes one
-log line per request.
+token, checks the token scope the method needs (before the handler runs), maps :class:`ServiceError` to a rich ``google.rpc.Status`` and writes one
+log line per request. With :class:`~listboss_common.tls.ServerTls` the port serves TLS (mutual
+TLS with a client CA, where the internal role also needs the verified client certificate).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -22,10 +23,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
-from listboss_common.auth import TokenVerifier, current_principal
-from listboss_common.errors import ServiceError
+from listboss_common import deadlines
+from listboss_common.auth import TokenVerifier, current_principal, require_scope
+from listboss_common.decoding import Undecodable, tolerant
+from listboss_common.errors import ServiceError, unauthenticated
 from listboss_common.metrics import GRPC_HANDLED, GRPC_HANDLING, split_method
 from listboss_common.readiness import Readiness
+from listboss_common.tls import ServerTls, client_certificate_verified
 from listboss_common.tracing import grpc_server_interceptors
 
 log = structlog.get_logger("listboss.grpc")
@@ -39,10 +43,13 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """A servicer to serve: its full name (for health and reflection) and how to add it."""
+    """A servicer to serve: its full name (for health and reflection), how to add it, and the
+    token scope each of its methods needs (method name -> ``read`` / ``write``; a method the
+    table does not name is refused)."""
 
     name: str
     register: Callable[[grpc.aio.Server], None]
+    scopes: Mapping[str, str]
 
 
 def _abort_args(error: ServiceError) -> tuple[grpc.StatusCode, str, tuple]:
@@ -51,8 +58,16 @@ def _abort_args(error: ServiceError) -> tuple[grpc.StatusCode, str, tuple]:
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, verifier: TokenVerifier):
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        scopes: Mapping[str, str],
+        internal_needs_client_certificate: bool = False,
+    ):
         self._verifier = verifier
+        self._scopes = scopes  # method path (/package.Service/Method) -> the scope it needs
+        # Under mutual TLS the internal role takes a verified client certificate as well as its token.
+        self._internal_needs_client_certificate = internal_needs_client_certificate
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -62,13 +77,13 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._server_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client streaming: none of our services use it
@@ -78,8 +93,13 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         request_id = metadata.get("x-request-id") or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         principal = self._verifier.verify(metadata.get("authorization"))
+        if principal.internal and self._internal_needs_client_certificate and not client_certificate_verified(context):
+            raise unauthenticated("the internal role needs a verified client certificate on this server")
+        require_scope(principal, method, self._scopes)
         current_principal.set(principal)
         structlog.contextvars.bind_contextvars(caller=principal.producer or "internal")
+        # The database bounds the RPC's statements by it (each RPC runs in a task of its own).
+        deadlines.start_call(context.time_remaining())
         return metadata
 
     @contextlib.asynccontextmanager
@@ -107,6 +127,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, behavior, method: str):
         async def wrapper(request, context):
             async with self._call(context, method):
+                if type(request) is Undecodable:
+                    raise request.error
                 return await behavior(request, context)
 
         return wrapper
@@ -114,10 +136,23 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     def _server_stream(self, behavior, method: str):
         async def wrapper(request, context):
             async with self._call(context, method):
+                if type(request) is Undecodable:
+                    raise request.error
                 async for item in behavior(request, context):
                     yield item
 
         return wrapper
+
+
+def _tolerant_deserializer(deserializer):
+    """The method's deserializer, answering :class:`Undecodable` for a request protobuf cannot
+    read (raised above once the caller is authenticated: INVALID_ARGUMENT naming the field,
+    :mod:`listboss_common.decoding`). A deserializer that is not a message class's own
+    ``FromString`` is kept: it handles such requests itself."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    if descriptor is None:
+        return deserializer
+    return tolerant(deserializer, descriptor)
 
 
 def _log_rpc(code: grpc.StatusCode, started: float) -> None:
@@ -151,7 +186,8 @@ def _serve_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> 
 
 
 class GrpcServer:
-    """Serves the given bindings plus health and reflection on ``address``."""
+    """Serves the given bindings plus health and reflection on ``address``: over TLS with
+    ``tls`` (mutual TLS when it has a client CA), plaintext without."""
 
     def __init__(
         self,
@@ -159,10 +195,15 @@ class GrpcServer:
         bindings: Sequence[ServiceBinding],
         verifier: TokenVerifier,
         readiness: Readiness | None = None,
+        tls: ServerTls | None = None,
     ):
         self._address = address
         self._bindings = list(bindings)
+        self._method_scopes = {
+            f"/{binding.name}/{method}": scope for binding in self._bindings for method, scope in binding.scopes.items()
+        }
         self._verifier = verifier
+        self._tls = tls  # None: plaintext
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         # Health follows it: NOT_SERVING while the process waits on a missing dependency.
@@ -175,7 +216,14 @@ class GrpcServer:
         server = grpc.aio.server(
             # OpenTelemetry's first (when tracing is on): its span is current in ours, so the
             # request's log line carries the trace id.
-            interceptors=[*grpc_server_interceptors(), RequestInterceptor(self._verifier)],
+            interceptors=[
+                *grpc_server_interceptors(),
+                RequestInterceptor(
+                    self._verifier,
+                    self._method_scopes,
+                    internal_needs_client_certificate=bool(self._tls and self._tls.mutual),
+                ),
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -188,7 +236,10 @@ class GrpcServer:
         _serve_reflection(
             server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, *REFLECTION_SERVICES]
         )
-        self.port = server.add_insecure_port(self._address)
+        if self._tls is None:
+            self.port = server.add_insecure_port(self._address)
+        else:
+            self.port = server.add_secure_port(self._address, self._tls.grpc_credentials())
         if self.port == 0:
             raise RuntimeError(f"could not bind gRPC address {self._address}")
         await server.start()

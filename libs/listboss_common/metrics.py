@@ -99,6 +99,16 @@ CONSUMER_ACK_PENDING = Gauge(
 )
 
 
+# -- rate limits (listboss_common.rate_limit) -------------------------------------------------
+
+# Label ``transport``: ``grpc`` or ``http``; never the producer (ids stay out of labels).
+RATE_LIMITED_REQUESTS = Counter(
+    "listboss_rate_limited_requests_total",
+    "Requests refused because their producer's rate limit was used up (RESOURCE_EXHAUSTED / 429).",
+    ["transport"],
+)
+
+
 # -- the server --------------------------------------------------------------------------------
 
 

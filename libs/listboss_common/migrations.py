@@ -193,7 +193,7 @@ def run_environment(context, default: Environment) -> None:
     if connection is not None:
         run(connection)
         return
-    engine = db.create_engine(_command_line_url(context))
+    engine = db.create_engine(_command_line_url(context), application_name="listboss-migrations")
     try:
         with migrating(engine, environment) as connection:
             run(connection)
@@ -215,7 +215,9 @@ def _command_line_url(context) -> str:
 def _database_at_head(environment: Environment, url: str | None) -> Iterator[Engine]:
     """An engine on ``url`` (default: a new SQLite file) upgraded to the newest revision."""
     with tempfile.TemporaryDirectory(prefix="listboss-migrations-") as directory:
-        engine = db.create_engine(url or f"sqlite:///{Path(directory) / 'check.db'}")
+        engine = db.create_engine(
+            url or f"sqlite:///{Path(directory) / 'check.db'}", application_name="listboss-migrations"
+        )
         try:
             upgrade(engine, environment)
             yield engine

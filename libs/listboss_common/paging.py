@@ -15,10 +15,11 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from listboss_common.errors import invalid_field
+from listboss_common.errors import invalid_field, quoted
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN_LENGTH = 4096
 
 T = TypeVar("T")
 
@@ -48,6 +49,8 @@ def decode_page_token(token: str, *binding: str) -> list[Any] | None:
     """
     if not token:
         return None
+    if len(token) > MAX_PAGE_TOKEN_LENGTH:  # ours are far shorter; decoding a huge one is wasted work
+        raise invalid_field("page_token", "is not a page token issued by this service")
     try:
         body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         position, fingerprint = body["p"], body["b"]
@@ -106,8 +109,8 @@ def parse_order_by(text: str, allowed: Collection[str], default: SortOrder) -> S
         return default
     match = _ORDER_RE.fullmatch(text)
     if match is None:
-        raise invalid_field("order_by", f"expected one field optionally followed by asc or desc, got {text!r}")
+        raise invalid_field("order_by", f"expected one field optionally followed by asc or desc, got {quoted(text)}")
     name, direction = match.groups()
     if name not in allowed:
-        raise invalid_field("order_by", f"cannot order by {name!r}; supported: {', '.join(sorted(allowed))}")
+        raise invalid_field("order_by", f"cannot order by {quoted(name)}; supported: {', '.join(sorted(allowed))}")
     return SortOrder(name, direction == "desc")

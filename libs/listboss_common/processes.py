@@ -32,6 +32,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from listboss_common.tls import ClientTls, grpc_channel
+
 __all__ = [
     "GRPC_CHANNEL_OPTIONS",
     "Child",
@@ -311,10 +313,10 @@ class NatsServer:
 # --- the services ----------------------------------------------------------------------------
 
 
-def health_status(address: str, timeout: float = 1.0) -> str:
+def health_status(address: str, timeout: float = 1.0, tls: ClientTls | None = None) -> str:
     """The overall gRPC health status of ``address`` ("SERVING", ...), or the RPC error code's
-    name ("UNAVAILABLE", ...)."""
-    with grpc.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS) as channel:
+    name ("UNAVAILABLE", ...). Over TLS with ``tls``, plaintext without."""
+    with grpc_channel(address, tls, GRPC_CHANNEL_OPTIONS) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as error:
@@ -333,7 +335,10 @@ def service_command(name: str) -> list[str]:
 class ServiceProcess:
     """One ListBoss service (``ingest``, ``segmentation``, ``contacts``) as a child process
     with ``env``, answering gRPC at ``address``. :meth:`start` returns at once;
-    :func:`wait_serving` waits for it (and others) to answer SERVING."""
+    :func:`wait_serving` waits for it (and others) to answer SERVING. ``program`` is the
+    service it runs when ``name`` names a replica of it (``contacts-2``); by default ``name``.
+    Health is asked over TLS when ``env`` gives the probe a CA or a client certificate
+    (``LISTBOSS_TLS_CA_FILE``, ...), as in the compose health check."""
 
     def __init__(
         self,
@@ -343,10 +348,13 @@ class ServiceProcess:
         address: str,
         echo: Callable[[str], None] | None = None,
         capture: bool = True,
+        program: str | None = None,
     ):
         self.name = name
+        self.program = program or name
         self.env = dict(env)
         self.address = address
+        self.client_tls = ClientTls.from_env(self.env)
         self._echo = echo
         self._capture = capture
         self.child: Child | None = None
@@ -354,7 +362,7 @@ class ServiceProcess:
     def start(self) -> Child:
         if self.child is not None and self.child.poll() is None:
             raise ProcessError(f"{self.name} is still running: kill it first")
-        self.child = Child(self.name, service_command(self.name), self.env, echo=self._echo, capture=self._capture)
+        self.child = Child(self.name, service_command(self.program), self.env, echo=self._echo, capture=self._capture)
         return self.child
 
 
@@ -374,7 +382,7 @@ def wait_serving(
         for service in list(waiting):
             assert service.child is not None, f"{service.name} was not started"
             service.child.fail_if_exited(when)
-            status[service.name] = health_status(service.address, timeout=1.0)
+            status[service.name] = health_status(service.address, timeout=1.0, tls=service.client_tls)
             if status[service.name] == "SERVING":
                 waiting.remove(service)
         if not waiting:

@@ -1,34 +1,65 @@
-"""AIP-122 resource names: parsing with field-aware errors."""
+"""AIP-122 resource names: parsing with field-aware errors.
+
+Every id in a name (``{producer}``, ``{product}``, ...) is at most :data:`MAX_ID_LENGTH`
+characters, so a name is at most its template's fixed text plus that much per id. A name
+that is too long is refused before any pattern runs, naming the field and the limit; an id
+that is too long names the id and the limit; neither error repeats more than a short prefix
+of what was sent (:func:`listboss_common.errors.quoted`).
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Final
 
-from listboss_common.errors import invalid_field
+from listboss_common.errors import invalid_field, quoted
+
+#: The longest id any segment of a resource name may hold.
+MAX_ID_LENGTH: Final = 128
 
 # Ids are the platform's (numeric product ids, producer slugs) or ours (tag ids
 # "{product}.{key}"): letters, digits and - _ . are enough and keep names URL-safe.
 _SEGMENT = r"([A-Za-z0-9][A-Za-z0-9_.\-]{0,127})"
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
-def _pattern(template: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\{[a-z_]+\}", _SEGMENT, template) + "$")
+def _pattern(template: str, segment: str) -> re.Pattern[str]:
+    return re.compile("^" + _PLACEHOLDER.sub(lambda _: segment, template) + "$")
 
 
 class ResourcePattern:
     def __init__(self, template: str):
         self.template = template
-        self._regex = _pattern(template)
+        self._regex = _pattern(template, _SEGMENT)
+        # The same shape with ids of any length: tells "an id is too long" from "not this kind of name".
+        self._shape = _pattern(template, "([^/]+)")
+        self._id_names = tuple(_PLACEHOLDER.findall(template))
+        placeholders = len(self._id_names)
+        self.max_length = len(_PLACEHOLDER.sub("", template)) + placeholders * MAX_ID_LENGTH
 
     def parse(self, name: str, field: str = "name") -> tuple[str, ...]:
-        match = self._regex.match(name or "")
-        if match is None:
-            raise invalid_field(field, f"must be a resource name of the form {self.template}, got {name!r}")
-        return match.groups()
+        name = name or ""
+        if len(name) > self.max_length:
+            raise invalid_field(
+                field,
+                f"must be a resource name of the form {self.template}, at most {self.max_length} characters "
+                f"(each id at most {MAX_ID_LENGTH}); got {len(name)} characters",
+            )
+        match = self._regex.match(name)
+        if match is not None:
+            return match.groups()
+        shape = self._shape.match(name)
+        if shape is not None:
+            for id_name, value in zip(self._id_names, shape.groups(), strict=True):
+                if len(value) > MAX_ID_LENGTH:
+                    raise invalid_field(
+                        field, f"the {id_name} id must be at most {MAX_ID_LENGTH} characters; got {len(value)}"
+                    )
+        raise invalid_field(field, f"must be a resource name of the form {self.template}, got {quoted(name)}")
 
     def format(self, *ids: str) -> str:
         parts = iter(ids)
-        return re.sub(r"\{[a-z_]+\}", lambda _: next(parts), self.template)
+        return _PLACEHOLDER.sub(lambda _: next(parts), self.template)
 
 
 PRODUCER = ResourcePattern("producers/{producer}")

@@ -17,7 +17,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 
 from listboss_common.auth import TokenVerifier
-from listboss_common.config import ServiceConfig
+from listboss_common.config import ConfigError, ServiceConfig
 from listboss_common.grpc_server import GrpcServer, ServiceBinding
 from listboss_common.lifecycle import shutdown_event
 from listboss_common.metrics import serve as serve_metrics
@@ -50,6 +50,21 @@ class Companion:
     stop: Callable[[float], Awaitable[None]]
 
 
+def token_verifier(config: ServiceConfig) -> TokenVerifier:
+    """The verifier of ``config``'s JWKS and revocation list; exits the process with the reason
+    when they are missing or weak (a private, symmetric or non-Ed25519 key)."""
+    try:
+        return TokenVerifier.from_files(
+            config.jwks_file,
+            config.revoked_tokens_file or None,
+            issuer=config.token_issuer,
+            audience=config.token_audience,
+        )
+    except ConfigError as error:
+        log.error("refusing to start", reason=str(error))
+        raise SystemExit(f"refusing to start: {error}") from None
+
+
 async def run_service(
     config: ServiceConfig,
     bindings: Sequence[ServiceBinding],
@@ -58,9 +73,14 @@ async def run_service(
     on_stopped: Callable[[], None] | None = None,
     companions: Sequence[Companion] = (),
     readiness: Readiness | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> None:
     """Runs until SIGTERM/SIGINT. ``readiness`` (shared with the NATS connection and the
-    workers) drives the health status: NOT_SERVING while a dependency is missing."""
+    workers) drives the health status: NOT_SERVING while a dependency is missing. ``verifier``
+    checks the bearer tokens (default: :func:`token_verifier` of ``config``; a process builds it
+    first thing, so a bad key file stops it before it connects anywhere)."""
+    if verifier is None:
+        verifier = token_verifier(config)
     for worker in workers:
         await worker.subscribe()
     # Before anything serves: a metrics address already taken fails the start.
@@ -76,13 +96,14 @@ async def run_service(
         if metrics is not None:
             metrics.stop()
         raise
-    server = GrpcServer(config.grpc_address, bindings, TokenVerifier(config.auth_secret), readiness)
+    server = GrpcServer(config.grpc_address, bindings, verifier, readiness, tls=config.tls)
     port = await server.start()
     stop = shutdown_event()
     consuming = [asyncio.create_task(worker.run(stop)) for worker in workers]
     log.info(
         "service started",
         grpc_port=port,
+        tls=config.tls.mode if config.tls else "off",
         services=[b.name for b in bindings],
         companions=[c.name for c in started],
         metrics_port=metrics.port if metrics else None,

@@ -47,7 +47,7 @@ from nats.js.errors import BadRequestError
 
 from listboss_common import tracing
 from listboss_common.bus import DEADLETTER, PackedItems, PoisonMessage, StreamSpec, ensure_streams
-from listboss_common.faults import dependency_of, is_transient
+from listboss_common.faults import dependency_of, describe_error, is_transient
 from listboss_common.metrics import (
     CONSUMER_ACK_PENDING,
     CONSUMER_BATCH_ITEMS,
@@ -170,7 +170,7 @@ class PullWorker:
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     return
                 except Exception as error:  # NATS reconnecting, JetStream leader change...
-                    log.warning("fetch failed", durable=self._spec.durable, error=repr(error))
+                    log.warning("fetch failed", durable=self._spec.durable, error=describe_error(error))
                     await _sleep_unless(stop, 0.5)
                     continue
                 if messages:  # a fetch can end on a status message with nothing in hand
@@ -286,7 +286,10 @@ class PullWorker:
                     # Split until the failing items stand alone; the others go through.
                     half = len(items) // 2
                     log.warning(
-                        "chunk failed; splitting", durable=self._spec.durable, size=len(items), error=repr(error)
+                        "chunk failed; splitting",
+                        durable=self._spec.durable,
+                        size=len(items),
+                        error=describe_error(error),
                     )
                     await self._settle(items[:half], messages, owners[:half])
                     await self._settle(items[half:], messages, owners[half:])
@@ -295,7 +298,12 @@ class PullWorker:
                 if isinstance(error, PoisonMessage) or attempts >= self._spec.item_attempts:
                     await self._dead_letter_item(items[0], messages[owners[0]], error)
                     return
-                log.warning("item failed; will retry", durable=self._spec.durable, attempts=attempts, error=repr(error))
+                log.warning(
+                    "item failed; will retry",
+                    durable=self._spec.durable,
+                    attempts=attempts,
+                    error=describe_error(error),
+                )
                 await _sleep_unless(self._stop, 0.2 * attempts)
                 continue
             self._items_handled.inc(len(items))
@@ -305,7 +313,7 @@ class PullWorker:
     async def _wait_out(self, error: BaseException) -> None:
         """Backs off while a dependency is down; raises :class:`_Stopped` on shutdown."""
         dependency = dependency_of(error)
-        self._readiness.down(f"{dependency} ({self._spec.durable} worker)", repr(error)[:300])
+        self._readiness.down(f"{dependency} ({self._spec.durable} worker)", describe_error(error)[:300])
         self._outages += 1
         CONSUMER_OUTAGE_WAITS.labels(self._spec.durable, dependency).inc()
         ceiling = min(self._spec.outage_backoff_max, self._spec.outage_backoff_min * 2 ** min(self._outages, 16))
@@ -315,7 +323,7 @@ class PullWorker:
             durable=self._spec.durable,
             dependency=dependency,
             retry_in_s=round(delay, 2),
-            error=repr(error)[:300],
+            error=describe_error(error)[:300],
         )
         if await _sleep_unless(self._stop, delay):
             raise _Stopped()
@@ -348,7 +356,7 @@ class PullWorker:
             "Listboss-Consumer": self._spec.durable,
             "Listboss-Stream-Sequence": str(metadata.sequence.stream),
             "Listboss-Deliveries": str(metadata.num_delivered),
-            "Listboss-Error": repr(error)[:1000],
+            "Listboss-Error": describe_error(error)[:1000],
             "Listboss-Producer": producer,
             "Listboss-Event-Ids": event_ids,
             "Listboss-Dead-Letter-Time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -371,7 +379,7 @@ class PullWorker:
             stream_sequence=metadata.sequence.stream,
             producer=producer,
             event_ids=event_ids,
-            error=repr(error)[:1000],
+            error=describe_error(error)[:1000],
         )
 
     async def _ack(self, done: Sequence[Msg], unacked: list[Msg]) -> None:

@@ -50,6 +50,19 @@ def js(nc):
     return nc.jetstream()
 
 
+@pytest.fixture
+async def person_keys(nc, js):
+    """The person-key store on the test's nats-server, under the session's data key
+    (:mod:`listboss_testing.personal_data`), hearing key destructions like a service."""
+    from listboss_common.personal_data import PersonKeys
+    from listboss_testing.personal_data import keyring
+
+    await bus.ensure_streams(js, [bus.PERSON_KEYS])
+    keys = PersonKeys(js, keyring())
+    await keys.listen(nc)
+    return keys
+
+
 def _postgres_required() -> bool:
     return os.environ.get("LISTBOSS_REQUIRE_POSTGRES") == "1"
 
@@ -102,7 +115,8 @@ def migrated_engine(database_url: str) -> Iterator[Callable[..., Engine]]:
 @pytest.fixture
 async def grpc_server():
     """``await grpc_server(bindings, readiness=None)``: the production GrpcServer on a free port
-    with those bindings (see ``listboss_testing.binding``), verifying ``AUTH_SECRET``; gives a
+    with those bindings (see ``listboss_testing.binding``), verifying the session's JWKS
+    (``listboss_testing.tokens``; ``verifier=`` for another); gives a
     :class:`~listboss_testing.grpc_servers.Served` (``port``, ``channel``, ``server``). Channels
     are closed and servers stopped after the test, newest first."""
     servers = GrpcServers()

@@ -36,15 +36,16 @@ import sqlalchemy as sa
 
 from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
-from listboss_common.auth import issue_token
+from listboss_common.auth import READ, issue_token
 from listboss_common.db import create_engine, is_postgres
+from listboss_common.keys import SigningKey, write_jwks
+from listboss_common.personal_data import new_data_key
 from listboss_common.processes import NatsServer, ProcessError, ServiceProcess, free_port, resident_mib, wait_serving
 from listboss_contacts import queries, schema
 from listboss_tools.databases import drop_postgres_database, ensure_postgres_database, postgres_url
 
 PRODUCER = "bench"
 PRODUCT = "1"
-SECRET = "bench-secret"
 BASE_TIME = 1_700_000_000_000_000  # microseconds
 PG_DATABASE = "listboss_bench_contacts"
 
@@ -68,7 +69,7 @@ def reset_postgres(url: str) -> None:
 
 def existing_size(url: str) -> int:
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, application_name="listboss-bench")
         with engine.connect() as connection:
             return connection.execute(sa.select(sa.func.count()).select_from(schema.contacts)).scalar_one()
     except Exception:
@@ -128,7 +129,7 @@ def segmentation(tag: int) -> str:
 
 def generate(url: str, contacts: int, links: int, tags: int) -> float:
     started = time.perf_counter()
-    engine = create_engine(url)
+    engine = create_engine(url, application_name="listboss-bench")
     schema.migrate_database(engine)
     counts = [0] * tags
     with engine.begin() as connection:
@@ -264,12 +265,16 @@ class Service:
         self.nats = NatsServer(work / "nats")
         self.address = f"127.0.0.1:{free_port()}"
         self.log = open(work / "contacts.log", "w")  # noqa: SIM115 - open for the process's life; close() closes it
+        self.signing_key = SigningKey.generate()
+        self.jwks_file = work / "jwks.json"
+        write_jwks(self.jwks_file, [self.signing_key])
         env = dict(
             os.environ,
             LISTBOSS_GRPC_ADDRESS=self.address,
             LISTBOSS_METRICS_ADDRESS="127.0.0.1:0",  # a free port: never clash with a running suite
             LISTBOSS_NATS_URL=self.nats.url,
-            LISTBOSS_AUTH_SECRET=SECRET,
+            LISTBOSS_JWKS_FILE=str(self.jwks_file),
+            LISTBOSS_DATA_KEY=new_data_key(),
             LISTBOSS_DATABASE_URL=url,
             LISTBOSS_LOG_LEVEL="WARNING",
             LISTBOSS_LOG_FORMAT="json",
@@ -343,7 +348,7 @@ def timed(call, repeat: int) -> dict[str, float]:
 
 
 def explain(url: str, text: str) -> str:
-    engine = create_engine(url)
+    engine = create_engine(url, application_name="listboss-bench")
     try:
         with engine.connect() as connection:
             node = queries.parse_contact_filter(text)
@@ -357,7 +362,7 @@ def explain(url: str, text: str) -> str:
 
 
 def measure(service: Service, repeat: int, contacts: int) -> dict[str, Any]:
-    metadata = (("authorization", f"Bearer {issue_token(SECRET, PRODUCER)}"),)
+    metadata = (("authorization", f"Bearer {issue_token(service.signing_key, PRODUCER, scope=READ)}"),)
     channel = grpc.insecure_channel(service.address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     stub = pb_grpc.ContactsServiceStub(channel)
     parent = f"producers/{PRODUCER}"

@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 
 from listboss_common.auth import issue_token
+from listboss_common.keys import SigningKey, write_jwks
+from listboss_common.personal_data import new_data_key
 from listboss_common.processes import NatsServer, ServiceProcess, free_port, wait_serving
 from listboss_tools.suite_files import REPO_ROOT
 
@@ -48,7 +50,8 @@ class IngestUnderTest:
     def __init__(self, folder: Path, extra_env: dict[str, str] | None = None):
         self.folder = folder
         self.grpc_port, self.http_port = free_port(), free_port()
-        self.secret = secrets.token_urlsafe(32)
+        self.signing_key = SigningKey.generate()
+        write_jwks(folder / "jwks.json", [self.signing_key])
         self.hottok = secrets.token_urlsafe(24)
         self.nats = NatsServer(folder / "nats", capture=False)
         env = {
@@ -57,7 +60,8 @@ class IngestUnderTest:
             "LISTBOSS_METRICS_ADDRESS": "127.0.0.1:0",  # a free port: never clash with a running suite
             "LISTBOSS_HTTP_ADDRESS": f"127.0.0.1:{self.http_port}",
             "LISTBOSS_NATS_URL": self.nats.url,
-            "LISTBOSS_AUTH_SECRET": self.secret,
+            "LISTBOSS_JWKS_FILE": str(folder / "jwks.json"),
+            "LISTBOSS_DATA_KEY": new_data_key(),
             "LISTBOSS_WEBHOOK_TOKENS": f"{PRODUCER}={self.hottok}",
             "LISTBOSS_LOG_FORMAT": "json",
             "LISTBOSS_LOG_LEVEL": "INFO",  # one line per request, as in production
@@ -187,7 +191,7 @@ async def run_batches(target: IngestUnderTest, requests: list[bytes], concurrenc
 
     from listboss.ingest.v1 import ingest_service_pb2
 
-    metadata = (("authorization", f"Bearer {issue_token(target.secret, PRODUCER)}"),)
+    metadata = (("authorization", f"Bearer {issue_token(target.signing_key, PRODUCER)}"),)
     options = [("grpc.enable_http_proxy", 0), ("grpc.max_send_message_length", 16 * 1024 * 1024)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{target.grpc_port}", options=options) as channel:
         call = channel.unary_unary(

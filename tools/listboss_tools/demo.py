@@ -4,7 +4,8 @@ It sends each of the platform's example webhooks (``tests/data/hotmart/*.json``)
 to ``IngestService.IngestWebhook`` as producer ``demo``, then waits until
 ContactsService shows the captured contacts with their tags and each product's
 history, and prints them. Addresses and the token come from ``var/suite.json``
-(written by ``./dev run``) unless given as options.
+(written by ``./dev run``) unless given as options. Against services serving TLS, give
+``--cacert`` (and ``--cert`` / ``--key`` under mutual TLS) or the ``LISTBOSS_TLS_*`` variables.
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ import grpc
 from listboss.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
 from listboss.events.v1 import event_pb2
 from listboss.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from listboss_common.config import ConfigError
 from listboss_common.processes import GRPC_CHANNEL_OPTIONS, health_status
-from listboss_tools.suite_files import DEFAULT_DATA_DIR, DEMO_PRODUCER, REPO_ROOT, SUITE_FILE_NAME
+from listboss_common.tls import CA_FILE_ENV, CLIENT_CERT_FILE_ENV, CLIENT_KEY_FILE_ENV, ClientTls, grpc_channel
+from listboss_tools.suite_files import (
+    DEFAULT_DATA_DIR,
+    DEMO_PRODUCER,
+    REPO_ROOT,
+    SUITE_FILE_NAME,
+    fresh_suite_token,
+)
 
 DEFAULT_SUITE_FILE = DEFAULT_DATA_DIR / SUITE_FILE_NAME
 DEFAULT_WEBHOOKS_DIR = REPO_ROOT / "tests" / "data" / "hotmart"
@@ -45,6 +54,7 @@ class Target:
     contacts: str
     token: str
     producer: str
+    tls: ClientTls | None = None  # None: plaintext
 
     @property
     def metadata(self) -> list[tuple[str, str]]:
@@ -93,6 +103,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--token", help="bearer token for the producer (default: from the suite file)")
     add("--producer", default=DEMO_PRODUCER, help="the producer the webhooks belong to (default: %(default)s)")
     add("--webhooks", type=Path, default=DEFAULT_WEBHOOKS_DIR, help="folder of webhook JSON (default: %(default)s)")
+    add("--cacert", type=Path, help=f"CA of the services' certificates: talk TLS (default: ${CA_FILE_ENV})")
+    add("--cert", type=Path, help=f"client certificate for mutual TLS (default: ${CLIENT_CERT_FILE_ENV})")
+    add("--key", type=Path, help=f"its private key (default: ${CLIENT_KEY_FILE_ENV})")
     add("--timeout", type=float, default=15.0, help="seconds to wait for the data to show up (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -138,20 +151,31 @@ def resolve_target(args: argparse.Namespace) -> Target:
     tokens = info.get("tokens", {})
     # The suite's producer token grants its own producer only; the internal one grants any.
     suite_token = tokens.get("producer") if info.get("producer") == args.producer else tokens.get("internal")
+    if not args.token and info.get("data_dir"):
+        # The tokens in the suite file expire; the suite's signing key makes a fresh one.
+        suite_token = fresh_suite_token(Path(info["data_dir"]), args.producer) or suite_token
     try:
         return Target(
             ingest=args.ingest or services["ingest"]["grpc"],
             contacts=args.contacts or services["contacts"]["grpc"],
             token=args.token or suite_token or "",
             producer=args.producer,
+            tls=_client_tls(args),
         )
     except (KeyError, TypeError):
         raise DemoError(f"{args.suite_file} lacks the service addresses; restart the suite") from None
 
 
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    try:
+        return ClientTls.from_env(ca_file=args.cacert, cert_file=args.cert, key_file=args.key)
+    except ConfigError as error:
+        raise DemoError(str(error)) from None
+
+
 def check_reachable(target: Target) -> None:
     for name, address in (("ingest", target.ingest), ("contacts", target.contacts)):
-        status = health_status(address, timeout=3.0)
+        status = health_status(address, timeout=3.0, tls=target.tls)
         if status != "SERVING":
             raise DemoError(f"the suite isn't running: {name} at {address} answers {status}. Start it with ./dev run")
 
@@ -336,8 +360,8 @@ def run(args: argparse.Namespace) -> int:
     files = webhook_files(args.webhooks)
     check_reachable(target)
     with (
-        grpc.insecure_channel(target.ingest, options=GRPC_CHANNEL_OPTIONS) as ingest_channel,
-        grpc.insecure_channel(target.contacts, options=GRPC_CHANNEL_OPTIONS) as contacts_channel,
+        grpc_channel(target.ingest, target.tls, GRPC_CHANNEL_OPTIONS) as ingest_channel,
+        grpc_channel(target.contacts, target.tls, GRPC_CHANNEL_OPTIONS) as contacts_channel,
     ):
         sent = send_webhooks(target, files, ingest_channel)
         if not sent.emails:

@@ -9,7 +9,10 @@
     listboss-ops deadletters replay (SEQ... | --all [--producer P] [--stream S])
     listboss-ops deadletters purge (SEQ... | --all [--producer P] [--stream S])
 
-``--nats-url`` and ``--suite-file`` go before or after the command. Where each part is found
+``--nats-url``, ``--suite-file`` and the TLS options ``--cacert`` (the CA of the services'
+certificates), ``--cert`` / ``--key`` (a client certificate, for mutual TLS) go before or after
+the command; without them ``LISTBOSS_TLS_CA_FILE``, ``LISTBOSS_TLS_CLIENT_CERT_FILE`` and
+``LISTBOSS_TLS_CLIENT_KEY_FILE`` apply, and with none of these the gRPC calls are plaintext. Where each part is found
 (an option, then the local suite's ``suite.json`` given with ``--suite-file``, then the
 environment, then the defaults) is :mod:`listboss_tools.ops_targets`; what ``status``
 gathers is :mod:`listboss_tools.ops_status`, backfills :mod:`listboss_tools.ops_backfills`,
@@ -46,6 +49,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from listboss_common.config import ConfigError
+from listboss_common.tls import CA_FILE_ENV, CLIENT_CERT_FILE_ENV, CLIENT_KEY_FILE_ENV, ClientTls
 from listboss_tools import deadletters, ops_backfills, ops_migrations, ops_status
 from listboss_tools.ops_targets import (
     ADDRESS_ENV,
@@ -102,6 +107,23 @@ def _backfill_name(text: str) -> str:
     return text.strip("/")
 
 
+def _tls_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """--cacert, --cert and --key, for services serving TLS (mutual TLS: --cert and --key)."""
+    parser.add_argument(
+        "--cacert",
+        type=Path,
+        default=default,
+        help=f"CA of the services' certificates: talk TLS (default: ${CA_FILE_ENV}; none: plaintext)",
+    )
+    parser.add_argument(
+        "--cert",
+        type=Path,
+        default=default,
+        help=f"client certificate for mutual TLS (default: ${CLIENT_CERT_FILE_ENV})",
+    )
+    parser.add_argument("--key", type=Path, default=default, help=f"its private key (default: ${CLIENT_KEY_FILE_ENV})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --nats-url and --suite-file are accepted before or after the command; the top level holds the default.
     connection = argparse.ArgumentParser(add_help=False)
@@ -117,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the local suite's suite.json (./dev run writes var/suite.json): NATS, the "
         "services' addresses and an internal token",
     )
+    _tls_options(connection, argparse.SUPPRESS)
 
     parser = argparse.ArgumentParser(prog=PROG, description="Operate a running ListBoss.")
     parser.add_argument(
@@ -127,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--suite-file", type=Path, default=None, help="the local suite's suite.json (./dev run writes var/suite.json)"
     )
+    _tls_options(parser, None)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
     def address(command: argparse.ArgumentParser, service: str) -> None:
@@ -716,7 +740,7 @@ async def _backfills_resume(targets: Targets, args: argparse.Namespace) -> int:
             return EXIT_OK
     else:
         names = list(dict.fromkeys(args.names))
-    resumer = ops_backfills.Resumer(targets.addresses["segmentation"], targets.token)
+    resumer = ops_backfills.Resumer(targets.addresses["segmentation"], targets.token, targets.tls)
     done = failed = 0
     try:
         for name in names:
@@ -844,7 +868,7 @@ def _command(args: argparse.Namespace):
 
 def _targets(args: argparse.Namespace) -> Targets:
     try:
-        return resolve(
+        targets = resolve(
             nats_url=args.nats_url,
             suite_file=args.suite_file,
             addresses={service: getattr(args, f"{service}_address", None) for service in SERVICES},
@@ -853,6 +877,11 @@ def _targets(args: argparse.Namespace) -> Targets:
         )
     except TargetError as error:
         raise UsageError(str(error)) from None
+    try:
+        targets.tls = ClientTls.from_env(ca_file=args.cacert, cert_file=args.cert, key_file=args.key)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:

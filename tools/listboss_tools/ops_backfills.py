@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-import grpc
 import sqlalchemy as sa
 
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_common.processes import GRPC_CHANNEL_OPTIONS
+from listboss_common.tls import ClientTls, grpc_aio_channel
 from listboss_segmentation.schema import backfills
 
 DEFAULT_STUCK_MINUTES = 10.0
@@ -103,8 +103,8 @@ def message_dict(backfill: pb.Backfill) -> dict:
 class Resumer:
     """SegmentationService over gRPC with a bearer token (internal, or the producer's)."""
 
-    def __init__(self, address: str, token: str):
-        self._channel = grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
+    def __init__(self, address: str, token: str, tls: ClientTls | None = None):
+        self._channel = grpc_aio_channel(address, tls, GRPC_CHANNEL_OPTIONS)
         self._stub = pb_grpc.SegmentationServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
 

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from listboss_common import bus
 from listboss_common.processes import GRPC_CHANNEL_OPTIONS
+from listboss_common.tls import ClientTls, grpc_aio_channel
 from listboss_contacts.schema import tag_change_outbox
 from listboss_tools import deadletters, ops_backfills
 from listboss_tools.ops_targets import TargetError, Targets, read_engine, safe_url
@@ -37,9 +38,9 @@ EXPECTED_CONSUMERS = ((bus.EVENTS.name, "segmentation"), (bus.CHANGES.name, "con
 WORK_STREAMS = (bus.EVENTS.name, bus.CHANGES.name)
 
 
-async def health(address: str) -> str:
+async def health(address: str, tls: ClientTls | None = None) -> str:
     """SERVING, NOT_SERVING, ... or the RPC error's code (UNAVAILABLE, DEADLINE_EXCEEDED)."""
-    async with grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS) as channel:
+    async with grpc_aio_channel(address, tls, GRPC_CHANNEL_OPTIONS) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT
@@ -51,7 +52,7 @@ async def health(address: str) -> str:
 
 async def _services(targets: Targets) -> dict:
     names = list(targets.addresses)
-    states = await asyncio.gather(*(health(targets.addresses[name]) for name in names))
+    states = await asyncio.gather(*(health(targets.addresses[name], targets.tls) for name in names))
     return {
         name: {"address": targets.addresses[name], "health": state} for name, state in zip(names, states, strict=True)
     }

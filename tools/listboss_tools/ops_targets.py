@@ -19,6 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from listboss_common.tls import ClientTls
+from listboss_tools.suite_files import fresh_suite_token
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 SERVICES = ("ingest", "segmentation", "contacts")
 DEFAULT_ADDRESSES = {"ingest": "127.0.0.1:50051", "segmentation": "127.0.0.1:50052", "contacts": "127.0.0.1:50053"}
@@ -39,6 +42,8 @@ class Targets:
     addresses: dict[str, str]
     databases: dict[str, str | None] = field(default_factory=dict)
     token: str | None = None
+    # How to reach TLS gRPC ports (--cacert, --cert, --key or LISTBOSS_TLS_*); None: plaintext.
+    tls: ClientTls | None = None
 
 
 def read_suite_file(path: Path) -> dict:
@@ -74,6 +79,10 @@ def resolve(
 
     found_tokens = suite.get("tokens")
     tokens: dict = found_tokens if isinstance(found_tokens, dict) else {}
+    suite_token = tokens.get("internal")
+    if isinstance(suite.get("data_dir"), str):
+        # The file's token expires within the hour; the suite's signing key makes a fresh one.
+        suite_token = fresh_suite_token(Path(suite["data_dir"]), None) or suite_token
     chosen_databases = {
         name: (databases or {}).get(name) or env.get(DATABASE_ENV[name]) or None for name in DATABASE_ENV
     }
@@ -84,7 +93,7 @@ def resolve(
         nats_url=nats_url or suite.get("nats_url") or env.get("LISTBOSS_NATS_URL") or DEFAULT_NATS_URL,
         addresses={name: address(name) for name in SERVICES},
         databases=chosen_databases,
-        token=token or env.get(TOKEN_ENV) or tokens.get("internal") or None,
+        token=token or env.get(TOKEN_ENV) or suite_token or None,
     )
 
 
@@ -104,7 +113,12 @@ def read_engine(url: str) -> Engine:
         if not path or path == ":memory:" or not Path(path).is_file():
             raise TargetError(f"no SQLite database at {path or '(none)'}")
         return sa.create_engine(url, connect_args={"timeout": 10})
-    return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": DATABASE_CONNECT_TIMEOUT})
+    return sa.create_engine(
+        url,
+        poolclass=sa.pool.NullPool,
+        # pg_stat_activity names the operator's sessions beside the services'.
+        connect_args={"connect_timeout": DATABASE_CONNECT_TIMEOUT, "application_name": "listboss-ops"},
+    )
 
 
 def safe_url(url: str) -> str:

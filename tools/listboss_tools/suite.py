@@ -10,8 +10,8 @@ in-process::
         metadata = [("authorization", f"Bearer {suite.producer_token('demo')}")]
 
 How a part is started, watched and stopped is :mod:`listboss_common.processes`; where the
-services keep their data is :mod:`listboss_tools.databases`; the data folder's files (secret,
-webhook tokens, ``suite.json``) are :mod:`listboss_tools.suite_files`.
+services keep their data is :mod:`listboss_tools.databases`; the data folder's files (token signing
+key and JWKS, webhook tokens, ``suite.json``) are :mod:`listboss_tools.suite_files`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from listboss_common.auth import issue_token
+from listboss_common.auth import WRITE, issue_token
+from listboss_common.keys import SigningKey
 from listboss_common.processes import (
     GRPC_CHANNEL_OPTIONS,
     STOP_GRACE,
@@ -45,13 +46,16 @@ from listboss_tools.databases import (
     service_database_url,
 )
 from listboss_tools.suite_files import (
+    DATA_KEY_FILE_NAME,
     DEFAULT_DATA_DIR,
     DEMO_PRODUCER,
+    JWKS_FILE_NAME,
     REPO_ROOT,
-    SECRET_FILE_NAME,
+    SIGNING_KEY_FILE_NAME,
     SUITE_FILE_NAME,
     WEBHOOK_TOKENS_FILE_NAME,
-    read_or_create_secret,
+    read_or_create_data_key,
+    read_or_create_signing_key,
     read_or_create_webhook_tokens,
     write_private,
 )
@@ -61,8 +65,9 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "DEMO_PRODUCER",
     "GRPC_CHANNEL_OPTIONS",
+    "JWKS_FILE_NAME",
     "REPO_ROOT",
-    "SECRET_FILE_NAME",
+    "SIGNING_KEY_FILE_NAME",
     "SUITE_FILE_NAME",
     "Suite",
     "SuiteError",
@@ -88,6 +93,18 @@ DEFAULT_PORTS = {
 METRICS_PARTS = {name: f"{name}_metrics" for name in SERVICE_NAMES}
 
 START_TIMEOUT = 30.0
+# How long the tokens the suite prints and hands out stay valid: short, like every token.
+DEV_TOKEN_TTL_SECONDS = 3600
+
+
+def contacts_replica_names(replicas: int) -> tuple[str, ...]:
+    """The parts that run contacts replicas beyond the first: ``contacts-2``, ``contacts-3``, ..."""
+    return tuple(f"contacts-{index}" for index in range(2, replicas + 1))
+
+
+def service_of(part: str) -> str:
+    """The service a part runs: ``contacts`` for ``contacts-2``; the part's own name otherwise."""
+    return part.partition("-")[0]
 
 
 class SuiteError(ProcessError):
@@ -117,7 +134,7 @@ class _Printer:
         """What a part's output lines go through: ``name |`` before each, in a colour of its own."""
         label = f"{name:<{max(map(len, PARTS))}} |"
         if self.color:
-            label = f"{_COLORS[PARTS.index(name) % len(_COLORS)]}{label}{_RESET}"
+            label = f"{_COLORS[PARTS.index(service_of(name)) % len(_COLORS)]}{label}{_RESET}"
         return lambda line: self.write(f"{label} {line}")
 
 
@@ -132,6 +149,11 @@ class Suite:
     ``LISTBOSS_*`` variables). ``output`` receives the children's prefixed output
     (None, the default: keep only each child's last lines, for error reports and
     :meth:`last_output`).
+
+    ``contacts_replicas`` runs that many contacts processes (parts ``contacts``, ``contacts-2``,
+    ...), each on a free gRPC and metrics port of its own, sharing the durable consumer of
+    changes. More than one needs PostgreSQL: on SQLite nothing keeps a second replica from
+    relaying the tag-change outbox beside the first.
     """
 
     def __init__(
@@ -148,12 +170,18 @@ class Suite:
         segmentation_metrics_port: int = 0,
         contacts_metrics_port: int = 0,
         database: str = "sqlite",
+        contacts_replicas: int = 1,
         extra_env: Mapping[str, str] | None = None,
         output: TextIO | None = None,
         start_timeout: float = START_TIMEOUT,
         stop_grace: float = STOP_GRACE,
     ):
         check_database_choice(database)
+        if contacts_replicas < 1:
+            raise ValueError(f"contacts_replicas must be at least 1, got {contacts_replicas}")
+        if contacts_replicas > 1 and database == "sqlite":
+            raise ValueError("more than one contacts replica needs PostgreSQL (--database postgresql+psycopg://...)")
+        self.contacts_replicas = contacts_replicas
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.database = database
@@ -170,6 +198,11 @@ class Suite:
                 "ingest_metrics": ingest_metrics_port,
                 "segmentation_metrics": segmentation_metrics_port,
                 "contacts_metrics": contacts_metrics_port,
+                **{
+                    port_name: 0
+                    for replica in contacts_replica_names(contacts_replicas)
+                    for port_name in (replica, f"{replica}_metrics")
+                },
             }
         )
         self._printer = _Printer(output)
@@ -178,7 +211,7 @@ class Suite:
         )
         self._services: dict[str, ServiceProcess] = {}  # the started ones
         self._started = False
-        self._secret: str | None = None
+        self._signing_key: SigningKey | None = None
         self._wrote_suite_file = False
         self.stopping = False
         # Set (e.g. by a second Ctrl-C) to skip the rest of the stop grace period.
@@ -225,6 +258,16 @@ class Suite:
         return self._address("contacts")
 
     @property
+    def contacts_addresses(self) -> list[str]:
+        """The gRPC address of every contacts replica, the first one's first."""
+        return [self._address(name) for name in self.service_parts if service_of(name) == "contacts"]
+
+    @property
+    def service_parts(self) -> tuple[str, ...]:
+        """The service processes this suite runs, in the order they start."""
+        return (*SERVICE_NAMES, *contacts_replica_names(self.contacts_replicas))
+
+    @property
     def http_address(self) -> str:
         return self._address("http")
 
@@ -234,7 +277,7 @@ class Suite:
 
     def metrics_url(self, service: str) -> str:
         """Where Prometheus scrapes ``service`` (``ingest``, ``segmentation``, ``contacts``)."""
-        return f"http://{self._address(METRICS_PARTS[service])}/metrics"
+        return f"http://{self._address(f'{service}_metrics')}/metrics"
 
     @property
     def metrics_urls(self) -> dict[str, str]:
@@ -244,8 +287,23 @@ class Suite:
         return f"http://{self.http_address}/webhooks/hotmart/{producer}"
 
     @property
-    def secret_file(self) -> Path:
-        return self.data_dir / SECRET_FILE_NAME
+    def signing_key_file(self) -> Path:
+        """The private key the suite's tokens are signed with (``listboss-token`` reads it too)."""
+        return self.data_dir / SIGNING_KEY_FILE_NAME
+
+    @property
+    def jwks_file(self) -> Path:
+        """The public keys the services verify tokens with (``LISTBOSS_JWKS_FILE``)."""
+        return self.data_dir / JWKS_FILE_NAME
+
+    @property
+    def data_key_file(self) -> Path:
+        return self.data_dir / DATA_KEY_FILE_NAME
+
+    @property
+    def data_key(self) -> str:
+        """The suite's ``LISTBOSS_DATA_KEY``, created in the data folder on first use."""
+        return read_or_create_data_key(self.data_key_file)
 
     @property
     def suite_file(self) -> Path:
@@ -261,13 +319,15 @@ class Suite:
         return read_or_create_webhook_tokens(self.webhook_tokens_file, DEMO_PRODUCER)[DEMO_PRODUCER]
 
     @property
-    def secret(self) -> str:
-        if self._secret is None:
-            self._secret = read_or_create_secret(self.secret_file)
-        return self._secret
+    def signing_key(self) -> SigningKey:
+        """The data folder's signing key, created (and published in the JWKS) on first use."""
+        if self._signing_key is None:
+            self._signing_key = read_or_create_signing_key(self.signing_key_file, self.jwks_file)
+        return self._signing_key
 
-    def producer_token(self, producer: str = DEMO_PRODUCER) -> str:
-        return issue_token(self.secret, producer)
+    def producer_token(self, producer: str = DEMO_PRODUCER, scope: str = WRITE) -> str:
+        """A fresh token for ``producer`` valid for DEV_TOKEN_TTL_SECONDS."""
+        return issue_token(self.signing_key, producer, scope=scope, ttl_seconds=DEV_TOKEN_TTL_SECONDS)
 
     @property
     def demo_token(self) -> str:
@@ -275,7 +335,7 @@ class Suite:
 
     @property
     def internal_token(self) -> str:
-        return issue_token(self.secret, None)
+        return issue_token(self.signing_key, None, ttl_seconds=DEV_TOKEN_TTL_SECONDS)
 
     def database_url(self, service: str) -> str:
         return service_database_url(self.database, self.data_dir, service)
@@ -316,11 +376,12 @@ class Suite:
         try:
             self._check_ports_free()
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._secret = read_or_create_secret(self.secret_file)
+            self._signing_key = read_or_create_signing_key(self.signing_key_file, self.jwks_file)
             read_or_create_webhook_tokens(self.webhook_tokens_file, DEMO_PRODUCER)
+            read_or_create_data_key(self.data_key_file)
             self._prepare_databases()
             self._nats.start()
-            for name in SERVICE_NAMES:
+            for name in self.service_parts:
                 self._services[name] = self._service(name)
                 self._services[name].start()
             wait_serving(list(self._services.values()), self.start_timeout)
@@ -351,9 +412,10 @@ class Suite:
         env.update(
             {
                 "LISTBOSS_GRPC_ADDRESS": self._address(name),
-                "LISTBOSS_METRICS_ADDRESS": self._address(METRICS_PARTS[name]),
+                "LISTBOSS_METRICS_ADDRESS": self._address(f"{name}_metrics"),
                 "LISTBOSS_NATS_URL": self.nats_url,
-                "LISTBOSS_AUTH_SECRET": self.secret,
+                "LISTBOSS_JWKS_FILE": str(self.jwks_file),
+                "LISTBOSS_DATA_KEY": self.data_key,
                 # Console logs on a terminal; JSON lines when captured (tests, files).
                 "LISTBOSS_LOG_FORMAT": os.environ.get(
                     "LISTBOSS_LOG_FORMAT", "console" if self._printer.color else "json"
@@ -362,8 +424,8 @@ class Suite:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if name in DATABASE_NAMES:
-            env["LISTBOSS_DATABASE_URL"] = self.database_url(name)
+        if service_of(name) in DATABASE_NAMES:
+            env["LISTBOSS_DATABASE_URL"] = self.database_url(service_of(name))
         if name == "ingest":
             env["LISTBOSS_HTTP_ADDRESS"] = self.http_address
             env["LISTBOSS_WEBHOOK_TOKENS_FILE"] = str(self.webhook_tokens_file)
@@ -372,7 +434,11 @@ class Suite:
 
     def _service(self, name: str) -> ServiceProcess:
         return ServiceProcess(
-            name, self.service_env(name), address=self._address(name), echo=self._printer.prefixed(name)
+            name,
+            self.service_env(name),
+            address=self._address(name),
+            echo=self._printer.prefixed(name),
+            program=service_of(name),
         )
 
     # -- running ---------------------------------------------------------------
@@ -415,7 +481,7 @@ class Suite:
         (``<data_dir>/nats``), a service with the same environment and port. Returns once
         nats-server greets, or once the service answers SERVING (the others are not waited on).
         """
-        if name not in PARTS:
+        if name != "nats" and name not in self.service_parts:
             raise SuiteError(f"unknown part {name!r}")
         child = self._children().get(name)
         if child is not None and child.poll() is None:

@@ -31,7 +31,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run the whole ListBoss suite locally: nats-server (JetStream), SQLite and the three services.",
     )
     add = parser.add_argument
-    add("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="JetStream, databases, secret (default: %(default)s)")
+    add("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="JetStream, databases, keys (default: %(default)s)")
     add("--host", default="127.0.0.1", help="address every part listens on (default: %(default)s)")
     add("--nats-port", type=int, default=DEFAULT_PORTS["nats"], help="0 picks a free port (default: %(default)s)")
     add("--ingest-port", type=int, default=DEFAULT_PORTS["ingest"], help="(default: %(default)s)")
@@ -80,10 +80,10 @@ def _banner(suite: Suite) -> str:
         f"                 metrics {suite.metrics_url('contacts')}",
         f"  nats           {suite.nats_url}  (JetStream in {show(suite.data_dir / 'nats')})",
         "",
-        f"Development tokens (valid across restarts; secret in {show(suite.secret_file)}):",
+        f"Development tokens (write scope, valid for an hour; signing key {show(suite.signing_key_file)}):",
         f"  producer {DEMO_PRODUCER}:  {suite.demo_token}",
         f"  internal:       {suite.internal_token}",
-        "  more:           listboss-token --producer NAME  |  listboss-token --internal",
+        "  more:           listboss-token --producer NAME [--scope read] [--ttl 8h]  |  listboss-token --internal",
         f"Webhook token (X-HOTMART-HOTTOK) of producer {DEMO_PRODUCER}: {suite.demo_hottok}",
         f"  (producers' hottoks in {show(suite.webhook_tokens_file)}; ingest reads it at start)",
         "",

@@ -62,8 +62,11 @@ def apply_batch(store: ContactStore, changes: Sequence[domain.Change], tag_ids: 
     if live:
         store.add_history(domain.history_entries(live, contact_ids, created))
         firsts = domain.first_product_events(live, contact_ids)
-        linked = store.link_products(firsts)
-        store.add_daily_counts(domain.daily_counts(live, {firsts[pair].event for pair in linked}))
+        linked = store.link_products(firsts) if firsts else set()
+        # Empty when every event of the batch names no product.
+        daily = domain.daily_counts(live, {firsts[pair].event for pair in linked})
+        if daily:
+            store.add_daily_counts(daily)
     result.applied = len(fresh)
     return result
 

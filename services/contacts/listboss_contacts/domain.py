@@ -10,6 +10,15 @@ key by key.
 The functions here take and return plain values (:class:`Change` and the
 tuples below); :mod:`listboss_contacts.apply` reads what they need through the
 repository and writes what they decide.
+
+A change without an email (its person was erased while it was on the bus, see
+:mod:`listboss_common.personal_data`) captures and tags nobody; its event is
+still recorded in the history, without a contact.
+
+A change without a product (the event named a person but no usable product) captures and
+updates its contact and is recorded in the history with product "" (so no product's
+``ListEvents`` shows it); it links the contact to no product, counts on no dashboard and,
+having no tag operations (segmentation gives it none), tags nothing.
 """
 
 from __future__ import annotations
@@ -109,7 +118,9 @@ def newest_links(
     """The batch's newest operation per (contact, tag)."""
     incoming: dict[LinkKey, TagLink] = {}
     for change in changes:
-        contact_id = contact_ids[change.contact]
+        contact_id = contact_ids.get(change.contact)
+        if contact_id is None:  # no person (erased before the change arrived): no contact to tag
+            continue
         stamp = change.stamp
         for operation in change.operations:
             pair = (contact_id, tag_ids[(change.producer, change.product, operation.tag_key)])
@@ -184,7 +195,7 @@ def unapplied(
     changes (a backfill never captures anyone, so an erased person stays erased)."""
     recorded = set(recorded)
     fresh = [change for key, change in live.items() if key not in recorded]
-    present = {change.contact for change in fresh}
+    present = {change.contact for change in fresh if change.email}
     present.update(known_contacts)
     return fresh + [change for change in backfills if change.contact in present]
 
@@ -241,6 +252,8 @@ def contact_events(changes: Iterable[Change]) -> dict[ContactKey, ContactEvents]
     times, and the chosen data merged newest-wins."""
     found: dict[ContactKey, ContactEvents] = {}
     for change in changes:
+        if not change.email:  # the person was erased: nobody to capture
+            continue
         key = change.contact
         stamp = change.stamp
         seen = found.get(key)
@@ -313,7 +326,7 @@ class HistoryEntry(NamedTuple):
     event_id: str
     event_type: int
     occur_time: int
-    contact_id: int
+    contact_id: int | None  # None: the event's person was erased before it was applied
     email: str
     contact_created: bool
     added_tags: list[str]
@@ -344,7 +357,7 @@ def history_entries(
             change.event_id,
             change.event_type,
             change.occur_time,
-            contact_ids[change.contact],
+            contact_ids.get(change.contact),
             change.email,
             change.event in capturing,
             [op.tag_key for op in change.operations if op.added],
@@ -359,10 +372,14 @@ def first_product_events(
     changes: Iterable[Change], contact_ids: Mapping[ContactKey, int]
 ) -> dict[tuple[int, str], Change]:
     """Per (contact id, product), the batch's oldest event: the one that links them if
-    they were not linked yet (for ``product = ...`` filters and the dashboard)."""
+    they were not linked yet (for ``product = ...`` filters and the dashboard). An event
+    without a product links its contact to none."""
     firsts: dict[tuple[int, str], Change] = {}
     for change in changes:
-        pair = (contact_ids[change.contact], change.product)
+        contact_id = contact_ids.get(change.contact)
+        if contact_id is None or not change.product:
+            continue
+        pair = (contact_id, change.product)
         if pair not in firsts or change.stamp < firsts[pair].stamp:
             firsts[pair] = change
     return firsts
@@ -373,10 +390,13 @@ DailyKey = tuple[str, str, int, int]  # (producer, product, day since the epoch,
 
 def daily_counts(changes: Iterable[Change], linking: Iterable[EventKey]) -> dict[DailyKey, tuple[int, int]]:
     """The batch's additions to the per-product daily counters: (events, contacts
-    captured), where captured counts the events that linked a contact to the product."""
+    captured), where captured counts the events that linked a contact to the product.
+    An event without a product counts on no product's dashboard."""
     linking = set(linking)
     counts: dict[DailyKey, list[int]] = defaultdict(lambda: [0, 0])
     for change in changes:
+        if not change.product:
+            continue
         key = (change.producer, change.product, change.occur_time // MICROS_PER_DAY, change.event_type)
         counts[key][0] += 1
         counts[key][1] += change.event in linking

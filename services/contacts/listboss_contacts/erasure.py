@@ -7,10 +7,16 @@ contact row is deleted. The events stay in the history, so a redelivered old
 event is still recognised as applied and cannot bring the person back; a new
 event for the same email captures a new contact (a new name).
 
-The tag-change outbox and stream carry contact resource names, never emails or
-names, so nothing there is personal data; entries already published stay and
-now name a contact that answers NOT_FOUND. Erasure itself publishes no tag
-changes.
+The contact's tag changes still waiting in the outbox are deleted with it. The
+tag-change stream carries contact resource names, never emails or names: entries
+already published stay and now name a contact that answers NOT_FOUND. Erasure
+itself publishes no tag changes.
+
+Nothing personal is left in the contacts database's rows; what remains of the
+deleted rows in the files is the storage's concern: SQLite overwrites deleted
+content (``secure_delete``) and the handler checkpoints the write-ahead log after
+the transaction; PostgreSQL keeps dead tuples until VACUUM (docs/operations.md,
+"Erasure (LGPD/GDPR)"). The segmentation database holds no person's data.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from listboss_common.db import is_postgres
-from listboss_contacts.schema import contact_products, contact_tags, contacts, history, tags
+from listboss_contacts.schema import contact_products, contact_tags, contacts, history, tag_change_outbox, tags
 
 
 def erase_contact(connection: Connection, producer: str, contact_id: int) -> bool:
@@ -46,6 +52,12 @@ def erase_contact(connection: Connection, producer: str, contact_id: int) -> boo
         history.update()
         .where(history.c.producer == producer, history.c.contact_id == contact_id)
         .values(contact_id=None, email="")
+    )
+    # Tag changes not yet relayed would name the contact after it is gone: they go too.
+    connection.execute(
+        tag_change_outbox.delete().where(
+            tag_change_outbox.c.producer == producer, tag_change_outbox.c.contact_id == contact_id
+        )
     )
     connection.execute(contacts.delete().where(contacts.c.id == contact_id))
     return True

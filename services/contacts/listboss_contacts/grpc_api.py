@@ -8,19 +8,37 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import nats.errors
 from google.protobuf import empty_pb2
 from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
 from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
-from listboss_common.auth import require_producer_access
+from listboss_common import personal_data
+from listboss_common.auth import READ, WRITE, require_producer_access
+from listboss_common.db import DEFAULT_STATEMENT_TIMEOUT, rpc_statement_timeout
+from listboss_common.deadlines import database_deadline
 from listboss_common.errors import invalid_field, not_found, unavailable
 from listboss_common.paging import decode_page_token, page_size, parse_order_by
 from listboss_common.resources import CONTACT, PRODUCER, PRODUCT, ResourcePattern
 from listboss_common.timestamps import micros
 from listboss_contacts import domain, handlers, messages, queries, tag_changes
 from listboss_contacts.unit_of_work import UnitOfWork
+
+# The token scope each RPC needs, checked before the handler runs; an RPC missing here is refused.
+# A read token (the email tool's) lists, counts, exports, gets and watches; erasing needs write.
+METHOD_SCOPES = {
+    "GetContact": READ,
+    "ListContacts": READ,
+    "CountContacts": READ,
+    "ExportContacts": READ,
+    "ListTags": READ,
+    "ListEvents": READ,
+    "GetProductDashboard": READ,
+    "WatchTagChanges": READ,
+    "DeleteContact": WRITE,
+}
 
 DASHBOARD = ResourcePattern("producers/{producer}/products/{product}/dashboard")
 DEFAULT_DASHBOARD_DAYS = 30
@@ -46,9 +64,15 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         engine: Engine,
         js: JetStreamContext | None = None,
         unit_of_work: Callable[[], UnitOfWork] | None = None,
+        person_keys: personal_data.PersonKeys | None = None,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
     ):
-        self._uow = unit_of_work or (lambda: UnitOfWork(engine))
+        # Each RPC's statements end by its deadline, and within ``statement_timeout`` seconds.
+        timeout = rpc_statement_timeout(statement_timeout)
+        self._uow = unit_of_work or (lambda: UnitOfWork(engine, timeout))
         self._js = js
+        # Erasure destroys the person's key on the bus; the service always passes it.
+        self._person_keys = person_keys
         # Set at shutdown: open WatchTagChanges streams end cleanly (status OK).
         self._closing = asyncio.Event()
 
@@ -56,7 +80,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self._closing.set()
 
     async def _call(self, handler, *args):
-        return await asyncio.to_thread(handler, self._uow(), *args)
+        with database_deadline():
+            return await asyncio.to_thread(handler, self._uow(), *args)
 
     @staticmethod
     def _producer(parent: str) -> str:
@@ -125,11 +150,31 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
                 pending.cancel()
 
     async def DeleteContact(self, request: pb.DeleteContactRequest, context) -> empty_pb2.Empty:
+        """Destroys the person's key on the bus (every sealed copy of their data becomes
+        unreadable), then erases the contact from the database. NATS away: UNAVAILABLE
+        before the database is touched; a repeated call completes what one left undone."""
         producer, contact_id = self._contact(request.name)
-        erased = await self._call(handlers.delete_contact, producer, contact_id) if contact_id is not None else False
+        found = await self._call(handlers.get_contact, producer, contact_id) if contact_id is not None else None
+        if found is None:
+            raise not_found(request.name)
+        if self._person_keys is not None:
+            await self._destroy_person_key(producer, found[0].email)
+        erased = await self._call(handlers.delete_contact, producer, contact_id)
         if not erased:
             raise not_found(request.name)
         return empty_pb2.Empty()
+
+    async def _destroy_person_key(self, producer: str, email: str) -> None:
+        assert self._person_keys is not None
+        nc = getattr(self._js, "_nc", None)
+        if nc is not None and not nc.is_connected:
+            raise unavailable("the event bus is not reachable; retry the erasure", "BUS_UNAVAILABLE")
+        try:
+            await self._person_keys.destroy(producer, email)
+        except nats.errors.Error as error:
+            raise unavailable(
+                f"the event bus did not erase the person's key; retry ({type(error).__name__})", "BUS_UNAVAILABLE"
+            ) from error
 
     async def ListTags(self, request: pb.ListTagsRequest, context) -> pb.ListTagsResponse:
         producer = self._producer(request.parent)

@@ -69,10 +69,13 @@ def count_contacts(uow: UnitOfWork, producer: str, node: filtering.Node | None) 
 
 
 def delete_contact(uow: UnitOfWork, producer: str, contact_id: int) -> bool:
-    """Erases the contact (see :mod:`~listboss_contacts.erasure`); False when there is none."""
+    """Erases the contact (see :mod:`~listboss_contacts.erasure`); False when there is none.
+    Once committed, the storage is asked to let go of the replaced pages too (best effort)."""
     with uow:
         erased = uow.erase_contact(producer, contact_id)
         uow.commit()
+    if erased:
+        uow.release_erased_pages()
     return erased
 
 

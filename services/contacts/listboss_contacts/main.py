@@ -2,7 +2,9 @@
 
 Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50053), LISTBOSS_METRICS_ADDRESS (Prometheus
 /metrics, default 127.0.0.1:9103), LISTBOSS_NATS_URL,
-LISTBOSS_AUTH_SECRET, LISTBOSS_DATABASE_URL (default sqlite:///contacts.db).
+LISTBOSS_JWKS_FILE, LISTBOSS_DATABASE_URL (default sqlite:///contacts.db),
+LISTBOSS_STATEMENT_TIMEOUT (seconds, the cap of an RPC's statements; default 30), LISTBOSS_DATA_KEY
+(opens the persons sealed on the bus; erasure destroys their keys: listboss_common.personal_data).
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import gc
 import sys
 
 from listboss.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
-from listboss_common import bus
+from listboss_common import bus, personal_data
 from listboss_common.config import ServiceConfig, env, env_int
-from listboss_common.db import create_engine
+from listboss_common.db import create_engine, statement_timeout_from_env
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
 from listboss_common.readiness import DatabaseProbe, Readiness
-from listboss_common.service import run_service
+from listboss_common.service import run_service, token_verifier
 from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_contacts import schema
 from listboss_contacts.consumer import ChangeApplier
-from listboss_contacts.grpc_api import ContactsServicer
+from listboss_contacts.grpc_api import METHOD_SCOPES, ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
 
 SERVICE_NAME = contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name
@@ -43,18 +45,30 @@ def changes_worker() -> WorkerSpec:
 
 async def run() -> None:
     config = ServiceConfig.from_env(default_grpc_address="127.0.0.1:50053", default_metrics_address="127.0.0.1:9103")
-    engine = create_engine(env("LISTBOSS_DATABASE_URL", "sqlite:///contacts.db"))
+    verifier = token_verifier(config)  # refuses a missing or weak JWKS before anything starts
+    keyring = personal_data.Keyring.from_env()  # refuses a missing or weak key before anything starts
+    statement_timeout = statement_timeout_from_env()  # a bad value fails the start
+    engine = create_engine(env("LISTBOSS_DATABASE_URL", "sqlite:///contacts.db"), application_name="listboss-contacts")
     schema.migrate_database(engine)
 
     readiness = Readiness()
     nc = await bus.connect(config.nats_url, name="listboss-contacts", readiness=readiness)
     js = nc.jetstream()
-    await bus.ensure_streams(js, [bus.CHANGES, bus.DEADLETTER, bus.TAG_CHANGES])
+    await bus.ensure_streams(js, [bus.CHANGES, bus.DEADLETTER, bus.TAG_CHANGES, bus.PERSON_KEYS])
+    person_keys = personal_data.PersonKeys(js, keyring)
+    await person_keys.listen(nc)
     relay = OutboxRelay(engine, js)
-    worker = PullWorker(js, changes_worker(), ChangeApplier(engine, on_committed=relay.notify).handle, readiness)
-    servicer = ContactsServicer(engine, js)
+    worker = PullWorker(
+        js,
+        changes_worker(),
+        ChangeApplier(engine, on_committed=relay.notify, person_keys=person_keys).handle,
+        readiness,
+    )
+    servicer = ContactsServicer(engine, js, person_keys=person_keys, statement_timeout=statement_timeout)
     binding = ServiceBinding(
-        SERVICE_NAME, lambda server: contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(servicer, server)
+        SERVICE_NAME,
+        lambda server: contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(servicer, server),
+        METHOD_SCOPES,
     )
     # The relay and the stream closer run beside the bus worker and stop with it.
     await run_service(
@@ -64,6 +78,7 @@ async def run() -> None:
         [worker, relay, StreamCloser(servicer), DatabaseProbe(engine, readiness)],
         on_stopped=engine.dispose,
         readiness=readiness,
+        verifier=verifier,
     )
 
 

@@ -19,8 +19,13 @@ _ADD = contact_change_pb2.TagOperation.ACTION_ADD
 # --------------------------------------------------------------------------- bus -> domain
 
 
-def change_from(message: contact_change_pb2.ContactChange) -> domain.Change:
+def change_from(
+    message: contact_change_pb2.ContactChange, person: tuple[str, dict[str, str]] | None = None
+) -> domain.Change:
+    """``person``: the change's (email, contact data) when they came sealed
+    (:func:`listboss_common.personal_data.open_changes`); else the clear fields are read."""
     event = message.event
+    email, data = person if person is not None else (event.person.email, dict(message.contact_data))
     occur = event.occur_time
     # Positional arguments: this runs for every change of every batch.
     return domain.Change(
@@ -28,7 +33,7 @@ def change_from(message: contact_change_pb2.ContactChange) -> domain.Change:
         event.id,
         event.type,
         event.product.id,
-        event.person.email,
+        email,
         occur.seconds * 1_000_000 + occur.nanos // 1000,
         tuple(
             [
@@ -37,13 +42,17 @@ def change_from(message: contact_change_pb2.ContactChange) -> domain.Change:
             ]
         ),
         tuple(message.fired_segmentations),
-        dict(message.contact_data),
+        data,
         message.backfill,
     )
 
 
-def changes_from(messages: Iterable[contact_change_pb2.ContactChange]) -> list[domain.Change]:
-    return [change_from(message) for message in messages]
+def changes_from(
+    messages: Iterable[contact_change_pb2.ContactChange], persons: Iterable[tuple[str, dict[str, str]]] | None = None
+) -> list[domain.Change]:
+    if persons is None:
+        return [change_from(message) for message in messages]
+    return [change_from(message, person) for message, person in zip(messages, persons, strict=True)]
 
 
 # --------------------------------------------------------------------------- rows -> ContactsService

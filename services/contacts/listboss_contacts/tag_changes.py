@@ -40,6 +40,7 @@ from listboss.contacts.v1 import contacts_service_pb2 as pb
 from listboss_common import bus
 from listboss_common.db import advisory_lock_key, is_postgres
 from listboss_common.errors import ServiceError, failed_precondition, invalid_field
+from listboss_common.faults import describe_error
 from listboss_common.metrics import LATENCY_BUCKETS
 from listboss_contacts.messages import tag_change_message
 from listboss_contacts.schema import tag_change_outbox
@@ -113,7 +114,7 @@ class OutboxRelay:
                 except Exception as error:  # NATS or the database away: try again, more slowly
                     failures += 1
                     relayed = 0
-                    log.warning("outbox relay failed; will retry", error=repr(error), failures=failures)
+                    log.warning("outbox relay failed; will retry", error=describe_error(error), failures=failures)
                     await asyncio.to_thread(self._resign)
                     await _wait_any(stop, None, min(10.0, 0.2 * 2 ** min(failures, 6)))
                     continue
@@ -405,7 +406,7 @@ async def watch(
             except Exception as error:  # NATS away or restarting: try again, more slowly
                 failures += 1
                 if failures == 1 or failures % 10 == 0:
-                    log.warning("tag-change fetch failed; will retry", error=repr(error), failures=failures)
+                    log.warning("tag-change fetch failed; will retry", error=describe_error(error), failures=failures)
                 await _wait_any(stopping, None, min(5.0, 0.1 * 2 ** min(failures, 6)))
                 continue
             failures = 0

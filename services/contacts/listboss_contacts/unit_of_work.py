@@ -12,23 +12,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
 from sqlalchemy.engine import Connection, Engine
 
-from listboss_common import filtering
+from listboss_common import db, faults, filtering
+from listboss_common.db import WORKER_STATEMENT_TIMEOUT, StatementTimeout
 from listboss_common.paging import SortOrder
 from listboss_contacts import erasure, queries
 from listboss_contacts.repository import ContactStore
+
+log = structlog.get_logger("listboss.contacts")
 
 
 class UnitOfWork:
     _connection: Connection
     store: ContactStore
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, statement_timeout: StatementTimeout = WORKER_STATEMENT_TIMEOUT):
         self._engine = engine
+        # The RPCs pass theirs (the caller's deadline); the bus worker keeps the generous default.
+        self._statement_timeout = statement_timeout
 
     def __enter__(self) -> UnitOfWork:
         self._connection = self._engine.connect()
+        self._statement_timeout.apply(self._connection)
         self.store = ContactStore(self._connection)
         return self
 
@@ -72,3 +79,13 @@ class UnitOfWork:
 
     def erase_contact(self, producer: str, contact_id: int) -> bool:
         return erasure.erase_contact(self._connection, producer, contact_id)
+
+    def release_erased_pages(self) -> None:
+        """After an erasure has committed, outside its transaction: SQLite's write-ahead log
+        still holds the pages the erasure replaced, so it is checkpointed and truncated.
+        Best effort: the erasure stands whether or not this succeeds."""
+        try:
+            if not db.checkpoint_wal(self._engine):
+                log.info("write-ahead log busy after an erasure; the next checkpoint truncates it")
+        except Exception as error:
+            log.warning("write-ahead log checkpoint after an erasure failed", error=faults.describe_error(error))

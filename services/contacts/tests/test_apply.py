@@ -163,3 +163,34 @@ def test_migrations_are_recorded_and_run_once(engine):
     schema.migrate_database(engine)  # second run: nothing to do
     with engine.connect() as connection:
         assert schema.ALEMBIC.current(connection) == schema.ALEMBIC.head()
+
+
+def test_an_event_without_a_product_captures_and_records_but_links_no_product(engine):
+    productless = change("e1", "ana@example.com", 100)
+    productless.event.ClearField("product")
+    result = apply(engine, [productless, change("e2", "bea@example.com", 200, adds=["purchase-approved"])])
+    assert result.applied == 2
+    with engine.connect() as connection:
+        contacts = {
+            row.email: (row.source, tag_rows)
+            for row, tag_rows in queries.list_contacts(connection, "alice", None, None, 10)
+        }
+        product_history = queries.list_history(connection, "alice", "42", None, 10)
+        links = connection.execute(sa.select(schema.contact_products)).all()
+        history = connection.execute(sa.select(schema.history.c.event_id, schema.history.c.product)).all()
+        daily = connection.execute(sa.select(schema.product_daily.c.product)).all()
+    assert contacts["ana@example.com"] == (1, [])  # captured, label AUTO, no tag
+    assert sorted(history) == [("e1", ""), ("e2", "42")]  # recorded with what it did: nothing
+    assert [entry.event_id for entry in product_history] == ["e2"]  # no product lists it
+    assert {link.product for link in links} == {"42"}
+    assert {row.product for row in daily} == {"42"}
+
+
+def test_a_batch_of_events_without_a_product_alone_is_applied(engine):
+    productless = change("e1", "ana@example.com", 100)
+    productless.event.ClearField("product")
+    assert apply(engine, [productless]).applied == 1
+    with engine.connect() as connection:
+        assert [row.email for row, _ in queries.list_contacts(connection, "alice", None, None, 10)] == [
+            "ana@example.com"
+        ]

@@ -21,7 +21,7 @@ from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_contacts import schema
 from listboss_contacts.consumer import ChangeApplier
-from listboss_contacts.grpc_api import ContactsServicer
+from listboss_contacts.grpc_api import METHOD_SCOPES, ContactsServicer
 from listboss_contacts.tag_changes import OutboxRelay
 from listboss_testing import bearer, binding
 
@@ -59,7 +59,7 @@ class Service:
 
     async def start(self, grpc_server):
         self.served = await grpc_server(
-            [binding(SERVICE, pb_grpc.add_ContactsServiceServicer_to_server, self.servicer)]
+            [binding(SERVICE, pb_grpc.add_ContactsServiceServicer_to_server, self.servicer, METHOD_SCOPES)]
         )
         self.stub = pb_grpc.ContactsServiceStub(self.served.channel)
 

@@ -18,7 +18,7 @@ from listboss.contacts.v1 import contacts_service_pb2_grpc as pb_grpc
 from listboss_common import bus
 from listboss_common.errors import ServiceError
 from listboss_contacts import tag_changes
-from listboss_contacts.grpc_api import ContactsServicer
+from listboss_contacts.grpc_api import METHOD_SCOPES, ContactsServicer
 from listboss_contacts.tag_changes import ChangeReader, TagSelector, watch
 from listboss_testing import bearer, binding
 
@@ -216,6 +216,7 @@ async def test_an_expired_cursor_is_failed_precondition_over_grpc(js, grpc_serve
                 pb.DESCRIPTOR.services_by_name["ContactsService"],
                 pb_grpc.add_ContactsServiceServicer_to_server,
                 servicer,
+                METHOD_SCOPES,
             )
         ]
     )

@@ -14,6 +14,8 @@ names both and reads the body). Answers:
 405    a method other than POST
 413    a body over 1 MiB (by ``Content-Length``, or by what is actually read)
 415    a ``Content-Type`` other than ``application/json`` (charset utf-8 if given)
+429    the producer's rate limit is used up (``Retry-After``: whole seconds until a webhook
+       passes); checked right after the token, before the body is read
 503    JetStream did not store the event in time (``Retry-After`` set): the platform retries
 =====  =========================================================================================
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -39,6 +42,7 @@ from prometheus_client import Counter, Histogram
 
 from listboss_common.errors import FieldViolation, InvalidArgument, ServiceError
 from listboss_common.metrics import LATENCY_BUCKETS
+from listboss_common.rate_limit import RateLimiter, admit, retry_after_seconds
 from listboss_ingest import handlers
 from listboss_ingest.publisher import EventPublisher
 from listboss_ingest.sources import WebhookSource, hotmart
@@ -50,6 +54,9 @@ log = structlog.get_logger("listboss.ingest.http")
 WEBHOOK_PATH = "/webhooks/{source}/{{producer}}"
 HOTTOK_HEADER = hotmart.TOKEN_HEADER
 MAX_BODY_BYTES = handlers.MAX_WEBHOOK_BYTES
+MAX_REQUEST_LINE_BYTES = MAX_BODY_BYTES
+# The {producer} of the path: a producer id (normalize.PRODUCER_PATTERN) is at most 63 characters.
+MAX_PRODUCER_LENGTH = 63
 # The platform retries a webhook that fails; answering 503 quickly beats holding it.
 PUBLISH_TIMEOUT = 2.0
 RETRY_AFTER_SECONDS = "5"
@@ -78,6 +85,7 @@ _STATUS_NAMES = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",
 }
@@ -133,8 +141,11 @@ class WebhookReceiver:
         source: WebhookSource = hotmart,
         publish_timeout: float = PUBLISH_TIMEOUT,
         shutdown_grace: float = 10.0,
+        rate_limiter: RateLimiter | None = None,
     ):
         self._publisher = publisher
+        # Shared with the gRPC API: a producer has one allowance, whichever way it sends.
+        self._rate_limiter = rate_limiter
         self._tokens = tokens
         self._source = source
         self._publish_timeout = publish_timeout
@@ -153,14 +164,21 @@ class WebhookReceiver:
         app.router.add_get("/healthz", self._health)
         return app
 
-    async def start(self, address: str) -> int:
-        """Listens on ``address`` (``host:port``; port 0 picks a free one); returns the port."""
+    async def start(self, address: str, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listens on ``address`` (``host:port``; port 0 picks a free one), over HTTPS with
+        ``ssl_context`` (:meth:`listboss_common.tls.ServerTls.http_ssl_context`); returns the port."""
         host, port = _split_address(address)
         runner = web.AppRunner(
-            self.application(), access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_grace
+            self.application(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_grace,
+            # A request line up to the body's limit reaches the handler (an over-long producer
+            # is answered in JSON); aiohttp's own 400 for longer ones quotes the line.
+            max_line_size=MAX_REQUEST_LINE_BYTES,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as error:
@@ -169,7 +187,12 @@ class WebhookReceiver:
         self._runner = runner
         self.port = runner.addresses[0][1]  # the bound port, when port 0 asked for a free one
         self._serving = True
-        log.info("webhook receiver started", address=f"{host}:{self.port}", producers=len(self._tokens))
+        log.info(
+            "webhook receiver started",
+            address=f"{host}:{self.port}",
+            producers=len(self._tokens),
+            tls=ssl_context is not None,
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -220,6 +243,16 @@ class WebhookReceiver:
         _count_request(request, response.status, duration)
         return response
 
+    def _admit(self, producer: str) -> None:
+        """One webhook is one event: its producer's rate limit takes one token, or 429."""
+        try:
+            admit(self._rate_limiter, {producer: 1}, transport="http", field="payload")
+        except ServiceError as error:
+            if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or error.retry_delay is None:
+                raise
+            retry_after = str(retry_after_seconds(error.retry_delay))
+            raise _Reject(429, error.reason, error.message, headers={"Retry-After": retry_after}) from None
+
     async def _health(self, request: web.Request) -> web.Response:
         if not self._serving:
             return error_response(503, "NOT_SERVING", "shutting down")
@@ -229,10 +262,21 @@ class WebhookReceiver:
         fields = request[_LOG_FIELDS]
         producer = request.match_info["producer"]
         fields["producer"] = producer[:_MAX_LOGGED_PRODUCER]
+        if len(producer) > MAX_PRODUCER_LENGTH:
+            # No producer id is that long: say so (never repeating it) rather than "unknown".
+            raise _Reject(
+                400,
+                "INVALID_ARGUMENT",
+                f"producer: must be at most {MAX_PRODUCER_LENGTH} characters; got {len(producer)}",
+                (FieldViolation("producer", f"must be at most {MAX_PRODUCER_LENGTH} characters"),),
+            )
         header = self._source.TOKEN_HEADER
         if not self._tokens.verify(producer, request.headers.get(header)):
             # One answer for a missing token, a wrong one and an unknown producer.
             raise _Reject(401, "UNAUTHENTICATED", f"missing or invalid {header} for this producer")
+        # After the token (nobody drains another producer's allowance), before the body is read:
+        # a refused webhook costs next to nothing.
+        self._admit(producer)
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise _Reject(
                 413,

@@ -23,7 +23,7 @@ Rules enforced by :func:`normalize_event`
                                     | - no control character: U+0000-U+001F (NUL, and tab, LF, CR too: no
                                     |   field is free text, each holds one line), U+007F, U+0080-U+009F
                                     | - no lone surrogate, U+D800-U+DFFF (a JSON "\\ud800" in a webhook; over
-                                    |   gRPC the transport refuses one, see undecodable.py)
+                                    |   gRPC the transport refuses one, see listboss_common.decoding)
                                     | - at most: 128 characters for ids and codes (id, product.id, webinar.id,
                                     |   module.id, content_id, transaction, subscription id and
                                     |   subscriber_code, plan id and offer_code, offer and coupon codes, every
@@ -42,13 +42,20 @@ Rules enforced by :func:`normalize_event`
     type                            | not EVENT_TYPE_UNSPECIFIED, and a value the enum defines
     occur_time                      | required, valid nanos, not before 2000-01-01T00:00:00Z, not more than
                                     | 1 day after the current time
-    product.id                      | required, trimmed; an all-digits id loses its leading zeros ("00000" ->
-                                    | "0", "0042" -> "42"); letters, digits, '-', '_', '.'
+    product                         | optional: an event without a product, or whose product.id is empty
+                                    | once trimmed, goes on without one (product cleared): its contact is
+                                    | captured and its history recorded, no tag applies (docs/api.md,
+                                    | "Events without a product")
+    product.id                      | trimmed; an all-digits id loses its leading zeros ("00000" -> "0",
+                                    | "0042" -> "42"); letters, digits, '-', '_', '.'
     person.email                    | required, trimmed, lower-cased; exactly one '@', a non-empty local part,
                                     | a domain with a dot (not at either end, no ".."), no spaces
     purchase.price, .full_price     | when present: value finite and >= 0; currency code upper case
     purchase.installments,          | must be >= 0
     .recurrence_number              |
+    every Timestamp but occur_time  | when present (purchase.order_time, .approved_time,
+                                    | subscription.next_charge_time, webinar.start_time): valid nanos,
+                                    | seconds within Timestamp's range (0001-01-01 to 9999-12-31)
     *.country_code, checkout_...    | trimmed, upper case (ISO 3166-1 / ISO 4217)
     purchase.status, .payment_type, | trimmed, upper case: the platform's enum-like codes
     subscription.status             |
@@ -79,6 +86,8 @@ import math
 import re
 import time
 from typing import Final
+
+from google.protobuf import timestamp_pb2
 
 from listboss.events.v1 import event_pb2
 from listboss_common.errors import FieldViolation, InvalidArgument
@@ -117,6 +126,9 @@ MAX_EVENT_BYTES: Final = 256 * 1024
 _MIN_OCCUR_SECONDS: Final = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_FUTURE_SECONDS: Final = 86_400  # clocks drift; a day is generous, more is a bug
 _MAX_NANOS: Final = 999_999_999
+#: Timestamp's valid range (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z), in epoch seconds.
+MIN_TIMESTAMP_SECONDS: Final = -62_135_596_800
+MAX_TIMESTAMP_SECONDS: Final = 253_402_300_799
 
 _UNSPECIFIED: Final = event_pb2.EVENT_TYPE_UNSPECIFIED
 _KNOWN_TYPES: Final = frozenset(v for v in event_pb2.EventType.values() if v != _UNSPECIFIED)
@@ -163,6 +175,8 @@ def normalize_and_report(event: event_pb2.Event, now: float) -> list[FieldViolat
     # HasField guards keep absent sub-messages absent (reading is free, writing would create them).
     if event.HasField("purchase"):
         _check_purchase(event.purchase, violations)
+    if event.HasField("subscription") and event.subscription.HasField("next_charge_time"):
+        _check_time(event.subscription.next_charge_time, "subscription.next_charge_time", violations)
     _check_content_progress(event, violations)
     _check_webinar(event, violations)
     if len(violations) > 1:
@@ -231,14 +245,14 @@ def _check_occur_time(event: event_pb2.Event, now: float, violations: list[Field
 
 def _normalize_product(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
     if not event.HasField("product"):
-        violations.append(FieldViolation("product.id", "required"))
-        return
+        return  # a lead without a product: captured, tagged by nothing (module docstring)
     product = event.product
     product_id = canonical_product_id(product.id)
     if product_id != product.id:
         product.id = product_id
     if not product_id:
-        violations.append(FieldViolation("product.id", "required"))
+        # A name or kind without an id names no product: the event goes on without one.
+        event.ClearField("product")
     elif not is_valid_id(product_id):
         # It becomes a segment of resource names (producers/p/products/{id}).
         violations.append(
@@ -290,6 +304,17 @@ def _check_purchase(purchase: event_pb2.Purchase, violations: list[FieldViolatio
         violations.append(FieldViolation("purchase.installments", "must be >= 0"))
     if purchase.recurrence_number < 0:
         violations.append(FieldViolation("purchase.recurrence_number", "must be >= 0"))
+    for name in ("order_time", "approved_time"):
+        if purchase.HasField(name):
+            _check_time(getattr(purchase, name), f"purchase.{name}", violations)
+
+
+def _check_time(moment: timestamp_pb2.Timestamp, field: str, violations: list[FieldViolation]) -> None:
+    """The rule of every optional Timestamp: a time protobuf and every store can hold."""
+    if not 0 <= moment.nanos <= _MAX_NANOS:
+        violations.append(FieldViolation(field, "nanos must be between 0 and 999999999"))
+    elif not MIN_TIMESTAMP_SECONDS <= moment.seconds <= MAX_TIMESTAMP_SECONDS:
+        violations.append(FieldViolation(field, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"))
 
 
 def _check_content_progress(event: event_pb2.Event, violations: list[FieldViolation]) -> None:
@@ -324,5 +349,5 @@ def _check_webinar(event: event_pb2.Event, violations: list[FieldViolation]) -> 
         violations.append(FieldViolation("webinar.id", f"required for {event_pb2.EventType.Name(event.type)}"))
     if webinar.attended_minutes < 0:
         violations.append(FieldViolation("webinar.attended_minutes", "must be >= 0"))
-    if webinar.HasField("start_time") and not 0 <= webinar.start_time.nanos <= _MAX_NANOS:
-        violations.append(FieldViolation("webinar.start_time", "nanos must be between 0 and 999999999"))
+    if webinar.HasField("start_time"):
+        _check_time(webinar.start_time, "webinar.start_time", violations)

@@ -96,6 +96,8 @@ STRING_FIELDS: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
         "content_progress.content_name": (MAX_TEXT_LENGTH, TRIM),
         "webinar.id": (MAX_ID_LENGTH, TRIM),
         "webinar.name": (MAX_TEXT_LENGTH, TRIM),
+        # Set by ingest itself when it seals the person; a caller's value is discarded.
+        "sealed_person.key_id": (32, KEEP),
     }
 )
 _UNLISTED_STRING: Final = (MAX_TEXT_LENGTH, TRIM)

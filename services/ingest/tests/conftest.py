@@ -7,7 +7,7 @@ import pytest
 
 from listboss.ingest.v1 import ingest_service_pb2 as pb
 from listboss.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from listboss_ingest.grpc_api import IngestServicer, add_to_server
+from listboss_ingest.grpc_api import METHOD_SCOPES, IngestServicer, add_to_server
 from listboss_ingest.publisher import EventPublisher
 from listboss_testing import binding
 
@@ -16,7 +16,8 @@ from listboss_testing import binding
 async def ingest_served(js, grpc_server):
     """A real IngestService server on a free port, publishing to the test's JetStream."""
     servicer = IngestServicer(EventPublisher(js))
-    return await grpc_server([binding(pb.DESCRIPTOR.services_by_name["IngestService"], add_to_server, servicer)])
+    service = pb.DESCRIPTOR.services_by_name["IngestService"]
+    return await grpc_server([binding(service, add_to_server, servicer, METHOD_SCOPES)])
 
 
 @pytest.fixture

@@ -363,9 +363,9 @@ REJECTED: list[tuple[str, Any, set[str]]] = [
     ("huge integer literal", b'{"id": ' + b"9" * 5000 + b"}", {"payload"}),
     ("not a payload type", 42, {"payload"}),
     ("None", None, {"payload"}),
-    ("data is a string", approved(set_path("data", "oops")), {"person.email", "product.id"}),
-    ("data is a list", approved(set_path("data", [1, 2])), {"person.email", "product.id"}),
-    ("data missing", approved(delete_path("data")), {"person.email", "product.id"}),
+    ("data is a string", approved(set_path("data", "oops")), {"person.email"}),
+    ("data is a list", approved(set_path("data", [1, 2])), {"person.email"}),
+    ("data missing", approved(delete_path("data")), {"person.email"}),
     ("buyer is null", approved(set_path("data.buyer", None)), {"person.email"}),
     ("buyer is a list", approved(set_path("data.buyer", [{"email": "a@b.co"}])), {"person.email"}),
     ("email missing", approved(delete_path("data.buyer.email")), {"person.email"}),
@@ -390,8 +390,6 @@ REJECTED: list[tuple[str, Any, set[str]]] = [
     ("id missing", approved(delete_path("id")), {"id"}),
     ("id with spaces", approved(set_path("id", "a b")), {"id"}),
     ("id too long", approved(set_path("id", "x" * 129)), {"id"}),
-    ("product null", approved(set_path("data.product", None)), {"product.id"}),
-    ("product id blank", approved(set_path("data.product.id", " ")), {"product.id"}),
     ("negative price", approved(set_path("data.purchase.price.value", -1)), {"purchase.price.value"}),
     ("price NaN", approved(set_path("data.purchase.price.value", math.nan)), {"purchase.price.value"}),
     (
@@ -405,10 +403,43 @@ REJECTED: list[tuple[str, Any, set[str]]] = [
         {"purchase.installments"},
     ),
     ("negative recurrence", approved(set_path("data.purchase.recurrence_number", -1)), {"purchase.recurrence_number"}),
+    # A number present but out of its canonical field's range is refused, never dropped.
+    (
+        "installments beyond int32",
+        approved(set_path("data.purchase.payment.installments_number", 2**80)),
+        {"purchase.installments"},
+    ),
+    (
+        "installments not whole",
+        approved(set_path("data.purchase.payment.installments_number", 2.5)),
+        {"purchase.installments"},
+    ),
+    (
+        "recurrence beyond int32",
+        approved(set_path("data.purchase.recurrence_number", 2**80)),
+        {"purchase.recurrence_number"},
+    ),
+    ("order date beyond any time", approved(set_path("data.purchase.order_date", 2**80)), {"purchase.order_time"}),
+    ("approved date infinite", approved(set_path("data.purchase.approved_date", 1e400)), {"purchase.approved_time"}),
+    (
+        "approved date not a number",
+        approved(set_path("data.purchase.approved_date", float("nan"))),
+        {"purchase.approved_time"},
+    ),
+    (
+        "approved date huge text",
+        approved(set_path("data.purchase.approved_date", "9" * 40)),
+        {"purchase.approved_time"},
+    ),
+    (
+        "next charge beyond any time",
+        approved(set_path("data.date_next_charge", -(2**70))),
+        {"subscription.next_charge_time"},
+    ),
     (
         "everything wrong at once",
         {"event": "NOPE", "creation_date": 5, "id": " ", "data": {"buyer": {"email": "x"}}},
-        {"event", "occur_time", "id", "person.email", "product.id"},
+        {"event", "occur_time", "id", "person.email"},
     ),
 ]
 
@@ -416,6 +447,72 @@ REJECTED: list[tuple[str, Any, set[str]]] = [
 @pytest.mark.parametrize(("label", "payload", "fields"), REJECTED, ids=[case[0] for case in REJECTED])
 def test_rejected_payloads(label: str, payload: Any, fields: set[str]) -> None:
     assert violated(lambda: convert(payload)) == fields
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("data.purchase.payment.installments_number", 2**80, "purchase.installments"),
+        ("data.purchase.recurrence_number", 2**80, "purchase.recurrence_number"),
+        ("data.purchase.order_date", 2**80, "purchase.order_time"),
+        ("data.purchase.approved_date", 1e400, "purchase.approved_time"),
+    ],
+)
+def test_an_out_of_range_number_names_its_payload_path(path: str, value: Any, field: str) -> None:
+    text = description(lambda: convert(approved(set_path(path, value))), field)
+    assert path in text
+    assert str(value) not in text  # the limit, not the value
+
+
+def test_a_value_that_is_no_number_is_still_absent() -> None:
+    event = convert(approved(set_path("data.purchase.payment.installments_number", "twelve")))
+    assert event.purchase.installments == 0
+    event = convert(approved(set_path("data.purchase.approved_date", {"when": "later"})))
+    assert not event.purchase.HasField("approved_time")
+
+
+# A lead is never lost for its product: a person with a usable email is an event, with or without one.
+# (label, fixture, damages, whether the event keeps a product)
+PRODUCTLESS: list[tuple[str, str, list[Callable[[dict[str, Any]], object]], bool]] = [
+    ("product missing", "PURCHASE_APPROVED", [delete_path("data.product")], False),
+    ("product null", "PURCHASE_APPROVED", [set_path("data.product", None)], False),
+    ("product a placeholder string", "PURCHASE_APPROVED", [set_path("data.product", "Rua Exemplo, 123")], False),
+    ("product a list", "PURCHASE_APPROVED", [set_path("data.product", [{"id": 1}])], False),
+    ("product id blank", "PURCHASE_APPROVED", [set_path("data.product.id", " ")], False),
+    ("product id an object", "PURCHASE_APPROVED", [set_path("data.product.id", {"value": 1})], False),
+    ("product id missing", "PURCHASE_APPROVED", [delete_path("data.product.id")], False),
+    (
+        "subscription a placeholder, product only there",
+        "SUBSCRIPTION_CANCELLATION",
+        [delete_path("data.product"), set_path("data.subscription", "Av. Paulista, 1000")],
+        False,
+    ),
+    ("subscription a placeholder", "SUBSCRIPTION_CANCELLATION", [set_path("data.subscription", "Av. Paulista")], True),
+    ("purchase a placeholder", "PURCHASE_APPROVED", [set_path("data.purchase", "n/a")], True),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "name", "damages", "keeps_product"), PRODUCTLESS, ids=[case[0] for case in PRODUCTLESS]
+)
+def test_an_event_naming_a_person_is_accepted_whatever_its_product(
+    label: str, name: str, damages: list[Callable[[dict[str, Any]], object]], keeps_product: bool
+) -> None:
+    payload = fixture(name)
+    for damage in damages:
+        damage(payload)
+    event = convert(payload)
+    assert event.person.email
+    assert event.HasField("product") == keeps_product
+    if label.startswith("subscription"):
+        assert not event.subscription.id
+    if label.startswith("purchase"):
+        assert not event.purchase.transaction
+
+
+def test_a_placeholder_where_the_person_is_expected_is_still_refused() -> None:
+    payload = approved(set_path("data.buyer", "Rua Exemplo, 123"))
+    assert "person.email" in violated(lambda: convert(payload))
 
 
 def test_malformed_json_says_where() -> None:

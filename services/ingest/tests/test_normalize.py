@@ -129,7 +129,6 @@ def test_empty_event_reports_every_required_field() -> None:
         "producer",
         "type",
         "occur_time",
-        "product.id",
         "person.email",
     }
 
@@ -197,7 +196,17 @@ def test_product_id_limits() -> None:
     event.product.id = "p" * 128
     normalize_event(event)
     event.ClearField("product")
-    assert violated(lambda: normalize_event(event)) == {"product.id"}
+    assert not normalize_event(event).HasField("product")  # a lead without a product
+
+
+@pytest.mark.parametrize("product_id", ["", "   "])
+def test_a_product_without_an_id_is_no_product(product_id: str) -> None:
+    event = canonical()
+    event.product.id = product_id
+    event.product.name = "Curso"
+    normalized = normalize_event(event)
+    assert not normalized.HasField("product")
+    assert normalized.person.email == event.person.email.strip().lower()
 
 
 @pytest.mark.parametrize(
@@ -535,3 +544,19 @@ def test_the_rule_reads_a_field_named_like_a_python_keyword() -> None:
     string_rule.string_rule(envelope.DESCRIPTOR)(envelope, violations, "")
     assert getattr(envelope, "from") == "Ana"
     assert [v.field for v in violations] == ["to"]
+
+
+@pytest.mark.parametrize(
+    ("set_time", "field"),
+    [
+        (lambda e: e.purchase.order_time, "purchase.order_time"),
+        (lambda e: e.purchase.approved_time, "purchase.approved_time"),
+        (lambda e: e.subscription.next_charge_time, "subscription.next_charge_time"),
+        (lambda e: e.webinar.start_time, "webinar.start_time"),
+    ],
+)
+@pytest.mark.parametrize("seconds", [253_402_300_800, -62_135_596_801, 2**62])
+def test_a_time_beyond_the_timestamp_range_names_its_field(set_time, field: str, seconds: int) -> None:
+    event = canonical()
+    set_time(event).seconds = seconds
+    assert field in violated(lambda: normalize_event(event))

@@ -18,6 +18,7 @@ from listboss_ingest.http_api import HOTTOK_HEADER, WebhookReceiver
 from listboss_ingest.publisher import EventPublisher
 from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_ingest.webhook_tokens import WebhookTokens
+from listboss_testing.rich_errors import assert_plain_text
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = [json.loads(path.read_text()) for path in sorted((REPO / "tests" / "data" / "hotmart").glob("*.json"))]
@@ -132,6 +133,11 @@ async def test_generated_payloads_never_break_the_endpoint(http, js, body, produ
     if status != 200:
         assert after == before, "an invalid request published something"
         assert answer["error"]["code"] == status
+        # Every answer speaks the caller's terms, bounded in size, whatever the body held.
+        assert_plain_text(answer["error"]["message"])
+        for violation in answer["error"]["field_violations"]:
+            assert_plain_text(violation["field"])
+            assert_plain_text(violation["description"])
         if status == 400:
             assert answer["error"]["field_violations"]
             with pytest.raises(InvalidArgument):

@@ -9,7 +9,9 @@ publishes a ContactChange for each match, marked with the backfill's name.
 Semantics (what makes a second run change nothing):
 
 * a change carries only the segmentation's own tag operations and contact
-  data, stamped like the live ones with the event's (occur_time, event id);
+  data, stamped like the live ones with the event's (occur_time, event id),
+  the person unsealed for the rule and sealed again in the change like the live
+  consumer does (a person erased since is evaluated as absent);
 * contacts applies a backfill change even though the event is already in the
   history, but records no second history entry, and never captures a contact
   that does not exist (an erased person stays erased);
@@ -33,9 +35,10 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
-from listboss_common import bus, db
+from listboss_common import bus, db, personal_data
+from listboss_common.faults import describe_error
 from listboss_segmentation import domain, storage
-from listboss_segmentation.consumer import publish_changes
+from listboss_segmentation.consumer import decide_sealed, publish_changes
 from listboss_segmentation.messages import backfill_name, change_from, event_type_name
 
 log = structlog.get_logger("listboss.segmentation.backfill")
@@ -49,9 +52,10 @@ PROGRESS_EVERY = 500
 
 
 class Backfiller:
-    def __init__(self, js: JetStreamContext, engine: Engine):
+    def __init__(self, js: JetStreamContext, engine: Engine, person_keys: personal_data.PersonKeys | None = None):
         self._js = js
         self._engine = engine
+        self._person_keys = person_keys
         self._tasks: set[asyncio.Task] = set()
 
     def start(self, record: storage.BackfillRecord, segmentation: domain.CustomSegmentation) -> asyncio.Task:
@@ -77,6 +81,10 @@ class Backfiller:
             await publish_changes(self._js, record.producer, pending, "backfill", name)
             pending.clear()
 
+        def decide(event):
+            fired = domain.fire(rules, event)
+            return change_from(event, domain.decision(fired, event), backfill=name) if fired else None
+
         BACKFILLS_RUNNING.inc()
         try:
             async for message in bus.replay(self._js, bus.EVENTS, bus.events_subject(record.producer)):
@@ -84,15 +92,20 @@ class Backfiller:
                     events = bus.EVENT_ITEMS.decode(message.data)
                 except bus.PoisonMessage:  # the live consumer dead-letters these
                     continue
-                for event in events:
-                    scanned += 1
-                    if event.product.id != record.product_id or event_type_name(event.type) != rule.event_type:
+                scanned += len(events)
+                events = [
+                    e
+                    for e in events
+                    if e.product.id == record.product_id and event_type_name(e.type) == rule.event_type
+                ]
+                considered += len(events)
+                for event, person in zip(events, await self._open(events), strict=True):
+                    if person is None:  # does not authenticate: the live consumer dead-letters it
                         continue
-                    considered += 1
-                    fired = domain.fire(rules, event)
-                    if fired:
+                    change = decide_sealed(event, person, decide)
+                    if change is not None:
                         matched += 1
-                        pending.append(change_from(event, domain.decision(fired, event), backfill=name))
+                        pending.append(change)
                 if len(pending) >= PROGRESS_EVERY or scanned % PROGRESS_EVERY == 0:
                     await flush()
                     await self._update(
@@ -110,13 +123,26 @@ class Backfiller:
             await self._update(
                 record,
                 state="FAILED",
-                error=repr(error)[:1000],
+                error=describe_error(error)[:1000],
                 events_scanned=scanned,
                 events_considered=considered,
                 events_matched=matched,
             )
         finally:
             BACKFILLS_RUNNING.dec()
+
+    async def _open(self, events: list) -> list[personal_data.Opened | None]:
+        """The events' persons; None for one whose sealed person does not authenticate."""
+        try:
+            return list(await personal_data.open_events(self._person_keys, events))
+        except bus.PoisonMessage:
+            opened: list[personal_data.Opened | None] = []
+            for event in events:
+                try:
+                    opened.extend(await personal_data.open_events(self._person_keys, [event]))
+                except bus.PoisonMessage:
+                    opened.append(None)
+            return opened
 
     async def wait(self) -> None:
         if self._tasks:

@@ -99,8 +99,11 @@ OPERATORS_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 _PYTHON_TYPES = {STRING: str, NUMBER: float, MONEY: Money}
 
-MAX_DEPTH = 8
+# The size of one segmentation's condition (docs/api.md). Real segmentations nest two or three
+# levels (any of several all-lists, a negation); 8 leaves room and keeps evaluation cheap.
+MAX_DEPTH = 8  # levels below the top condition
 MAX_CLAUSES = 50
+MAX_NODES = 100  # conditions of every kind: clauses, all/any lists, negations
 MAX_VALUES = 100
 MAX_STRING = 200
 

@@ -6,13 +6,18 @@ isolates a failing event and waits out outages): it records products first seen,
 evaluates each event under its product's rules (:mod:`domain`, compiled and
 cached by :mod:`rules`), translates the decisions (:mod:`messages`) and
 publishes them packed per producer.
+
+Persons arrive sealed (:mod:`listboss_common.personal_data`): the rules see the
+unsealed person, and the change carries the event with its person still sealed
+and the chosen contact data sealed with the same key. A person erased meanwhile
+is evaluated as absent and sends no contact data.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from nats.aio.msg import Msg
@@ -22,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
-from listboss_common import bus, tracing
+from listboss_common import bus, personal_data, tracing
 from listboss_segmentation import domain, handlers
 from listboss_segmentation.messages import change_from, event_type_name
 from listboss_segmentation.rules import RuleCache
@@ -39,7 +44,10 @@ RULES_EVALUATED = Counter(
 def change_for(
     event: event_pb2.Event, index: domain.RuleIndex = domain.AUTOMATIC_INDEX
 ) -> contact_change_pb2.ContactChange:
-    """The change for one event under a product's rules (by default the automatic ones only)."""
+    """The change for one event under a product's rules (by default the automatic ones only);
+    an event without a product gets none (``domain.NO_PRODUCT_INDEX``)."""
+    if not domain.names_a_product(event):
+        index = domain.NO_PRODUCT_INDEX
     return change_from(event, domain.evaluate(index, event_type_name(event.type), event))
 
 
@@ -61,30 +69,69 @@ async def publish_changes(
 
 
 def decode_events(received: Sequence[Msg]) -> list[event_pb2.Event]:
+    """The events of received messages, persons still sealed (see :func:`decide_sealed`)."""
     return bus.unpack(received, bus.EVENT_ITEMS)
+
+
+def decide_sealed(
+    event: event_pb2.Event,
+    opened: personal_data.Opened,
+    decide: Callable[[event_pb2.Event], contact_change_pb2.ContactChange | None],
+) -> contact_change_pb2.ContactChange | None:
+    """``decide(event)`` with the event's person unsealed, its change sealed again.
+
+    The clear person is put in ``event`` only for the call and removed afterwards, so
+    the event (which a dead letter may carry) stays as it came."""
+    if not opened.sealed:
+        return decide(event)
+    if opened.person is not None:
+        event.person.CopyFrom(opened.person)
+    try:
+        change = decide(event)
+    finally:
+        event.ClearField("person")
+    if change is None:
+        return None
+    change.event.ClearField("person")
+    if opened.key is None:  # erased: nothing of the person to send
+        change.ClearField("contact_data")
+    elif change.contact_data:
+        personal_data.seal_contact_data(change, opened.key)
+    return change
 
 
 class EventProcessor:
     """The worker's callback (``handle``): one chunk of decoded events at a time."""
 
-    def __init__(self, js: JetStreamContext, engine: Engine, rules: RuleCache | None = None):
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: Engine,
+        rules: RuleCache | None = None,
+        person_keys: personal_data.PersonKeys | None = None,
+    ):
         self._js = js
         self._engine = engine
+        # Opens sealed persons; the service always passes it (tests of clear events need not).
+        self._person_keys = person_keys
         # Each product's automatic and ACTIVE custom rules, compiled and kept fresh.
         self.rules = rules or RuleCache(engine)
         # Products known to exist; saves a database round trip per event.
         self._known_products: set[tuple[str, str]] = set()
 
     async def handle(self, events: Sequence[event_pb2.Event]) -> None:
+        opened = await personal_data.open_events(self._person_keys, events)
         await self._record_new_products(events)
         indexes = await self.rules.rules((event.producer, event.product.id) for event in events)
         changes: dict[str, list[contact_change_pb2.ContactChange]] = defaultdict(list)
         evaluated = 0
-        for event in events:
+        for event, person in zip(events, opened, strict=True):
             index = indexes[(event.producer, event.product.id)]
             rules = index.get(event_type_name(event.type))
             evaluated += len(rules.rules) if rules is not None else 0
-            changes[event.producer].append(change_for(event, index))
+            change = decide_sealed(event, person, lambda clear: change_for(clear, index))  # noqa: B023
+            assert change is not None
+            changes[event.producer].append(change)
         RULES_EVALUATED.inc(evaluated)
         # Acks come only after every change is stored on JetStream.
         await asyncio.gather(
@@ -95,6 +142,8 @@ class EventProcessor:
     async def _record_new_products(self, events: Sequence[event_pb2.Event]) -> None:
         new: dict[tuple[str, str], tuple[str, str, str, int]] = {}
         for event in events:
+            if not domain.names_a_product(event):
+                continue  # nothing to register
             key = (event.producer, event.product.id)
             if key not in self._known_products and key not in new:
                 new[key] = (

@@ -263,9 +263,9 @@ def check_segmentation(segmentation: CustomSegmentation) -> list[tuple[str, str]
     if condition is not None:
         found = cond.clauses(condition)
         if cond.depth(condition) > cond.MAX_DEPTH:
-            problems.append(("condition", f"is nested too deeply (at most {cond.MAX_DEPTH} levels)"))
+            problems.append(("condition", f"nested deeper than {cond.MAX_DEPTH} levels"))
         if len(found) > cond.MAX_CLAUSES:
-            problems.append(("condition", f"has too many clauses (at most {cond.MAX_CLAUSES})"))
+            problems.append(("condition", f"more than {cond.MAX_CLAUSES} clauses"))
         if event_type_known:
             for path, clause in found:
                 for sub, description in cond.check_clause(clause, segmentation.event_type):
@@ -449,6 +449,17 @@ def rule_index(custom: Sequence[CustomSegmentation]) -> RuleIndex:
 
 
 AUTOMATIC_INDEX: RuleIndex = rule_index(())
+
+#: The rules of an event that names no product (its product was missing or unusable in the
+#: webhook): none, automatic or custom. Tags and segmentations belong to a product (a tag id is
+#: "{product}.{key}"), so such an event captures its contact (lead capture's contact data) and
+#: changes no tag; nor is a product registered for it.
+NO_PRODUCT_INDEX: RuleIndex = {}
+
+
+def names_a_product(event) -> bool:
+    """Whether ``event`` names a product its product's rules and tags can apply to."""
+    return bool(event.product.id)
 
 
 def fire(rules: RuleSet, event) -> list[Rule]:

@@ -12,7 +12,9 @@ from sqlalchemy.engine import Engine
 
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
-from listboss_common.auth import require_internal, require_producer_access
+from listboss_common.auth import READ, WRITE, require_internal, require_producer_access
+from listboss_common.db import DEFAULT_STATEMENT_TIMEOUT, rpc_statement_timeout
+from listboss_common.deadlines import database_deadline
 from listboss_common.errors import ServiceError, failed_precondition, invalid_field, not_found, unavailable
 from listboss_common.paging import decode_page_token, page_size
 from listboss_common.resources import PRODUCER, PRODUCT, SEGMENTATION
@@ -20,6 +22,25 @@ from listboss_segmentation import domain, handlers, messages
 from listboss_segmentation.backfill import Backfiller
 from listboss_segmentation.rules import Notifier
 from listboss_segmentation.unit_of_work import UnitOfWork
+
+# The token scope each RPC needs, checked before the handler runs; an RPC missing here is refused.
+# Reading products, segmentations and backfills and dry-running a rule change nothing: read.
+METHOD_SCOPES = {
+    "GetProduct": READ,
+    "ListProducts": READ,
+    "GetSegmentation": READ,
+    "ListSegmentations": READ,
+    "DescribeEventTypes": READ,
+    "TestSegmentation": READ,
+    "GetBackfill": READ,
+    "RegisterProduct": WRITE,
+    "CreateSegmentation": WRITE,
+    "UpdateSegmentation": WRITE,
+    "DeleteSegmentation": WRITE,
+    "ActivateSegmentation": WRITE,
+    "DeactivateSegmentation": WRITE,
+    "BackfillSegmentation": WRITE,
+}
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
@@ -29,8 +50,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         notify: Notifier | None = None,
         backfiller: Backfiller | None = None,
         unit_of_work: Callable[[], UnitOfWork] | None = None,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
     ):
-        self._uow = unit_of_work or (lambda: UnitOfWork(engine))
+        # Each RPC's statements end by its deadline, and within ``statement_timeout`` seconds.
+        timeout = rpc_statement_timeout(statement_timeout)
+        self._uow = unit_of_work or (lambda: UnitOfWork(engine, timeout))
         # Tells every replica's rule cache that a product's rules changed (after the commit).
         self._notify = notify
         self._backfiller = backfiller
@@ -41,7 +65,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         events processed after the answer see the change. ``doing`` words its refusals."""
         uow = self._uow()
         try:
-            result = await asyncio.to_thread(handler, uow, *args)
+            with database_deadline():
+                result = await asyncio.to_thread(handler, uow, *args)
         except handlers.Refused as refusal:
             raise _service_error(refusal, doing) from None
         if self._notify is not None:

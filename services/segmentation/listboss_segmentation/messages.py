@@ -8,7 +8,7 @@ messages the bus carries. No storage, no rules of its own.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -17,12 +17,16 @@ from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss_common import filtering
+from listboss_common.decoding import limit_nesting
 from listboss_common.errors import FieldViolation, InvalidArgument, invalid_field
 from listboss_common.filtering import FieldSpec
 from listboss_common.paging import Page, decode_page_token, page_size
 from listboss_common.resources import PRODUCT, SEGMENTATION, ResourcePattern, canonical_product_id, is_valid_id
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain
+
+# A request nested past what protobuf reads names the same limit as one it reads.
+limit_nesting(pb.Condition.DESCRIPTOR, cond.MAX_DEPTH)
 
 BACKFILL = ResourcePattern("producers/{producer}/products/{product}/segmentations/{segmentation}/backfills/{backfill}")
 MAX_REQUEST_ID = 128
@@ -175,13 +179,50 @@ def _value(message: pb.Value, path: str, violations: list[FieldViolation]) -> co
     return None
 
 
-def condition_from_message(
-    message: pb.Condition, path: str, violations: list[FieldViolation], depth: int = 0
-) -> cond.Condition | None:
-    """The domain condition of ``message``; structural problems go to ``violations``."""
-    if depth > cond.MAX_DEPTH:
-        violations.append(FieldViolation(path, f"is nested too deeply (at most {cond.MAX_DEPTH} levels)"))
+def condition_from_message(message: pb.Condition, path: str, violations: list[FieldViolation]) -> cond.Condition | None:
+    """The domain condition of ``message`` (the field at ``path``); structural problems go to
+    ``violations``. A tree nested deeper than ``cond.MAX_DEPTH`` levels or with more than
+    ``cond.MAX_NODES`` conditions is one violation on ``path``, found before the tree is read
+    further: the walk is bounded by the limits, whatever the request holds."""
+    size = _condition_size(message)
+    if size.depth > cond.MAX_DEPTH:
+        violations.append(FieldViolation(path, f"nested deeper than {cond.MAX_DEPTH} levels"))
         return None
+    if size.nodes > cond.MAX_NODES:
+        violations.append(FieldViolation(path, f"more than {cond.MAX_NODES} conditions"))
+        return None
+    return _condition_from_message(message, path, violations)
+
+
+@dataclass
+class _ConditionSize:
+    depth: int = 0
+    nodes: int = 0
+
+
+def _condition_size(root: pb.Condition) -> _ConditionSize:
+    """How deep and how large the tree of ``root`` is, counted with an explicit stack and
+    stopping as soon as either passes its limit."""
+    size = _ConditionSize()
+    stack = [(root, 0)]
+    while stack:
+        message, depth = stack.pop()
+        size.nodes += 1
+        size.depth = max(size.depth, depth)
+        if size.depth > cond.MAX_DEPTH or size.nodes > cond.MAX_NODES:
+            break
+        kind = message.WhichOneof("kind")
+        if kind == "negate":
+            stack.append((message.negate, depth + 1))
+        elif kind in ("all", "any"):
+            stack.extend((term, depth + 1) for term in getattr(message, kind).conditions)
+    return size
+
+
+def _condition_from_message(
+    message: pb.Condition, path: str, violations: list[FieldViolation]
+) -> cond.Condition | None:
+    """:func:`condition_from_message` on a tree within the limits (so the recursion is too)."""
     kind = message.WhichOneof("kind")
     if kind is None:
         violations.append(FieldViolation(path, "set one of clause, all, any or negate"))
@@ -189,14 +230,14 @@ def condition_from_message(
     if kind == "clause":
         return _clause_from_message(message.clause, f"{path}.clause", violations)
     if kind == "negate":
-        inner = condition_from_message(message.negate, f"{path}.negate", violations, depth + 1)
+        inner = _condition_from_message(message.negate, f"{path}.negate", violations)
         return None if inner is None else cond.Not(inner)
     listed = getattr(message, kind).conditions
     if not listed:
         violations.append(FieldViolation(f"{path}.{kind}.conditions", "needs at least one condition"))
         return None
     terms = [
-        condition_from_message(term, f"{path}.{kind}.conditions[{index}]", violations, depth + 1)
+        _condition_from_message(term, f"{path}.{kind}.conditions[{index}]", violations)
         for index, term in enumerate(listed)
     ]
     present = [term for term in terms if term is not None]

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection, Engine
 
+from listboss_common.db import WORKER_STATEMENT_TIMEOUT, StatementTimeout
 from listboss_segmentation import domain, storage
 
 
 class UnitOfWork:
     _connection: Connection
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, statement_timeout: StatementTimeout = WORKER_STATEMENT_TIMEOUT):
         self._engine = engine
+        # The RPCs pass theirs (the caller's deadline); the bus worker keeps the generous default.
+        self._statement_timeout = statement_timeout
         # Products whose rules the committed transaction changed; the caller tells every
         # replica's rule cache once the commit is done.
         self.changed_products: list[tuple[str, str]] = []
 
     def __enter__(self) -> UnitOfWork:
         self._connection = self._engine.connect()
+        self._statement_timeout.apply(self._connection)
         return self
 
     def __exit__(self, *exc_info) -> None:

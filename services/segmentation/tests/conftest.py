@@ -7,6 +7,7 @@ import pytest
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as pb_grpc
 from listboss_segmentation import storage
+from listboss_segmentation.grpc_api import METHOD_SCOPES
 from listboss_testing import binding
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SegmentationService"]
@@ -24,7 +25,9 @@ def serve(grpc_server):
     ``await serve(servicer)`` gives a client stub and the port; both are closed after the test."""
 
     async def start(servicer) -> tuple[pb_grpc.SegmentationServiceStub, int]:
-        served = await grpc_server([binding(SERVICE, pb_grpc.add_SegmentationServiceServicer_to_server, servicer)])
+        served = await grpc_server(
+            [binding(SERVICE, pb_grpc.add_SegmentationServiceServicer_to_server, servicer, METHOD_SCOPES)]
+        )
         return pb_grpc.SegmentationServiceStub(served.channel), served.port
 
     return start

@@ -231,6 +231,28 @@ async def test_processor_publishes_changes_and_records_products(engine, js):
     assert product_record(engine, "alice", "7") is None
 
 
+def test_an_event_without_a_product_captures_its_contact_and_tags_nothing():
+    event = make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_APPROVED)
+    event.ClearField("product")
+    change = change_for(event)
+    assert list(change.tag_operations) == []
+    assert list(change.fired_segmentations) == []
+    assert change.contact_data["email"] == event.person.email
+    assert change.event == event
+
+
+async def test_processor_registers_no_product_for_an_event_without_one(engine, js):
+    productless = make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_APPROVED)
+    productless.ClearField("product")
+    await publish_events(js, productless, make_event("e2", event_pb2.EVENT_TYPE_PURCHASE_APPROVED), msg_id="b1")
+    await EventProcessor(js, engine).handle(decode_events(await fetch_all(js, 1)))
+    ((_, changes),) = await changes_on_stream(js)
+    assert [(c.event.id, len(c.tag_operations) > 0) for c in changes] == [("e1", False), ("e2", True)]
+    assert product_record(engine, "alice", "") is None
+    with engine.connect() as connection:
+        assert [p.product_id for p in storage.list_products(connection, "alice", None, 10)] == ["42"]
+
+
 async def test_redelivered_events_publish_no_second_change(engine, js):
     await publish_events(js, make_event("e1", event_pb2.EVENT_TYPE_PURCHASE_APPROVED))
     messages = await fetch_all(js, 1)

@@ -81,7 +81,10 @@ Errors: malformed JSON, empty payload or a top level that is not an object -> vi
 ``payload``; an unknown ``event`` name -> violation on ``event``; a missing email -> violation on
 ``person.email`` naming the paths searched; a lone surrogate (JSON ``"\\ud800"``, or its bytes) in a
 value the table maps -> violation on the canonical field it would fill (``person.name``), checked
-before protobuf sees the value; everything :func:`~listboss_ingest.normalize.normalize_event`
+before protobuf sees the value; a count or a time that is a number its canonical field cannot
+hold (``installments_number`` 2**80, ``approved_date`` 1e400, a negative count) -> violation on
+that field naming the payload path (``sources.payload.count_field`` / ``time_field``: one rule
+for every number; a value that is not a number at all counts as absent); everything :func:`~listboss_ingest.normalize.normalize_event`
 checks -> its canonical field paths. All violations are reported together. A payload field the
 table does not map is never read, so junk there (a lone surrogate included) does not refuse the
 webhook.
@@ -100,19 +103,19 @@ from listboss_ingest.sources.payload import (
     EMPTY,
     TIME_HINT,
     as_float,
-    as_int32,
     as_object,
     as_text,
     as_timestamp,
+    count_field,
     datetime_to_timestamp,
     finish,
     first_text,
-    first_timestamp,
     is_true,
     parse_payload,
     put_text,
     set_strings,
     set_timestamp,
+    time_field,
     value_at,
 )
 from listboss_ingest.string_rule import without_lone_surrogates
@@ -332,14 +335,27 @@ def _set_purchase(purchase: event_pb2.Purchase, data: Mapping[str, Any], violati
     _set_money(purchase.price, source.get("price"), "purchase.price", violations)
     _set_money(purchase.full_price, source.get("full_price"), "purchase.full_price", violations)
     # Zero is proto3's "absent"; writing it would create an empty purchase on non-purchase events.
-    installments = as_int32(payment.get("installments_number"))
+    installments = count_field(
+        payment.get("installments_number"),
+        "purchase.installments",
+        "data.purchase.payment.installments_number",
+        violations,
+    )
     if installments:
         purchase.installments = installments
-    recurrence = as_int32(source.get("recurrence_number"))
+    recurrence = count_field(
+        source.get("recurrence_number"), "purchase.recurrence_number", "data.purchase.recurrence_number", violations
+    )
     if recurrence:
         purchase.recurrence_number = recurrence
-    set_timestamp(purchase.order_time, as_timestamp(source.get("order_date")))
-    set_timestamp(purchase.approved_time, as_timestamp(source.get("approved_date")))
+    set_timestamp(
+        purchase.order_time,
+        time_field(source.get("order_date"), "purchase.order_time", "data.purchase.order_date", violations),
+    )
+    set_timestamp(
+        purchase.approved_time,
+        time_field(source.get("approved_date"), "purchase.approved_time", "data.purchase.approved_date", violations),
+    )
 
 
 def _set_money(money: event_pb2.Money, value: Any, at: str, violations: list[FieldViolation]) -> None:
@@ -367,10 +383,15 @@ def _set_subscription(
     if code:
         put_text(subscription, "subscriber_code", code, "subscription", violations)
     _set_plan(subscription.plan, _plan_source(data, source, event_type), violations)
-    set_timestamp(
-        subscription.next_charge_time,
-        first_timestamp(data.get("date_next_charge"), source.get("dateNextCharge"), source.get("date_next_charge")),
-    )
+    for path, value in (
+        ("data.date_next_charge", data.get("date_next_charge")),
+        ("data.subscription.dateNextCharge", source.get("dateNextCharge")),
+        ("data.subscription.date_next_charge", source.get("date_next_charge")),
+    ):
+        if set_timestamp(
+            subscription.next_charge_time, time_field(value, "subscription.next_charge_time", path, violations)
+        ):
+            break
 
 
 def _plan_source(data: Mapping[str, Any], subscription: Mapping[str, Any], event_type: int) -> Mapping[str, Any]:

@@ -22,21 +22,20 @@ from google.protobuf import timestamp_pb2
 
 from listboss.events.v1 import event_pb2
 from listboss_common.errors import FieldViolation, InvalidArgument
-from listboss_ingest.normalize import normalize_and_report
+from listboss_ingest.normalize import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, normalize_and_report
 from listboss_ingest.string_rule import LONE_SURROGATE, character_problem, without_lone_surrogates
 
 EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _UTC: Final = UTC
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
 # Timestamp's valid range (0001-01-01 .. 9999-12-31); anything outside is garbage, not a time.
-_MIN_TIMESTAMP: Final = -62_135_596_800
-_MAX_TIMESTAMP: Final = 253_402_300_799
+_MIN_TIMESTAMP: Final = MIN_TIMESTAMP_SECONDS
+_MAX_TIMESTAMP: Final = MAX_TIMESTAMP_SECONDS
 # Smaller epoch numbers are seconds: 10^11 ms is March 1973, 10^11 s is year 5138, so the two
 # never overlap for plausible dates.
 _SECONDS_BELOW: Final = 10**11
 _MAX_EPOCH_NUMBER: Final = 10**16  # year 9999 is 2.5e14 ms
 _MAX_NUMBER_TEXT: Final = 64  # longer "numbers" are junk; also bounds the parsing work
-_INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 _INTEGER_TEXT: Final = re.compile(r"[+-]?[0-9]+")
 # Plain decimal notation only: float() alone would also take "nan", "inf" and "1_000".
@@ -204,16 +203,45 @@ def as_float(value: Any) -> float | None:
         return math.inf if number > 0 else -math.inf
 
 
-def as_int32(value: Any) -> int | None:
-    """An integral number that fits int32 (proto refuses more); anything else is absent."""
+# --- numbers the canonical event keeps ------------------------------------------------------
+#
+# One rule for every count and time an adapter reads: no number there (missing, null, or a value
+# that is not a number: tolerant reading) is absent; a number that the canonical field cannot hold
+# (2**80 installments, an epoch 1e400, NaN) is a violation on that canonical field, naming the
+# payload path, never dropped in silence. Amounts (as_float) go to Money, whose rule is
+# normalize's: finite and >= 0.
+
+#: A count's range: what proto's int32 holds, and no count is negative.
+_COUNT_RANGE: Final = f"a whole number from 0 to {_INT32_MAX}"
+
+
+def count_field(value: Any, at: str, path: str, violations: list[FieldViolation]) -> int | None:
+    """The count at payload ``path`` (``data.purchase.recurrence_number``) for canonical field
+    ``at``; None when absent, a violation when it is a number out of range."""
     number = as_number(value)
+    if number is None:
+        return None
     if isinstance(number, float):
         if not number.is_integer():  # also False for inf and nan
+            violations.append(FieldViolation(at, f"{path} must be {_COUNT_RANGE}"))
             return None
         number = int(number)
-    if number is None or not _INT32_MIN <= number <= _INT32_MAX:
+    if not 0 <= number <= _INT32_MAX:
+        violations.append(FieldViolation(at, f"{path} must be {_COUNT_RANGE}"))
         return None
     return number
+
+
+def time_field(value: Any, at: str, path: str, violations: list[FieldViolation]) -> tuple[int, int] | None:
+    """The time at payload ``path`` for canonical field ``at``; None when absent (or text that is
+    no time), a violation when it is a number no Timestamp can hold (years 1-9999)."""
+    number = as_number(value)
+    if number is None:
+        return as_timestamp(value)
+    parsed = _epoch_timestamp(number)
+    if parsed is None:
+        violations.append(FieldViolation(at, f"{path} is out of range: {TIME_HINT} from year 1 to 9999"))
+    return parsed
 
 
 # --- times -----------------------------------------------------------------------------------
@@ -265,14 +293,6 @@ def set_timestamp(target: timestamp_pb2.Timestamp, value: tuple[int, int] | None
         return False
     target.seconds, target.nanos = value  # writing marks the field present, even for the epoch
     return True
-
-
-def first_timestamp(*values: Any) -> tuple[int, int] | None:
-    for value in values:
-        parsed = as_timestamp(value)
-        if parsed is not None:
-            return parsed
-    return None
 
 
 # --- writing the canonical event -------------------------------------------------------------

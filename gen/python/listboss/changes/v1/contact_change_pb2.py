@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from listboss.events.v1 import event_pb2 as listboss_dot_events_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(listboss/changes/v1/contact_change.proto\x12\x13listboss.changes.v1\x1a\x1elistboss/events/v1/event.proto\"\xa2\x02\n\rContactChange\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.listboss.events.v1.Event\x12\x39\n\x0etag_operations\x18\x02 \x03(\x0b\x32!.listboss.changes.v1.TagOperation\x12\x1b\n\x13\x66ired_segmentations\x18\x03 \x03(\t\x12I\n\x0c\x63ontact_data\x18\x04 \x03(\x0b\x32\x33.listboss.changes.v1.ContactChange.ContactDataEntry\x12\x10\n\x08\x62\x61\x63kfill\x18\x05 \x01(\t\x1a\x32\n\x10\x43ontactDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x12\x43ontactChangeBatch\x12\x33\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\".listboss.changes.v1.ContactChange\"\xe1\x01\n\x0cTagOperation\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.listboss.changes.v1.TagOperation.Action\x12\x0f\n\x07tag_key\x18\x02 \x01(\t\x12\x18\n\x10tag_display_name\x18\x03 \x01(\t\x12\x11\n\tautomatic\x18\x04 \x01(\x08\x12\x14\n\x0csegmentation\x18\x05 \x01(\t\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_ADD\x10\x01\x12\x11\n\rACTION_REMOVE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(listboss/changes/v1/contact_change.proto\x12\x13listboss.changes.v1\x1a\x1elistboss/events/v1/event.proto\"\xdf\x02\n\rContactChange\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.listboss.events.v1.Event\x12\x39\n\x0etag_operations\x18\x02 \x03(\x0b\x32!.listboss.changes.v1.TagOperation\x12\x1b\n\x13\x66ired_segmentations\x18\x03 \x03(\t\x12I\n\x0c\x63ontact_data\x18\x04 \x03(\x0b\x32\x33.listboss.changes.v1.ContactChange.ContactDataEntry\x12\x10\n\x08\x62\x61\x63kfill\x18\x05 \x01(\t\x12;\n\x13sealed_contact_data\x18\x06 \x01(\x0b\x32\x1e.listboss.events.v1.SealedData\x1a\x32\n\x10\x43ontactDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x12\x43ontactChangeBatch\x12\x33\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\".listboss.changes.v1.ContactChange\"\xe1\x01\n\x0cTagOperation\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.listboss.changes.v1.TagOperation.Action\x12\x0f\n\x07tag_key\x18\x02 \x01(\t\x12\x18\n\x10tag_display_name\x18\x03 \x01(\t\x12\x11\n\tautomatic\x18\x04 \x01(\x08\x12\x14\n\x0csegmentation\x18\x05 \x01(\t\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_ADD\x10\x01\x12\x11\n\rACTION_REMOVE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTACTCHANGE_CONTACTDATAENTRY']._loaded_options = None
   _globals['_CONTACTCHANGE_CONTACTDATAENTRY']._serialized_options = b'8\001'
   _globals['_CONTACTCHANGE']._serialized_start=98
-  _globals['_CONTACTCHANGE']._serialized_end=388
-  _globals['_CONTACTCHANGE_CONTACTDATAENTRY']._serialized_start=338
-  _globals['_CONTACTCHANGE_CONTACTDATAENTRY']._serialized_end=388
-  _globals['_CONTACTCHANGEBATCH']._serialized_start=390
-  _globals['_CONTACTCHANGEBATCH']._serialized_end=463
-  _globals['_TAGOPERATION']._serialized_start=466
-  _globals['_TAGOPERATION']._serialized_end=691
-  _globals['_TAGOPERATION_ACTION']._serialized_start=624
-  _globals['_TAGOPERATION_ACTION']._serialized_end=691
+  _globals['_CONTACTCHANGE']._serialized_end=449
+  _globals['_CONTACTCHANGE_CONTACTDATAENTRY']._serialized_start=399
+  _globals['_CONTACTCHANGE_CONTACTDATAENTRY']._serialized_end=449
+  _globals['_CONTACTCHANGEBATCH']._serialized_start=451
+  _globals['_CONTACTCHANGEBATCH']._serialized_end=524
+  _globals['_TAGOPERATION']._serialized_start=527
+  _globals['_TAGOPERATION']._serialized_end=752
+  _globals['_TAGOPERATION_ACTION']._serialized_start=685
+  _globals['_TAGOPERATION_ACTION']._serialized_end=752
 # @@protoc_insertion_point(module_scope)

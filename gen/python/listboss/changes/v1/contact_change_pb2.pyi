@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ContactChange(_message.Message):
-    __slots__ = ("event", "tag_operations", "fired_segmentations", "contact_data", "backfill")
+    __slots__ = ("event", "tag_operations", "fired_segmentations", "contact_data", "backfill", "sealed_contact_data")
     class ContactDataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,12 +22,14 @@ class ContactChange(_message.Message):
     FIRED_SEGMENTATIONS_FIELD_NUMBER: _ClassVar[int]
     CONTACT_DATA_FIELD_NUMBER: _ClassVar[int]
     BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    SEALED_CONTACT_DATA_FIELD_NUMBER: _ClassVar[int]
     event: _event_pb2.Event
     tag_operations: _containers.RepeatedCompositeFieldContainer[TagOperation]
     fired_segmentations: _containers.RepeatedScalarFieldContainer[str]
     contact_data: _containers.ScalarMap[str, str]
     backfill: str
-    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., tag_operations: _Optional[_Iterable[_Union[TagOperation, _Mapping]]] = ..., fired_segmentations: _Optional[_Iterable[str]] = ..., contact_data: _Optional[_Mapping[str, str]] = ..., backfill: _Optional[str] = ...) -> None: ...
+    sealed_contact_data: _event_pb2.SealedData
+    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., tag_operations: _Optional[_Iterable[_Union[TagOperation, _Mapping]]] = ..., fired_segmentations: _Optional[_Iterable[str]] = ..., contact_data: _Optional[_Mapping[str, str]] = ..., backfill: _Optional[str] = ..., sealed_contact_data: _Optional[_Union[_event_pb2.SealedData, _Mapping]] = ...) -> None: ...
 
 class ContactChangeBatch(_message.Message):
     __slots__ = ("changes",)

@@ -25,41 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elistboss/events/v1/event.proto\x12\x12listboss.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x04\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07product\x18\x05 \x01(\x0b\x32\x1b.listboss.events.v1.Product\x12*\n\x06person\x18\x06 \x01(\x0b\x32\x1a.listboss.events.v1.Person\x12.\n\x08purchase\x18\x07 \x01(\x0b\x32\x1c.listboss.events.v1.Purchase\x12\x36\n\x0csubscription\x18\x08 \x01(\x0b\x32 .listboss.events.v1.Subscription\x12.\n\x06module\x18\t \x01(\x0b\x32\x1e.listboss.events.v1.ClubModule\x12/\n\x06source\x18\n \x01(\x0e\x32\x1f.listboss.events.v1.EventSource\x12\x30\n\x0creceive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x10\x63ontent_progress\x18\x0c \x01(\x0b\x32#.listboss.events.v1.ContentProgress\x12\x33\n\x07webinar\x18\r \x01(\x0b\x32\".listboss.events.v1.WebinarSession\"7\n\nEventBatch\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.listboss.events.v1.Event\"R\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.listboss.events.v1.ProductKind\"\xc8\x01\n\x06Person\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x06 \x01(\t\x12,\n\x07\x61\x64\x64ress\x18\x07 \x01(\x0b\x32\x1b.listboss.events.v1.Address\x12\x10\n\x08\x64ocument\x18\x08 \x01(\t\x12\x15\n\rdocument_type\x18\t \x01(\t\"\xa9\x01\n\x07\x41\x64\x64ress\x12\x0e\n\x06street\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x12\n\ncomplement\x18\x03 \x01(\t\x12\x14\n\x0cneighborhood\x18\x04 \x01(\t\x12\x0c\n\x04\x63ity\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x10\n\x08zip_code\x18\x07 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x08 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\t \x01(\t\"-\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"\xfa\x02\n\x08Purchase\x12\x13\n\x0btransaction\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0cpayment_type\x18\x03 \x01(\t\x12\x12\n\noffer_code\x18\x04 \x01(\t\x12\x13\n\x0b\x63oupon_code\x18\x05 \x01(\t\x12(\n\x05price\x18\x06 \x01(\x0b\x32\x19.listboss.events.v1.Money\x12-\n\nfull_price\x18\x07 \x01(\x0b\x32\x19.listboss.events.v1.Money\x12\x14\n\x0cinstallments\x18\x08 \x01(\x05\x12\x19\n\x11recurrence_number\x18\t \x01(\x05\x12\x1d\n\x15\x63heckout_country_code\x18\n \x01(\t\x12.\n\norder_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rapproved_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fsubscriber_code\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12&\n\x04plan\x18\x04 \x01(\x0b\x32\x18.listboss.events.v1.Plan\x12\x34\n\x10next_charge_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x04Plan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\noffer_code\x18\x03 \x01(\t\"&\n\nClubModule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x81\x01\n\x0f\x43ontentProgress\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_name\x18\x02 \x01(\t\x12\x12\n\npercentage\x18\x03 \x01(\x01\x12\x19\n\x11\x63ompleted_lessons\x18\x04 \x01(\x05\x12\x15\n\rtotal_lessons\x18\x05 \x01(\x05\"t\n\x0eWebinarSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61ttended_minutes\x18\x04 \x01(\x05*\xb3\x05\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12,\n(EVENT_TYPE_PURCHASE_OUT_OF_SHOPPING_CART\x10\x01\x12&\n\"EVENT_TYPE_PURCHASE_BILLET_PRINTED\x10\x02\x12 \n\x1c\x45VENT_TYPE_PURCHASE_APPROVED\x10\x03\x12 \n\x1c\x45VENT_TYPE_PURCHASE_COMPLETE\x10\x04\x12 \n\x1c\x45VENT_TYPE_PURCHASE_CANCELED\x10\x05\x12\x1f\n\x1b\x45VENT_TYPE_PURCHASE_EXPIRED\x10\x06\x12\x1f\n\x1b\x45VENT_TYPE_PURCHASE_DELAYED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_PURCHASE_PROTEST\x10\x08\x12 \n\x1c\x45VENT_TYPE_PURCHASE_REFUNDED\x10\t\x12\"\n\x1e\x45VENT_TYPE_PURCHASE_CHARGEBACK\x10\n\x12(\n$EVENT_TYPE_SUBSCRIPTION_CANCELLATION\x10\x0b\x12\x1a\n\x16\x45VENT_TYPE_SWITCH_PLAN\x10\x0c\x12.\n*EVENT_TYPE_UPDATE_SUBSCRIPTION_CHARGE_DATE\x10\r\x12 \n\x1c\x45VENT_TYPE_CLUB_FIRST_ACCESS\x10\x0e\x12$\n EVENT_TYPE_CLUB_MODULE_COMPLETED\x10\x0f\x12\x1f\n\x1b\x45VENT_TYPE_CONTENT_PROGRESS\x10\x10\x12#\n\x1f\x45VENT_TYPE_WEBINAR_REGISTRATION\x10\x11\x12!\n\x1d\x45VENT_TYPE_WEBINAR_ATTENDANCE\x10\x12*\\\n\x0b\x45ventSource\x12\x1c\n\x18\x45VENT_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_SOURCE_GRPC\x10\x01\x12\x18\n\x14\x45VENT_SOURCE_WEBHOOK\x10\x02*_\n\x0bProductKind\x12\x1c\n\x18PRODUCT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PRODUCT_KIND_PRODUCT\x10\x01\x12\x18\n\x14PRODUCT_KIND_WEBINAR\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elistboss/events/v1/event.proto\x12\x12listboss.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x05\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x1d.listboss.events.v1.EventType\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07product\x18\x05 \x01(\x0b\x32\x1b.listboss.events.v1.Product\x12*\n\x06person\x18\x06 \x01(\x0b\x32\x1a.listboss.events.v1.Person\x12.\n\x08purchase\x18\x07 \x01(\x0b\x32\x1c.listboss.events.v1.Purchase\x12\x36\n\x0csubscription\x18\x08 \x01(\x0b\x32 .listboss.events.v1.Subscription\x12.\n\x06module\x18\t \x01(\x0b\x32\x1e.listboss.events.v1.ClubModule\x12/\n\x06source\x18\n \x01(\x0e\x32\x1f.listboss.events.v1.EventSource\x12\x30\n\x0creceive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x10\x63ontent_progress\x18\x0c \x01(\x0b\x32#.listboss.events.v1.ContentProgress\x12\x33\n\x07webinar\x18\r \x01(\x0b\x32\".listboss.events.v1.WebinarSession\x12\x35\n\rsealed_person\x18\x0e \x01(\x0b\x32\x1e.listboss.events.v1.SealedData\"U\n\nSealedData\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12\x14\n\x0ckey_sequence\x18\x04 \x01(\x04\"7\n\nEventBatch\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.listboss.events.v1.Event\"R\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.listboss.events.v1.ProductKind\"\xc8\x01\n\x06Person\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x06 \x01(\t\x12,\n\x07\x61\x64\x64ress\x18\x07 \x01(\x0b\x32\x1b.listboss.events.v1.Address\x12\x10\n\x08\x64ocument\x18\x08 \x01(\t\x12\x15\n\rdocument_type\x18\t \x01(\t\"\xa9\x01\n\x07\x41\x64\x64ress\x12\x0e\n\x06street\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x12\n\ncomplement\x18\x03 \x01(\t\x12\x14\n\x0cneighborhood\x18\x04 \x01(\t\x12\x0c\n\x04\x63ity\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x10\n\x08zip_code\x18\x07 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x08 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\t \x01(\t\"-\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"\xfa\x02\n\x08Purchase\x12\x13\n\x0btransaction\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0cpayment_type\x18\x03 \x01(\t\x12\x12\n\noffer_code\x18\x04 \x01(\t\x12\x13\n\x0b\x63oupon_code\x18\x05 \x01(\t\x12(\n\x05price\x18\x06 \x01(\x0b\x32\x19.listboss.events.v1.Money\x12-\n\nfull_price\x18\x07 \x01(\x0b\x32\x19.listboss.events.v1.Money\x12\x14\n\x0cinstallments\x18\x08 \x01(\x05\x12\x19\n\x11recurrence_number\x18\t \x01(\x05\x12\x1d\n\x15\x63heckout_country_code\x18\n \x01(\t\x12.\n\norder_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rapproved_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fsubscriber_code\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12&\n\x04plan\x18\x04 \x01(\x0b\x32\x18.listboss.events.v1.Plan\x12\x34\n\x10next_charge_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x04Plan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\noffer_code\x18\x03 \x01(\t\"&\n\nClubModule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x81\x01\n\x0f\x43ontentProgress\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_name\x18\x02 \x01(\t\x12\x12\n\npercentage\x18\x03 \x01(\x01\x12\x19\n\x11\x63ompleted_lessons\x18\x04 \x01(\x05\x12\x15\n\rtotal_lessons\x18\x05 \x01(\x05\"t\n\x0eWebinarSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61ttended_minutes\x18\x04 \x01(\x05*\xb3\x05\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12,\n(EVENT_TYPE_PURCHASE_OUT_OF_SHOPPING_CART\x10\x01\x12&\n\"EVENT_TYPE_PURCHASE_BILLET_PRINTED\x10\x02\x12 \n\x1c\x45VENT_TYPE_PURCHASE_APPROVED\x10\x03\x12 \n\x1c\x45VENT_TYPE_PURCHASE_COMPLETE\x10\x04\x12 \n\x1c\x45VENT_TYPE_PURCHASE_CANCELED\x10\x05\x12\x1f\n\x1b\x45VENT_TYPE_PURCHASE_EXPIRED\x10\x06\x12\x1f\n\x1b\x45VENT_TYPE_PURCHASE_DELAYED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_PURCHASE_PROTEST\x10\x08\x12 \n\x1c\x45VENT_TYPE_PURCHASE_REFUNDED\x10\t\x12\"\n\x1e\x45VENT_TYPE_PURCHASE_CHARGEBACK\x10\n\x12(\n$EVENT_TYPE_SUBSCRIPTION_CANCELLATION\x10\x0b\x12\x1a\n\x16\x45VENT_TYPE_SWITCH_PLAN\x10\x0c\x12.\n*EVENT_TYPE_UPDATE_SUBSCRIPTION_CHARGE_DATE\x10\r\x12 \n\x1c\x45VENT_TYPE_CLUB_FIRST_ACCESS\x10\x0e\x12$\n EVENT_TYPE_CLUB_MODULE_COMPLETED\x10\x0f\x12\x1f\n\x1b\x45VENT_TYPE_CONTENT_PROGRESS\x10\x10\x12#\n\x1f\x45VENT_TYPE_WEBINAR_REGISTRATION\x10\x11\x12!\n\x1d\x45VENT_TYPE_WEBINAR_ATTENDANCE\x10\x12*\\\n\x0b\x45ventSource\x12\x1c\n\x18\x45VENT_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_SOURCE_GRPC\x10\x01\x12\x18\n\x14\x45VENT_SOURCE_WEBHOOK\x10\x02*_\n\x0bProductKind\x12\x1c\n\x18PRODUCT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PRODUCT_KIND_PRODUCT\x10\x01\x12\x18\n\x14PRODUCT_KIND_WEBINAR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'listboss.events.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=2130
-  _globals['_EVENTTYPE']._serialized_end=2821
-  _globals['_EVENTSOURCE']._serialized_start=2823
-  _globals['_EVENTSOURCE']._serialized_end=2915
-  _globals['_PRODUCTKIND']._serialized_start=2917
-  _globals['_PRODUCTKIND']._serialized_end=3012
+  _globals['_EVENTTYPE']._serialized_start=2272
+  _globals['_EVENTTYPE']._serialized_end=2963
+  _globals['_EVENTSOURCE']._serialized_start=2965
+  _globals['_EVENTSOURCE']._serialized_end=3057
+  _globals['_PRODUCTKIND']._serialized_start=3059
+  _globals['_PRODUCTKIND']._serialized_end=3154
   _globals['_EVENT']._serialized_start=88
-  _globals['_EVENT']._serialized_end=675
-  _globals['_EVENTBATCH']._serialized_start=677
-  _globals['_EVENTBATCH']._serialized_end=732
-  _globals['_PRODUCT']._serialized_start=734
-  _globals['_PRODUCT']._serialized_end=816
-  _globals['_PERSON']._serialized_start=819
-  _globals['_PERSON']._serialized_end=1019
-  _globals['_ADDRESS']._serialized_start=1022
-  _globals['_ADDRESS']._serialized_end=1191
-  _globals['_MONEY']._serialized_start=1193
-  _globals['_MONEY']._serialized_end=1238
-  _globals['_PURCHASE']._serialized_start=1241
-  _globals['_PURCHASE']._serialized_end=1619
-  _globals['_SUBSCRIPTION']._serialized_start=1622
-  _globals['_SUBSCRIPTION']._serialized_end=1783
-  _globals['_PLAN']._serialized_start=1785
-  _globals['_PLAN']._serialized_end=1837
-  _globals['_CLUBMODULE']._serialized_start=1839
-  _globals['_CLUBMODULE']._serialized_end=1877
-  _globals['_CONTENTPROGRESS']._serialized_start=1880
-  _globals['_CONTENTPROGRESS']._serialized_end=2009
-  _globals['_WEBINARSESSION']._serialized_start=2011
-  _globals['_WEBINARSESSION']._serialized_end=2127
+  _globals['_EVENT']._serialized_end=730
+  _globals['_SEALEDDATA']._serialized_start=732
+  _globals['_SEALEDDATA']._serialized_end=817
+  _globals['_EVENTBATCH']._serialized_start=819
+  _globals['_EVENTBATCH']._serialized_end=874
+  _globals['_PRODUCT']._serialized_start=876
+  _globals['_PRODUCT']._serialized_end=958
+  _globals['_PERSON']._serialized_start=961
+  _globals['_PERSON']._serialized_end=1161
+  _globals['_ADDRESS']._serialized_start=1164
+  _globals['_ADDRESS']._serialized_end=1333
+  _globals['_MONEY']._serialized_start=1335
+  _globals['_MONEY']._serialized_end=1380
+  _globals['_PURCHASE']._serialized_start=1383
+  _globals['_PURCHASE']._serialized_end=1761
+  _globals['_SUBSCRIPTION']._serialized_start=1764
+  _globals['_SUBSCRIPTION']._serialized_end=1925
+  _globals['_PLAN']._serialized_start=1927
+  _globals['_PLAN']._serialized_end=1979
+  _globals['_CLUBMODULE']._serialized_start=1981
+  _globals['_CLUBMODULE']._serialized_end=2019
+  _globals['_CONTENTPROGRESS']._serialized_start=2022
+  _globals['_CONTENTPROGRESS']._serialized_end=2151
+  _globals['_WEBINARSESSION']._serialized_start=2153
+  _globals['_WEBINARSESSION']._serialized_end=2269
 # @@protoc_insertion_point(module_scope)

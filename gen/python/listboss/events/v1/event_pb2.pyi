@@ -70,7 +70,7 @@ PRODUCT_KIND_PRODUCT: ProductKind
 PRODUCT_KIND_WEBINAR: ProductKind
 
 class Event(_message.Message):
-    __slots__ = ("id", "producer", "type", "occur_time", "product", "person", "purchase", "subscription", "module", "source", "receive_time", "content_progress", "webinar")
+    __slots__ = ("id", "producer", "type", "occur_time", "product", "person", "purchase", "subscription", "module", "source", "receive_time", "content_progress", "webinar", "sealed_person")
     ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class Event(_message.Message):
     RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     WEBINAR_FIELD_NUMBER: _ClassVar[int]
+    SEALED_PERSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     producer: str
     type: EventType
@@ -97,7 +98,20 @@ class Event(_message.Message):
     receive_time: _timestamp_pb2.Timestamp
     content_progress: ContentProgress
     webinar: WebinarSession
-    def __init__(self, id: _Optional[str] = ..., producer: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., person: _Optional[_Union[Person, _Mapping]] = ..., purchase: _Optional[_Union[Purchase, _Mapping]] = ..., subscription: _Optional[_Union[Subscription, _Mapping]] = ..., module: _Optional[_Union[ClubModule, _Mapping]] = ..., source: _Optional[_Union[EventSource, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_progress: _Optional[_Union[ContentProgress, _Mapping]] = ..., webinar: _Optional[_Union[WebinarSession, _Mapping]] = ...) -> None: ...
+    sealed_person: SealedData
+    def __init__(self, id: _Optional[str] = ..., producer: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., person: _Optional[_Union[Person, _Mapping]] = ..., purchase: _Optional[_Union[Purchase, _Mapping]] = ..., subscription: _Optional[_Union[Subscription, _Mapping]] = ..., module: _Optional[_Union[ClubModule, _Mapping]] = ..., source: _Optional[_Union[EventSource, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_progress: _Optional[_Union[ContentProgress, _Mapping]] = ..., webinar: _Optional[_Union[WebinarSession, _Mapping]] = ..., sealed_person: _Optional[_Union[SealedData, _Mapping]] = ...) -> None: ...
+
+class SealedData(_message.Message):
+    __slots__ = ("key_id", "nonce", "ciphertext", "key_sequence")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    key_sequence: int
+    def __init__(self, key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., key_sequence: _Optional[int] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("events",)
