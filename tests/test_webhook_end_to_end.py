@@ -161,8 +161,8 @@ def test_sigterm_stops_http_and_grpc_then_exits_cleanly(nats_server):
 
 
 def test_a_webhook_whose_product_is_a_placeholder_still_captures_its_lead(suite):
-    shared = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hotmart" / "PURCHASE_APPROVED.json"
-    document = json.loads(shared.read_text())
+    approved = Path(__file__).parent / "data" / "hotmart" / "PURCHASE_APPROVED.json"
+    document = json.loads(approved.read_text())
     product_id = str(document["data"]["product"]["id"])
     # As real webhooks sometimes arrive: an address-like placeholder where the product object was.
     document["id"] = "productless-lead-1"
