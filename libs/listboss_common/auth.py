@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ DEFAULT_ISSUER = DEFAULT_TOKEN_ISSUER
 DEFAULT_AUDIENCE = DEFAULT_TOKEN_AUDIENCE
 # Seconds a clock may be off between the issuer and a service.
 LEEWAY_SECONDS = 30
+# Verified tokens a verifier remembers (by their text) until they expire: clients reuse tokens.
+VERIFIED_TOKENS_CACHED = 1024
 # Tokens are short-lived unless asked otherwise: a leaked one is useful for an hour at most.
 DEFAULT_TTL_SECONDS = 3600
 
@@ -131,12 +134,16 @@ class TokenVerifier:
         issuer: str = DEFAULT_ISSUER,
         audience: str = DEFAULT_AUDIENCE,
         leeway: float = LEEWAY_SECONDS,
+        verified_cache_size: int = VERIFIED_TOKENS_CACHED,
     ):
         self._keys = keys
         self._revoked = revoked
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        # Tokens verified lately, by their exact text: (principal, exp, kid, the key that verified it).
+        self._verified: OrderedDict[str, tuple[Principal, float, str, Ed25519PublicKey]] = OrderedDict()
+        self._verified_size = verified_cache_size
 
     @classmethod
     def from_files(
@@ -166,6 +173,9 @@ class TokenVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated("authorization must be 'Bearer <token>'")
+        remembered = self._remembered(token)
+        if remembered is not None:
+            return remembered
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -189,7 +199,31 @@ class TokenVerifier:
             raise unauthenticated(_refusal(error)) from None
         if self._revoked is not None and claims["jti"] in self._revoked.current():
             raise unauthenticated("token revoked")
-        return _principal(claims)
+        principal = _principal(claims)
+        self._remember(token, principal, claims["exp"], str(header.get("kid", "")), key)
+        return principal
+
+    def _remembered(self, token: str) -> Principal | None:
+        """The principal of a token verified before, while it is still valid: unexpired (with
+        the leeway), its key still the JWKS's, and not revoked since. A client that reuses one
+        token for many calls pays the signature check once; anything else verifies afresh."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        principal, expires, kid, key = entry
+        revoked = self._revoked is not None and principal.token_id in self._revoked.current()
+        if time.time() > expires + self._leeway or self._keys.current().get(kid) is not key or revoked:
+            del self._verified[token]
+            return None  # verified again: the refusal names why
+        self._verified.move_to_end(token)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, expires: object, kid: str, key: Ed25519PublicKey) -> None:
+        if not isinstance(expires, int | float) or self._verified_size <= 0:
+            return
+        self._verified[token] = (principal, float(expires), kid, key)
+        if len(self._verified) > self._verified_size:
+            self._verified.popitem(last=False)  # the least recently used
 
 
 def _refusal(error: jwt.InvalidTokenError) -> str:

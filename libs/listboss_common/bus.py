@@ -217,6 +217,36 @@ def pack(items: Sequence[_Item], size_of: Callable[[_Item], int], limit: int = M
     return groups
 
 
+def varint(value: int) -> bytes:
+    """A non-negative int as a protobuf varint."""
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: ``tag``, the length, ``payload``."""
+    return tag + varint(len(payload)) + payload
+
+
+# The repeated field of EventBatch (events) and ContactChangeBatch (changes): field 1, length-delimited.
+_ITEMS_FIELD_TAG = b"\x0a"
+
+
+def packed_message(serialized: Sequence[bytes]) -> bytes:
+    """The wire form of a packed batch message (an ``EventBatch`` or a ``ContactChangeBatch``)
+    built from its items' serialized bytes: no protobuf copies of the items."""
+    return b"".join([_ITEMS_FIELD_TAG + varint(len(item)) + item for item in serialized])
+
+
 def unpack(messages: Sequence[Msg], items: PackedItems) -> list:
     """The items of packed batch messages, in order; :class:`PoisonMessage` if one does not decode."""
     return [item for message in messages for item in items.decode(message.data)]

@@ -76,6 +76,9 @@ KEY_DESTROYED_SUBJECT = "listboss.broadcast.personkey.destroyed"
 # JetStream's "wrong last sequence" errors: the key exists already.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
+# (producer, email) whose key ids a Keyring remembers.
+KEY_ID_MEMORY = 100_000
+
 _PERSON = b"person"
 _CONTACT_DATA = b"contact_data"
 
@@ -120,14 +123,23 @@ class Keyring:
             raise ConfigError(f"{DATA_KEY_ENV} must be {DATA_KEY_BYTES} bytes")
         self._wrapping = AESGCM(_derive(data_key, b"listboss person-key wrapping v1"))
         self._naming = _derive(data_key, b"listboss person-key id v1")
+        # Key ids of recent (producer, email): an HMAC per event costs more than sealing the person.
+        self._key_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Keyring:
         return cls(parse_data_key((environ if environ is not None else os.environ).get(DATA_KEY_ENV)))
 
     def key_id(self, producer: str, email: str) -> str:
+        remembered = self._key_ids.get((producer, email))
+        if remembered is not None:
+            return remembered
         message = producer.encode() + b"\0" + normalize_email(email).encode()
-        return hmac.new(self._naming, message, hashlib.sha256).hexdigest()[:KEY_ID_LENGTH]
+        key_id = hmac.new(self._naming, message, hashlib.sha256).hexdigest()[:KEY_ID_LENGTH]
+        self._key_ids[(producer, email)] = key_id
+        if len(self._key_ids) > KEY_ID_MEMORY:
+            self._key_ids.popitem(last=False)  # the oldest remembered: a plain bound, no reordering on hits
+        return key_id
 
     def wrap(self, key_id: str, key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -164,6 +176,16 @@ class PersonKey:
     def cipher(self) -> AESGCM:
         """Made once per cached key: building it costs as much as sealing a person."""
         return AESGCM(self.key)
+
+    @cached_property
+    def sealed_data_prefix(self) -> bytes:
+        """``SealedData.key_id`` on the wire: the same in everything this key seals."""
+        return bus.length_delimited(b"\x0a", self.key_id.encode())
+
+    @cached_property
+    def sealed_data_suffix(self) -> bytes:
+        """``SealedData.key_sequence`` on the wire."""
+        return b"\x20" + bus.varint(self.sequence)
 
 
 def _associated(kind: bytes, producer: str, event_id: str) -> bytes:
@@ -205,11 +227,46 @@ def unseal_person(event: event_pb2.Event, key: PersonKey) -> event_pb2.Person:
 
 def seal_contact_data(change: contact_change_pb2.ContactChange, key: PersonKey) -> None:
     """Replaces ``change.contact_data`` by ``change.sealed_contact_data``, in place."""
-    holder = contact_change_pb2.ContactChange(contact_data=change.contact_data)
-    associated = _associated(_CONTACT_DATA, change.event.producer, change.event.id)
-    sealed = seal(key, holder.SerializeToString(deterministic=True), associated)
+    sealed = sealed_contact_data(
+        key, change.contact_data, change.event.producer, change.event.id, os.urandom(NONCE_BYTES)
+    )
     change.ClearField("contact_data")
-    change.sealed_contact_data.CopyFrom(sealed)
+    change.sealed_contact_data.ParseFromString(sealed)
+
+
+def nonces(count: int) -> list[bytes]:
+    """``count`` random nonces from one read of the system's random source (a read per seal
+    costs more than the encryption of a contact's few fields)."""
+    pool = os.urandom(NONCE_BYTES * count)
+    return [pool[start : start + NONCE_BYTES] for start in range(0, len(pool), NONCE_BYTES)]
+
+
+def contact_data_plaintext(contact_data: Mapping[str, str]) -> bytes:
+    """What sealed contact data holds: a ``ContactChange`` with only its ``contact_data`` map,
+    entries in key order (what deterministic serialization writes), encoded directly."""
+    entries = []
+    for name in sorted(contact_data):
+        key, value = name.encode(), contact_data[name].encode()
+        entry = b"\x0a" + bus.varint(len(key)) + key + b"\x12" + bus.varint(len(value)) + value
+        entries.append(b"\x22" + bus.varint(len(entry)) + entry)
+    return b"".join(entries)
+
+
+def sealed_contact_data(
+    key: PersonKey, contact_data: Mapping[str, str], producer: str, event_id: str, nonce: bytes
+) -> bytes:
+    """The serialized ``SealedData`` of an event's contact data (what ``sealed_contact_data``
+    of its change holds), built as bytes: no protobuf message is made. ``nonce`` is fresh
+    randomness of :data:`NONCE_BYTES` (:func:`nonces`), never reused."""
+    associated = _associated(_CONTACT_DATA, producer, event_id)
+    ciphertext = key.cipher.encrypt(nonce, contact_data_plaintext(contact_data), associated)
+    return (
+        key.sealed_data_prefix
+        + b"\x12\x0c"  # nonce: field 2, 12 bytes
+        + nonce
+        + bus.length_delimited(b"\x1a", ciphertext)
+        + key.sealed_data_suffix
+    )
 
 
 def unseal_contact_data(change: contact_change_pb2.ContactChange, key: PersonKey) -> dict[str, str]:
@@ -242,6 +299,9 @@ class PersonKeys:
         self._cache: OrderedDict[str, PersonKey] = OrderedDict()
         self._cache_size = cache_size
         self._timeout = timeout
+        # Gets or creations under way, by key id: concurrent calls about the same new person
+        # share one round trip instead of racing to create the key and reading the winner's.
+        self._pending: dict[str, asyncio.Future[PersonKey]] = {}
 
     # ------------------------------------------------------------------ cache
 
@@ -321,10 +381,26 @@ class PersonKeys:
                 missing[(producer, email)] = key_id
         if missing:
             created = await asyncio.gather(
-                *(self._get_or_create(producer, key_id) for (producer, _), key_id in missing.items())
+                *(self._shared_get_or_create(producer, key_id) for (producer, _), key_id in missing.items())
             )
             found.update(zip(missing, created, strict=True))
         return found
+
+    def _shared_get_or_create(self, producer: str, key_id: str) -> asyncio.Future[PersonKey]:
+        """:meth:`_get_or_create`, joined by every call that wants the same key meanwhile."""
+        pending = self._pending.get(key_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._get_or_create(producer, key_id))
+            self._pending[key_id] = pending
+            pending.add_done_callback(lambda done: self._settled(key_id, done))
+        # Shielded: a caller cancelled (its RPC ended) must not cancel the others' wait.
+        return asyncio.shield(pending)
+
+    def _settled(self, key_id: str, done: asyncio.Future[PersonKey]) -> None:
+        if self._pending.get(key_id) is done:
+            del self._pending[key_id]
+        if not done.cancelled():
+            done.exception()  # seen here, so a failure every waiter has left is not reported as lost
 
     async def find(self, wanted: Iterable[tuple[str, event_pb2.SealedData]]) -> dict[tuple[str, int], PersonKey]:
         """The keys that sealed these (producer, sealed data), by (key id, sequence); a

@@ -317,3 +317,41 @@ def test_missing_jwks_or_revocation_file_is_refused(tmp_path: Path, jwks: Path) 
         TokenVerifier.from_files(tmp_path / "absent.json")
     with pytest.raises(ConfigError, match="does not exist"):
         TokenVerifier.from_files(jwks, tmp_path / "absent-revocations")
+
+
+# --- verified tokens are remembered until they expire, are revoked or lose their key
+
+
+def test_a_reused_token_is_checked_once_and_still_refused_when_revoked(
+    jwks: Path, revoked: Path, key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier.from_files(jwks, revoked, check_interval=0)
+    token = issue_token(key, "alice")
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *args, **kwargs: decoded.append(1) or real_decode(*args, **kwargs))
+    first, second = verifier.verify(f"Bearer {token}"), verifier.verify(f"Bearer {token}")
+    assert first == second and first.producer == "alice"
+    assert len(decoded) == 1  # the second call was answered from what the first verified
+    write_replacing(revoked, f"{first.token_id}\n", mode=0o644)
+    with pytest.raises(Exception, match="token revoked"):
+        verifier.verify(f"Bearer {token}")
+
+
+def test_a_remembered_token_expires_on_time(jwks: Path, key: SigningKey) -> None:
+    verifier = TokenVerifier.from_files(jwks, check_interval=0)
+    # Expired 29 s ago: still inside the 30 s leeway, for at most one more second.
+    token = issue_token(key, "alice", now=time.time() - 89, ttl_seconds=60)
+    assert verifier.verify(f"Bearer {token}").producer == "alice"
+    time.sleep(1.1)
+    with pytest.raises(Exception, match="token expired"):
+        verifier.verify(f"Bearer {token}")
+
+
+def test_a_remembered_token_is_refused_once_its_key_leaves_the_jwks(jwks: Path, key: SigningKey) -> None:
+    verifier = TokenVerifier.from_files(jwks, check_interval=0)
+    token = issue_token(key, "alice")
+    assert verifier.verify(f"Bearer {token}").producer == "alice"
+    _write_jwks(jwks, SigningKey.generate())  # rotated: the old key is gone
+    with pytest.raises(Exception, match="unknown key"):
+        verifier.verify(f"Bearer {token}")

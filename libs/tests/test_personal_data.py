@@ -90,6 +90,22 @@ def test_sealed_contact_data_opens_only_on_its_own_event():
         personal_data.unseal_person(change.event, KEY)
 
 
+def test_contact_data_sealed_as_bytes_is_what_deterministic_serialization_seals():
+    data = {"phone": "+55119", "name": "Ana Silva", "address.city": "São Paulo", "long": "x" * 300}
+    holder = contact_change_pb2.ContactChange(contact_data=data)
+    assert personal_data.contact_data_plaintext(data) == holder.SerializeToString(deterministic=True)
+    nonce = personal_data.nonces(1)[0]
+    sealed = event_pb2.SealedData.FromString(personal_data.sealed_contact_data(KEY, data, "alice", "evt-1", nonce))
+    assert (sealed.key_id, sealed.key_sequence, sealed.nonce) == (KEY.key_id, KEY.sequence, nonce)
+    change = contact_change_pb2.ContactChange(event=_sealed(), sealed_contact_data=sealed)
+    assert personal_data.unseal_contact_data(change, KEY) == data
+
+
+def test_a_batch_of_nonces_holds_distinct_nonces_of_the_right_size():
+    drawn = personal_data.nonces(1000)
+    assert len(set(drawn)) == 1000 and {len(nonce) for nonce in drawn} == {personal_data.NONCE_BYTES}
+
+
 # --------------------------------------------------------------------------- LISTBOSS_DATA_KEY
 
 
@@ -155,6 +171,19 @@ async def test_concurrent_creators_of_one_person_end_with_one_key(person_keys: P
     assert len(keys) == 1
     info = await js.stream_info(bus.PERSON_KEYS.name)
     assert info.state.messages == 1
+
+
+async def test_concurrent_calls_about_one_new_person_share_one_creation(person_keys: PersonKeys, js):
+    # Four calls in flight on one replica (as a batch client sends them) name the same new person.
+    people = [("alice", "new@example.com"), ("alice", "other@example.com")]
+    creations = []
+    create = person_keys._get_or_create
+    person_keys._get_or_create = lambda producer, key_id: creations.append(key_id) or create(producer, key_id)
+    found = await asyncio.gather(*(person_keys.for_people(people) for _ in range(4)))
+    assert len({result[people[0]] for result in found}) == 1
+    assert len(creations) == 2  # one round trip per person, not one per call
+    info = await js.stream_info(bus.PERSON_KEYS.name)
+    assert info.state.messages == 2
 
 
 async def test_a_destroyed_key_reads_as_erased_and_a_new_one_is_another_generation(person_keys: PersonKeys, js):

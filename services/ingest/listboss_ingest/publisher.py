@@ -161,18 +161,6 @@ def pack_groups(events: Sequence[event_pb2.Event], serialized: Sequence[bytes]) 
     return groups
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_EVENTS_FIELD_TAG = b"\x0a"  # EventBatch.events: field 1, length-delimited
-
-
 def pack_events(serialized: Sequence[bytes]) -> bytes:
     """The wire form of ``EventBatch(events=...)`` from already serialized events."""
-    return b"".join(_EVENTS_FIELD_TAG + _varint(len(item)) + item for item in serialized)
+    return bus.packed_message(serialized)

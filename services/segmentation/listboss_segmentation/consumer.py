@@ -5,7 +5,10 @@
 isolates a failing event and waits out outages): it records products first seen,
 evaluates each event under its product's rules (:mod:`domain`, compiled and
 cached by :mod:`rules`), translates the decisions (:mod:`messages`) and
-publishes them packed per producer.
+publishes them packed per producer. Changes are published as bytes: each is its
+event's serialized bytes, the outcome of the rules that fired (encoded once per
+product and combination of rules, :class:`~listboss_segmentation.messages.ChangeEncoder`)
+and the contact data, so no message is copied field by field.
 
 Persons arrive sealed (:mod:`listboss_common.personal_data`): the rules see the
 unsealed person, and the change carries the event with its person still sealed
@@ -29,7 +32,7 @@ from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss_common import bus, personal_data, tracing
 from listboss_segmentation import domain, handlers
-from listboss_segmentation.messages import change_from, event_type_name
+from listboss_segmentation.messages import ChangeEncoder, change_from, clear_contact_data, event_type_name
 from listboss_segmentation.rules import RuleCache
 from listboss_segmentation.unit_of_work import UnitOfWork
 
@@ -66,6 +69,33 @@ async def publish_changes(
         tracing.inject(headers)
         publishes.append(js.publish(bus.changes_subject(producer), payload, headers=headers))
     await asyncio.gather(*publishes)
+
+
+async def publish_serialized_changes(
+    js: JetStreamContext, producer: str, changes: Sequence[tuple[str, bytes]], *id_prefix: str
+) -> None:
+    """:func:`publish_changes` for changes already serialized, as (event id, ContactChange
+    bytes): packed in as few messages as the size limit allows, published together, with the
+    same message ids and headers."""
+    publishes = []
+    for group in bus.pack(changes, lambda change: len(change[1])):
+        msg_id = bus.content_id(*id_prefix, *(event_id for event_id, _ in group))
+        headers = {"Nats-Msg-Id": msg_id}
+        tracing.inject(headers)
+        payload = bus.packed_message([change for _, change in group])
+        publishes.append(js.publish(bus.changes_subject(producer), payload, headers=headers))
+    await asyncio.gather(*publishes)
+
+
+_EVENT_TYPE_NAMES: dict[int, str] = {}
+
+
+def _event_type_name(event_type: int) -> str:
+    """:func:`event_type_name`, remembered: it runs for every event."""
+    name = _EVENT_TYPE_NAMES.get(event_type)
+    if name is None:
+        name = _EVENT_TYPE_NAMES[event_type] = event_type_name(event_type)
+    return name
 
 
 def decode_events(received: Sequence[Msg]) -> list[event_pb2.Event]:
@@ -118,24 +148,48 @@ class EventProcessor:
         self.rules = rules or RuleCache(engine)
         # Products known to exist; saves a database round trip per event.
         self._known_products: set[tuple[str, str]] = set()
+        # The encoded outcome of each product's combinations of fired rules.
+        self._encoder = ChangeEncoder()
 
     async def handle(self, events: Sequence[event_pb2.Event]) -> None:
         opened = await personal_data.open_events(self._person_keys, events)
         await self._record_new_products(events)
         indexes = await self.rules.rules((event.producer, event.product.id) for event in events)
-        changes: dict[str, list[contact_change_pb2.ContactChange]] = defaultdict(list)
+        changes: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         evaluated = 0
+        nonces = iter(personal_data.nonces(len(events)))
+        encoder = self._encoder
         for event, person in zip(events, opened, strict=True):
-            index = indexes[(event.producer, event.product.id)]
-            rules = index.get(event_type_name(event.type))
-            evaluated += len(rules.rules) if rules is not None else 0
-            change = decide_sealed(event, person, lambda clear: change_for(clear, index))  # noqa: B023
-            assert change is not None
-            changes[event.producer].append(change)
+            product = event.product
+            index = indexes[(event.producer, product.id)] if product.id else domain.NO_PRODUCT_INDEX
+            rules = index.get(_event_type_name(event.type), domain.NO_RULES)
+            evaluated += len(rules.rules)
+            sealed = person.sealed
+            if sealed and person.person is not None:
+                event.person.CopyFrom(person.person)
+            try:
+                fired = domain.fire(rules, event)
+                outcome = encoder.outcome(event.producer, product.id, product.name, fired)
+                # An erased person sends nothing of theirs (decide_sealed's rule, without its copies).
+                chosen = domain.contact_data(outcome.contact_data, event) if not sealed or person.key else {}
+            finally:
+                if sealed:
+                    event.ClearField("person")  # the event travels on with its person sealed only
+            serialized = event.SerializeToString()
+            if not sealed:
+                change = encoder.change(serialized, outcome, clear_contact_data(chosen))
+            elif chosen and person.key is not None:
+                sealed_data = personal_data.sealed_contact_data(
+                    person.key, chosen, event.producer, event.id, next(nonces)
+                )
+                change = encoder.change(serialized, outcome, sealed_contact_data=sealed_data)
+            else:
+                change = encoder.change(serialized, outcome)
+            changes[event.producer].append((event.id, change))
         RULES_EVALUATED.inc(evaluated)
         # Acks come only after every change is stored on JetStream.
         await asyncio.gather(
-            *(publish_changes(self._js, producer, group, producer) for producer, group in changes.items())
+            *(publish_serialized_changes(self._js, producer, group, producer) for producer, group in changes.items())
         )
         log.info("events segmented", events=len(events))
 

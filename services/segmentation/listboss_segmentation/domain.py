@@ -434,7 +434,8 @@ def rule_for(segmentation: AutomaticSegmentation | CustomSegmentation) -> Rule:
 AUTOMATIC_RULES: dict[str, Rule] = {s.event_type: automatic_rule(s) for s in AUTOMATIC_SEGMENTATIONS}
 
 RuleIndex = dict[str, RuleSet]
-_EMPTY = RuleSet((), (), ())
+#: The rules of an event type nothing listens to.
+NO_RULES = RuleSet((), (), ())
 
 
 def rule_index(custom: Sequence[CustomSegmentation]) -> RuleIndex:
@@ -475,18 +476,24 @@ def fire(rules: RuleSet, event) -> list[Rule]:
 def decision(fired: Sequence[Rule], event) -> Decision:
     """The tag operations (per segmentation, removals first) and the contact data of the fired rules."""
     result = Decision(fired=list(fired))
-    # Lead capture is automatic for every event that names a person (even of a type with no
-    # automatic segmentation, such as WEBINAR_ATTENDANCE): it sends what the automatic ones choose.
-    choices: dict[str, None] = dict.fromkeys(AUTOMATIC_CONTACT_DATA)
     for rule in fired:
         result.operations.extend(rule.operations)
-        choices.update(dict.fromkeys(rule.contact_data))
-    result.contact_data = contact_data(choices, event)
+    result.contact_data = contact_data(contact_data_choices(fired), event)
     return result
 
 
+def contact_data_choices(fired: Sequence[Rule]) -> tuple[str, ...]:
+    """The contact data the fired rules send, each once. Lead capture is automatic for every
+    event that names a person (even of a type with no automatic segmentation, such as
+    WEBINAR_ATTENDANCE): it sends what the automatic ones choose."""
+    choices: dict[str, None] = dict.fromkeys(AUTOMATIC_CONTACT_DATA)
+    for rule in fired:
+        choices.update(dict.fromkeys(rule.contact_data))
+    return tuple(choices)
+
+
 def evaluate(index: RuleIndex, event_type: str, event) -> Decision:
-    return decision(fire(index.get(event_type, _EMPTY), event), event)
+    return decision(fire(index.get(event_type, NO_RULES), event), event)
 
 
 # --------------------------------------------------------------------------- explanation

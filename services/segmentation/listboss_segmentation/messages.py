@@ -8,6 +8,7 @@ messages the bus carries. No storage, no rules of its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from google.protobuf import timestamp_pb2
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss.segmentation.v1 import segmentation_service_pb2 as pb
-from listboss_common import filtering
+from listboss_common import bus, filtering, personal_data
 from listboss_common.decoding import limit_nesting
 from listboss_common.errors import FieldViolation, InvalidArgument, invalid_field
 from listboss_common.filtering import FieldSpec
@@ -531,11 +532,25 @@ def change_from(
     event: event_pb2.Event, decision: domain.Decision, backfill: str = ""
 ) -> contact_change_pb2.ContactChange:
     """The ContactChange that carries ``decision`` for ``event`` (marked with a backfill's name when one made it)."""
-    product_name = event.product.name
+    change = _outcome(event.producer, event.product.id, event.product.name, decision.fired, decision.operations)
+    change.event.CopyFrom(event)
+    change.contact_data.update(decision.contact_data)
+    change.backfill = backfill
+    return change
+
+
+def _outcome(
+    producer: str,
+    product_id: str,
+    product_name: str,
+    fired: Sequence[domain.Rule],
+    operations: Sequence[domain.TagOperation],
+) -> contact_change_pb2.ContactChange:
+    """A ContactChange holding only what the fired rules do: tag operations and fired segmentations."""
     # SEGMENTATION.format, spelled out: this runs for every operation of every event.
-    base = f"producers/{event.producer}/products/{event.product.id}/segmentations/"
-    automatic = {rule.segmentation_id for rule in decision.fired if rule.automatic}
-    operations = [
+    base = f"producers/{producer}/products/{product_id}/segmentations/"
+    automatic = {rule.segmentation_id for rule in fired if rule.automatic}
+    operations_messages = [
         contact_change_pb2.TagOperation(
             action=_ACTIONS[operation.action],
             tag_key=operation.tag_key,
@@ -543,12 +558,68 @@ def change_from(
             automatic=operation.segmentation_id in automatic,
             segmentation=base + operation.segmentation_id,
         )
-        for operation in decision.operations
+        for operation in operations
     ]
     return contact_change_pb2.ContactChange(
-        event=event,
-        tag_operations=operations,
-        fired_segmentations=[base + rule.segmentation_id for rule in decision.fired],
-        contact_data=decision.contact_data,
-        backfill=backfill,
+        tag_operations=operations_messages, fired_segmentations=[base + rule.segmentation_id for rule in fired]
     )
+
+
+# ContactChange's fields on the wire: event (1), contact_data entries (4), sealed_contact_data (6).
+_EVENT_FIELD = b"\x0a"
+_SEALED_CONTACT_DATA_FIELD = b"\x32"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one set of fired rules does for a product's events, encoded once: the tag
+    operations and fired segmentations of its ContactChange on the wire, and the contact data
+    the rules choose (the automatic choice first)."""
+
+    fired: tuple[domain.Rule, ...]
+    encoded: bytes
+    contact_data: tuple[str, ...]
+
+
+class ChangeEncoder:
+    """Builds serialized ContactChange messages without protobuf copies.
+
+    A change is its event's serialized bytes, the encoded outcome of the rules that fired and
+    the contact data, concatenated (protobuf fields may follow each other in any order, and
+    ``ContactChange`` has no field that two parts both set). The outcome depends only on the
+    product (id and name) and on which rules fired, so it is built once per combination and
+    reused for every event of it: building the tag operations as messages is most of what a
+    change costs. The cache holds the fired rules themselves, so a rule set replaced after a
+    rule change is never confused with its successor; it is emptied when it grows past
+    ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 4_096):
+        self._outcomes: dict[tuple, Outcome] = {}
+        self._max_entries = max_entries
+
+    def outcome(self, producer: str, product_id: str, product_name: str, fired: Sequence[domain.Rule]) -> Outcome:
+        key = (producer, product_id, product_name, *map(id, fired))
+        found = self._outcomes.get(key)
+        if found is None:
+            if len(self._outcomes) >= self._max_entries:
+                self._outcomes.clear()
+            operations = [operation for rule in fired for operation in rule.operations]
+            encoded = _outcome(producer, product_id, product_name, fired, operations).SerializeToString()
+            found = Outcome(tuple(fired), encoded, domain.contact_data_choices(fired))
+            self._outcomes[key] = found
+        return found
+
+    @staticmethod
+    def change(event: bytes, outcome: Outcome, contact_data: bytes = b"", sealed_contact_data: bytes = b"") -> bytes:
+        """One serialized ContactChange: ``event`` (serialized), ``outcome``, then either the
+        entries of clear contact data (:func:`clear_contact_data`) or a serialized SealedData."""
+        parts = [_EVENT_FIELD, bus.varint(len(event)), event, outcome.encoded, contact_data]
+        if sealed_contact_data:
+            parts += [_SEALED_CONTACT_DATA_FIELD, bus.varint(len(sealed_contact_data)), sealed_contact_data]
+        return b"".join(parts)
+
+
+def clear_contact_data(contact_data: dict[str, str]) -> bytes:
+    """ContactChange's ``contact_data`` map on the wire (an event whose person came in clear)."""
+    return personal_data.contact_data_plaintext(contact_data)

@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_segmentation import conditions as cond
 from listboss_segmentation import domain
 from listboss_segmentation.consumer import change_for
+from listboss_segmentation.messages import ChangeEncoder, clear_contact_data, event_type_name
 
 WEBHOOKS = Path(__file__).resolve().parents[3] / "tests" / "data" / "hotmart"
 BILLET = event_from_webhook((WEBHOOKS / "PURCHASE_BILLET_PRINTED.json").read_text(), "alice")
@@ -150,3 +152,32 @@ def test_one_display_name_rule_for_products_and_segmentations():
     assert ("display_name", "must be at most 200 characters") in domain.check_segmentation(too_long)
     # A tag's display name carries a registered product's whole name.
     assert domain.MAX_TAG_PRODUCT_NAME == domain.MAX_DISPLAY_NAME
+
+
+def _encoded_change(encoder: ChangeEncoder, event: event_pb2.Event, index: domain.RuleIndex):
+    """What the consumer publishes for a clear event, parsed back."""
+    fired = domain.fire(index[event_type_name(event.type)], event)
+    outcome = encoder.outcome(event.producer, event.product.id, event.product.name, fired)
+    chosen = domain.contact_data(outcome.contact_data, event)
+    encoded = encoder.change(event.SerializeToString(), outcome, clear_contact_data(chosen))
+    return contact_change_pb2.ContactChange.FromString(encoded)
+
+
+def test_encoded_changes_equal_the_messages_built_field_by_field():
+    encoder = ChangeEncoder()
+    index = domain.rule_index([billet_buyers(), billet_buyers(segmentation_id="all-billets", condition=None)])
+    for offer in ("test", "other"):  # both custom rules fire, then only the unconditional one
+        event = event_pb2.Event()
+        event.CopyFrom(BILLET)
+        event.purchase.offer_code = offer
+        for _ in range(2):  # built, then taken from the encoder's cache
+            assert _encoded_change(encoder, event, index) == change_for(event, index)
+
+
+def test_an_encoded_outcome_follows_a_rule_changed_under_the_same_id():
+    encoder = ChangeEncoder()
+    before = _encoded_change(encoder, BILLET, domain.rule_index([billet_buyers()]))
+    after = _encoded_change(encoder, BILLET, domain.rule_index([billet_buyers(add_tags=("renamed",))]))
+    assert "billet-buyers" in [op.tag_key for op in before.tag_operations]
+    assert "renamed" in [op.tag_key for op in after.tag_operations]
+    assert "billet-buyers" not in [op.tag_key for op in after.tag_operations]
