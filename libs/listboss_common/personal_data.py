@@ -75,6 +75,8 @@ KEY_DESTROYED_SUBJECT = "listboss.broadcast.personkey.destroyed"
 
 # JetStream's "wrong last sequence" errors: the key exists already.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+# Keys asked for in one batched direct get: a request of ~25 KiB of subjects.
+_KEYS_PER_READ = 256
 
 # (producer, email) whose key ids a Keyring remembers.
 KEY_ID_MEMORY = 100_000
@@ -344,6 +346,49 @@ class PersonKeys:
         assert message.seq is not None
         return self._remember(PersonKey(key_id, message.seq, self.keyring.unwrap(key_id, message.data)))
 
+    async def _read_many(self, wanted: Mapping[str, str]) -> dict[str, PersonKey]:
+        """The stored keys among ``wanted`` (key id -> producer), by key id: one batched direct
+        get (``multi_last``) per :data:`_KEYS_PER_READ` keys instead of a round trip per key."""
+        found: dict[str, PersonKey] = {}
+        items = list(wanted.items())
+        for start in range(0, len(items), _KEYS_PER_READ):
+            by_subject = {
+                key_subject(producer, key_id): key_id for key_id, producer in items[start : start + _KEYS_PER_READ]
+            }
+            for subject, sequence, data in await self._last_messages(list(by_subject)):
+                key_id = by_subject.get(subject)
+                if key_id is not None and data:  # an erased message may still answer, emptied
+                    found[key_id] = self._remember(PersonKey(key_id, sequence, self.keyring.unwrap(key_id, data)))
+        return found
+
+    async def _last_messages(self, subjects: Sequence[str]) -> list[tuple[str, int, bytes]]:
+        """(subject, sequence, data) of the last message on each of ``subjects`` that has one.
+
+        JetStream's batched direct get streams one reply per message found to the request's
+        inbox and ends with a status-only message (204 end of batch, 404 none found)."""
+        nc = self._js._nc  # type: ignore[attr-defined]  # nats-py keeps the connection here
+        inbox = nc.new_inbox()
+        subscription = await nc.subscribe(inbox)
+        try:
+            request = json.dumps({"multi_last": list(subjects), "batch": len(subjects)}).encode()
+            await nc.publish(f"$JS.API.DIRECT.GET.{bus.PERSON_KEYS.name}", request, reply=inbox)
+            messages: list[tuple[str, int, bytes]] = []
+            # Bounded: one reply per subject at most, then the end of the batch.
+            for _ in range(len(subjects) + 1):
+                reply = await subscription.next_msg(timeout=self._timeout)
+                headers = reply.headers or {}
+                status = headers.get("Status")
+                if status == "404":
+                    break
+                if status is not None:
+                    if status != "204":
+                        raise APIError(code=int(status), description=str(headers.get("Description", "")))
+                    break
+                messages.append((headers["Nats-Subject"], int(headers["Nats-Sequence"]), reply.data))
+            return messages
+        finally:
+            await subscription.unsubscribe()
+
     async def _get_or_create(self, producer: str, key_id: str) -> PersonKey:
         # Bounded: a key destroyed between a failed create and the read is simply created again.
         for _ in range(3):
@@ -380,10 +425,13 @@ class PersonKeys:
             else:
                 missing[(producer, email)] = key_id
         if missing:
+            stored = await self._read_many({key_id: producer for (producer, _), key_id in missing.items()})
+            to_create = {person: key_id for person, key_id in missing.items() if key_id not in stored}
+            found.update((person, stored[key_id]) for person, key_id in missing.items() if key_id in stored)
             created = await asyncio.gather(
-                *(self._shared_get_or_create(producer, key_id) for (producer, _), key_id in missing.items())
+                *(self._shared_get_or_create(producer, key_id) for (producer, _), key_id in to_create.items())
             )
-            found.update(zip(missing, created, strict=True))
+            found.update(zip(to_create, created, strict=True))
         return found
 
     def _shared_get_or_create(self, producer: str, key_id: str) -> asyncio.Future[PersonKey]:
@@ -415,10 +463,8 @@ class PersonKeys:
                 continue  # a newer generation is current: this one was destroyed
             to_read[sealed.key_id] = producer
         if to_read:
-            read = await asyncio.gather(*(self._read(producer, key_id) for key_id, producer in to_read.items()))
-            for key in read:
-                if key is not None:
-                    found[(key.key_id, key.sequence)] = key
+            for key in (await self._read_many(to_read)).values():
+                found[(key.key_id, key.sequence)] = key
         return found
 
     async def destroy(self, producer: str, email: str) -> str:

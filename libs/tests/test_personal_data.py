@@ -241,3 +241,27 @@ async def test_the_stream_keeps_one_message_per_person(js, person_keys):
     assert info.config.max_msgs_per_subject == 1
     assert info.config.allow_direct is True
     assert info.config.max_age in (None, 0)
+
+
+async def test_a_replica_reads_many_keys_in_batched_round_trips(person_keys: PersonKeys, js):
+    # 300 people, sealed by one replica; another, with nothing cached, opens them all at once.
+    events = [_event(f"evt-{n}", email=f"person{n}@example.com") for n in range(300)]
+    keys = await person_keys.for_people([("alice", event.person.email) for event in events])
+    for event in events:
+        personal_data.seal_person(event, keys[("alice", event.person.email)])
+    await person_keys.destroy("alice", "person7@example.com")
+
+    elsewhere = PersonKeys(js, person_keys.keyring)
+    requests: list[int] = []
+    last_messages = elsewhere._last_messages
+
+    async def counted(subjects):
+        requests.append(len(subjects))
+        return await last_messages(subjects)
+
+    elsewhere._last_messages = counted  # type: ignore[method-assign]
+    opened = await personal_data.open_events(elsewhere, events)
+    assert requests == [256, 44]  # two round trips, not one per person
+    assert [o.person.email if o is not personal_data.ERASED else None for o in opened] == [
+        None if n == 7 else f"person{n}@example.com" for n in range(300)
+    ]
