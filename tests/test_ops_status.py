@@ -217,14 +217,23 @@ def segmentation_stub(suite):
 
 
 def set_backfill(suite, name: str, *, state: str, age_seconds: float) -> None:
-    """What a replica that died in the middle of a backfill leaves: RUNNING, no more progress."""
+    """What a replica that hangs in the middle of a backfill leaves: RUNNING, its lease still
+    held (so no other replica takes it over), no more progress."""
     backfill_id = name.rsplit("/", 1)[1]
     engine = sa.create_engine(suite.database_url("segmentation"), connect_args={"timeout": 30})
     try:
         with engine.begin() as connection:
             connection.execute(
-                sa.text("UPDATE backfills SET state = :state, update_time = :time WHERE backfill_id = :id"),
-                {"state": state, "time": int((time.time() - age_seconds) * 1_000_000), "id": backfill_id},
+                sa.text(
+                    "UPDATE backfills SET state = :state, update_time = :time, owner = 'hung-replica', "
+                    "lease_expire_time = :lease WHERE backfill_id = :id"
+                ),
+                {
+                    "state": state,
+                    "time": int((time.time() - age_seconds) * 1_000_000),
+                    "lease": int((time.time() + 3600) * 1_000_000),
+                    "id": backfill_id,
+                },
             )
     finally:
         engine.dispose()
@@ -265,6 +274,7 @@ def test_backfills_list_and_resume_a_stuck_one(suite):
 
     [listed] = backfills(suite)
     assert listed["name"] == started.name and listed["segmentation"] == SEGMENTATION
+    assert listed["owner"]  # the replica that accepted it
     assert listed["state"] in ("RUNNING", "SUCCEEDED") and listed["stuck"] is False
 
     done = wait_for(lambda: [b for b in backfills(suite) if b["state"] == "SUCCEEDED"], "the backfill finished")
@@ -274,7 +284,7 @@ def test_backfills_list_and_resume_a_stuck_one(suite):
     text = ops("backfills", "list", "--segmentation-database", suite.database_url("segmentation"))
     assert text.code == 0 and started.name in text.out and "SUCCEEDED" in text.out
 
-    # Its replica died half-way: RUNNING, not updated for an hour.
+    # Its replica hangs half-way: RUNNING, not updated for an hour.
     set_backfill(suite, started.name, state="RUNNING", age_seconds=3600)
     run = status(suite)
     assert run.code == 1, run

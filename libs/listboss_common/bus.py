@@ -2,7 +2,12 @@
 
 Streams are file-backed and keep messages for a limited time (and, if set, size):
 defaults in the specs below, overridden by ``<STREAM>_MAX_AGE`` / ``<STREAM>_MAX_BYTES``
-variables. Publishers wait for JetStream's acknowledgement and set
+variables. Each is stored on ``LISTBOSS_STREAM_REPLICAS`` NATS nodes (``<STREAM>_REPLICAS``
+for one stream): 1 on a single server, 3 in a cluster, where a stream keeps taking writes
+while a majority of its replicas lives. :func:`ensure_streams` creates them, and on an
+existing stream changes only the settings ListBoss owns and never weakens it (fewer
+replicas, fewer subjects), warning about every difference it finds. Publishers wait for
+JetStream's acknowledgement and set
 ``Nats-Msg-Id`` so the stream drops repeats inside its duplicate window. Events and
 contact changes travel packed, several to a message (:class:`PackedItems`). The
 durable workers that consume the streams are in :mod:`listboss_common.worker`.
@@ -10,10 +15,13 @@ durable workers that consume the streams are in :mod:`listboss_common.worker`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,8 +31,8 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
@@ -52,14 +60,22 @@ class StreamSpec:
     max_age: float = 0.0
     max_bytes: int = 0
     settings_prefix: str = ""
+    # NATS nodes holding a copy (JetStream allows 1 to 5). Every stream, prefixed or not, takes
+    # LISTBOSS_STREAM_REPLICAS, or <settings_prefix or name>_REPLICAS for itself alone.
+    replicas: int = 1
 
     def with_settings(self) -> StreamSpec:
-        """This spec with the limits the environment sets; ConfigError names a bad variable.
-        (Another setting, such as a replica count, would be read here the same way.)"""
+        """This spec with the limits and replica count the environment sets; ConfigError names
+        a bad variable."""
+        default_replicas = config.env_int_between(REPLICAS_SETTING, self.replicas, 1, MAX_REPLICAS)
+        replicas = config.env_int_between(
+            f"{self.settings_prefix or self.name}_REPLICAS", default_replicas, 1, MAX_REPLICAS
+        )
+        spec = self if replicas == self.replicas else dataclasses.replace(self, replicas=replicas)
         if not self.settings_prefix:
-            return self
+            return spec
         return dataclasses.replace(
-            self,
+            spec,
             max_age=config.env_duration(f"{self.settings_prefix}_MAX_AGE", self.max_age),
             max_bytes=config.env_size(f"{self.settings_prefix}_MAX_BYTES", self.max_bytes),
         )
@@ -76,8 +92,13 @@ class StreamSpec:
             # JetStream: 0 seconds and -1 bytes mean no limit.
             max_age=self.max_age,
             max_bytes=self.max_bytes or -1,
+            num_replicas=self.replicas,
         )
 
+
+# The replica count of every stream (docs/operations.md, "Running a cluster").
+REPLICAS_SETTING = "LISTBOSS_STREAM_REPLICAS"
+MAX_REPLICAS = 5  # JetStream's own limit
 
 DAY = 86_400.0
 
@@ -116,8 +137,13 @@ def tag_changes_subject(producer: str) -> str:
     return f"listboss.tagchanges.{producer}"
 
 
-async def connect(url: str, name: str, readiness: Readiness | None = None) -> NatsClient:
-    """Connects for the life of the process; ``readiness`` hears when NATS goes away and comes back."""
+async def connect(url: str | Sequence[str], name: str, readiness: Readiness | None = None) -> NatsClient:
+    """Connects for the life of the process; ``readiness`` hears when NATS goes away and comes back.
+
+    ``url`` is one URL, or the nodes of a cluster (a list, or URLs separated by commas): the
+    first that answers will do, and when it goes away the client moves to another node (and
+    to the nodes the cluster announces)."""
+    servers = config.nats_servers(url) if isinstance(url, str) else list(url)
 
     async def on_error(error: Exception) -> None:
         log.warning("nats error", error=str(error))
@@ -134,7 +160,7 @@ async def connect(url: str, name: str, readiness: Readiness | None = None) -> Na
             readiness.up("nats")
 
     client = await nats.connect(
-        url,
+        servers,
         name=name,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
@@ -150,13 +176,119 @@ async def connect(url: str, name: str, readiness: Readiness | None = None) -> Na
 
 async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> None:
     """Creates the streams, or brings an existing stream's settings up to date, with the
-    limits the environment sets (a bad value raises ConfigError before any change)."""
+    limits and replica counts the environment sets (a bad value raises ConfigError before any
+    change). An existing stream keeps what ListBoss does not own (its placement, sources, an
+    operator's description...), keeps a higher replica count and the subjects it has beyond
+    ours, and every difference from our settings is logged as a warning."""
     configured = [spec.with_settings() for spec in specs]
     for spec in configured:
+        name = spec.name
         try:
-            await js.add_stream(spec.config())
-        except BadRequestError:
-            await js.update_stream(spec.config())
+            stored = (await _patiently(js.stream_info, name)).config
+        except NotFoundError:
+            try:
+                await _patiently(js.add_stream, spec.config())
+                continue
+            except BadRequestError as error:
+                # Another process created it meanwhile; anything else (more replicas than
+                # nodes, a subject another stream holds) is the server's answer to pass on.
+                try:
+                    stored = (await _patiently(js.stream_info, name)).config
+                except NotFoundError:
+                    raise error from None
+        merged, differences = reconcile_stream(stored, spec.config())
+        for difference in differences:
+            log.warning("stream configuration differs from this service's", stream=name, **difference)
+        if merged != stored:
+            await _patiently(js.update_stream, merged)
+
+
+# How long setting up a stream waits for JetStream to answer: a cluster that has just started,
+# or has just lost a node, elects its leaders within seconds and answers with a timeout or
+# "temporarily unavailable" meanwhile.
+STREAM_SETUP_PATIENCE = 30.0
+
+_Answer = TypeVar("_Answer")
+
+
+async def _patiently(call: Callable[..., Awaitable[_Answer]], *args: Any) -> _Answer:
+    """``await call(*args)``, again while JetStream is not ready, for STREAM_SETUP_PATIENCE seconds."""
+    deadline = time.monotonic() + STREAM_SETUP_PATIENCE
+    while True:
+        try:
+            return await call(*args)
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as error:
+            if time.monotonic() > deadline:
+                raise
+            log.info("jetstream not ready yet: retrying", error=str(error) or type(error).__name__)
+            await asyncio.sleep(0.5)
+
+
+# The settings of a stream that ListBoss owns; whatever else an operator sets is kept.
+_OWNED_SETTINGS = (
+    "subjects",
+    "num_replicas",
+    "duplicate_window",
+    "max_msg_size",
+    "max_msgs_per_subject",
+    "allow_direct",
+    "max_age",
+    "max_bytes",
+)
+# How JetStream reports "not set" for each (nats-py leaves some of them None).
+_UNSET = {"num_replicas": 1, "max_msg_size": -1, "max_msgs_per_subject": -1, "max_bytes": -1, "max_age": 0.0}
+
+
+def _setting(stream: StreamConfig, name: str) -> Any:
+    value = getattr(stream, name)
+    if value is None:
+        return _UNSET.get(name, False if name == "allow_direct" else value)
+    return value
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    if isinstance(stored, float) or isinstance(wanted, float):
+        return math.isclose(float(stored), float(wanted), rel_tol=1e-9, abs_tol=1e-6)
+    return bool(stored == wanted)
+
+
+def reconcile_stream(stored: StreamConfig, wanted: StreamConfig) -> tuple[StreamConfig, list[dict[str, Any]]]:
+    """The configuration to update ``stored`` to so that it has ``wanted``'s settings without
+    losing strength, and each difference found: ``{setting, stored, configured, kept}``.
+
+    Only the settings ListBoss owns are changed. The replica count never goes down and no
+    stored subject is dropped (an operator who raised or widened them meant it); the other
+    owned settings take the configured value."""
+    changes: dict[str, Any] = {}
+    differences: list[dict[str, Any]] = []
+    for name in _OWNED_SETTINGS:
+        before, after = _setting(stored, name), _setting(wanted, name)
+        if name == "subjects":
+            before, after = list(before or []), list(after or [])
+            if set(before) == set(after):
+                continue
+            kept = before + [subject for subject in after if subject not in before]
+        elif _same(before, after):
+            continue
+        else:
+            kept = max(before, after) if name == "num_replicas" else after
+        differences.append({"setting": name, "stored": before, "configured": after, "kept": kept})
+        if not _same(before, kept):
+            changes[name] = kept
+    storage_before, storage_after = stored.storage, wanted.storage
+    if storage_before is not None and str(getattr(storage_before, "value", storage_before)) != str(
+        getattr(storage_after, "value", storage_after)
+    ):
+        # JetStream cannot change a stream's storage in place.
+        differences.append(
+            {
+                "setting": "storage",
+                "stored": str(storage_before),
+                "configured": str(storage_after),
+                "kept": str(storage_before),
+            }
+        )
+    return dataclasses.replace(stored, **changes), differences
 
 
 class PoisonMessage(Exception):
@@ -282,16 +414,21 @@ async def listen(nc: NatsClient, subject: str, handler: Callable[[bytes], None])
     return await nc.subscribe(subject, cb=on_message)
 
 
-async def replay(js: JetStreamContext, stream: StreamSpec, subject: str, idle_timeout: float = 5.0):
-    """Yields the messages stored on ``subject`` in ``stream``, oldest first, up to
-    the last one stored when the replay started, through an ordered ephemeral
-    consumer (no ack, nothing left behind)."""
+async def replay(js: JetStreamContext, stream: StreamSpec, subject: str, idle_timeout: float = 5.0, *, after: int = 0):
+    """Yields the messages stored on ``subject`` in ``stream`` after stream sequence
+    ``after`` (0: from the oldest), oldest first, up to the last one stored when the
+    replay started, through an ordered ephemeral consumer (no ack, nothing left behind)."""
     info = await js.stream_info(stream.name, subjects_filter=subject)
-    if not info.state.subjects or not any(info.state.subjects.values()):
+    if not info.state.subjects or not any(info.state.subjects.values()) or info.state.last_seq <= after:
         return
     last = info.state.last_seq
+    start = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1) if after else None
     subscription = await js.subscribe(
-        subject, stream=stream.name, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        subject,
+        stream=stream.name,
+        ordered_consumer=True,
+        config=start,
+        deliver_policy=None if after else DeliverPolicy.ALL,
     )
     try:
         while True:

@@ -40,11 +40,29 @@ def env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def env_int_between(name: str, default: int, lowest: int, highest: int) -> int:
+    """An integer from variable ``name`` within ``lowest``..``highest``; ``default`` when unset."""
+    value = env_int(name, default)
+    if not lowest <= value <= highest:
+        raise ConfigError(f"{name} must be between {lowest} and {highest}, got {value}")
+    return value
+
+
+def nats_servers(urls: str) -> list[str]:
+    """The NATS URLs in ``urls``, a comma-separated list (``nats://a:4222,nats://b:4222``): the
+    nodes of one cluster, any of which a client may connect to first."""
+    servers = [url.strip() for url in urls.split(",")]
+    if not servers or any(not url for url in servers):
+        raise ConfigError(f"LISTBOSS_NATS_URL must be one URL or a comma-separated list of URLs, got {urls!r}")
+    return servers
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """What every service needs: where to listen, the bus, and how to verify tokens."""
 
     grpc_address: str
+    # One NATS URL, or the nodes of a cluster separated by commas (any one reachable will do).
     nats_url: str
     # The JWKS file of the public keys tokens are verified with (listboss_common.auth).
     jwks_file: str
@@ -63,7 +81,7 @@ class ServiceConfig:
     def from_env(cls, default_grpc_address: str, default_metrics_address: str = "") -> ServiceConfig:
         return cls(
             grpc_address=env("LISTBOSS_GRPC_ADDRESS", default_grpc_address),
-            nats_url=env("LISTBOSS_NATS_URL", DEFAULT_NATS_URL),
+            nats_url=",".join(nats_servers(env("LISTBOSS_NATS_URL", DEFAULT_NATS_URL))),
             jwks_file=env("LISTBOSS_JWKS_FILE"),
             shutdown_grace=float(env_int("LISTBOSS_SHUTDOWN_GRACE_SECONDS", 10)),
             metrics_address=os.environ.get("LISTBOSS_METRICS_ADDRESS", default_metrics_address).strip(),

@@ -6,7 +6,8 @@ start, watch and stop nats-server and the services, in one place.
 * :class:`Child`: one child process in its own process group, its output's last lines kept
   for error reports (and each line handed to ``echo``, when given).
 * :class:`NatsServer`: nats-server with JetStream in a store folder, on a port that stays the
-  same across restarts so that clients reconnect.
+  same across restarts so that clients reconnect; alone, or one node of a cluster
+  (:func:`nats_cluster`, routed to the others on ports of its own).
 * :class:`ServiceProcess`: one service (``listboss-<name>``), ready once its gRPC health
   answers SERVING (:func:`health_status`, :func:`wait_serving`).
 * :func:`stop_all`: SIGTERM to several children at once, SIGKILL after a grace period.
@@ -18,6 +19,7 @@ Failures raise :class:`ProcessError` naming the part and showing its last output
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import signal
@@ -26,6 +28,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -42,6 +46,7 @@ __all__ = [
     "ServiceProcess",
     "free_port",
     "health_status",
+    "nats_cluster",
     "nats_server_binary",
     "port_in_use",
     "resident_mib",
@@ -249,6 +254,12 @@ class NatsServer:
     """A real nats-server with JetStream in ``store_dir``, on ``port`` (0: a free one, chosen
     now), so :attr:`url` is valid before :meth:`start` and stays the same across restarts.
 
+    With a ``cluster`` name it is one node of a JetStream cluster, called ``name`` (JetStream
+    knows its nodes by name: it must stay the same across restarts), taking routes on
+    ``cluster_port`` and connecting to the other nodes' ``routes``; it also serves monitoring
+    on ``monitor_port``, whose ``/healthz`` tells when the node has joined the cluster's
+    JetStream (:meth:`wait_healthy`). Ports given as 0 are free ones, chosen now.
+
     ``echo`` and ``capture`` are :class:`Child`'s.
     """
 
@@ -261,11 +272,21 @@ class NatsServer:
         echo: Callable[[str], None] | None = None,
         capture: bool = True,
         start_timeout: float = NATS_START_TIMEOUT,
+        name: str = "nats",
+        cluster: str = "",
+        cluster_port: int = 0,
+        monitor_port: int = 0,
+        routes: Sequence[str] = (),
     ):
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.start_timeout = start_timeout
+        self.name = name
+        self.cluster = cluster
+        self.cluster_port = (cluster_port or free_port(host)) if cluster else 0
+        self.monitor_port = (monitor_port or free_port(host)) if cluster else 0
+        self.routes = list(routes)
         self._echo = echo
         self._capture = capture
         self.child: Child | None = None
@@ -273,6 +294,47 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def route_url(self) -> str:
+        """Where the other nodes of its cluster connect to it."""
+        return f"nats://{self.host}:{self.cluster_port}"
+
+    def _command(self) -> list[str]:
+        command = [str(nats_server_binary()), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
+        if self.cluster:
+            command += ["--server_name", self.name, "--cluster_name", self.cluster, "--cluster", self.route_url]
+            command += ["-m", str(self.monitor_port)]
+            if self.routes:
+                command += ["--routes", ",".join(self.routes)]
+        return command
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Returns once the node's ``/healthz`` answers 200 and its ``/jsz`` names the
+        cluster's JetStream leader; ProcessError after ``timeout`` or if it exits meanwhile."""
+        if not self.cluster:
+            return
+        monitor = f"http://{self.host}:{self.monitor_port}"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+        deadline = time.monotonic() + timeout
+        answer = "no answer"
+        while True:
+            if self.child is not None:
+                self.child.fail_if_exited("while joining its cluster")
+            try:
+                with opener.open(f"{monitor}/healthz", timeout=2) as response:
+                    response.read()
+                with opener.open(f"{monitor}/jsz", timeout=2) as response:
+                    answer = "no JetStream leader yet"
+                    if json.loads(response.read()).get("meta_cluster", {}).get("leader"):
+                        return
+            except urllib.error.HTTPError as error:
+                answer = error.read().decode(errors="replace")[:200]
+            except (OSError, ValueError) as error:
+                answer = str(error)
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.name} ({self.url}) is not healthy after {timeout:.0f} s: {answer}")
+            time.sleep(0.2)
 
     @property
     def running(self) -> bool:
@@ -283,8 +345,7 @@ class NatsServer:
         if self.running:
             raise ProcessError(f"nats-server on {self.url} is already running")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        command = [str(nats_server_binary()), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
-        child = self.child = Child("nats", command, os.environ, echo=self._echo, capture=self._capture)
+        child = self.child = Child(self.name, self._command(), os.environ, echo=self._echo, capture=self._capture)
         deadline = time.monotonic() + self.start_timeout
         while not _answers(self.host, self.port, b"INFO"):
             child.fail_if_exited("while starting")
@@ -308,6 +369,49 @@ class NatsServer:
         if self.running:
             self.stop()
         self.start()
+
+
+def nats_cluster(
+    store_root: Path | str,
+    nodes: int = 3,
+    *,
+    cluster: str = "listboss",
+    host: str = LOCALHOST,
+    ports: Sequence[int] = (),
+    echo: Callable[[str], Callable[[str], None] | None] | None = None,
+    capture: bool = True,
+) -> list[NatsServer]:
+    """``nodes`` nats-servers forming the JetStream cluster ``cluster``, not started: node
+    ``nats-<n>`` (the first one ``nats``) keeps its store in ``<store_root>/<name>`` and routes
+    to every other node. ``ports`` are their client ports (0 or missing: free ones);
+    ``echo(name)`` gives each node's :class:`Child` echo. Start them all, then
+    :meth:`NatsServer.wait_healthy` each: a node alone has no JetStream quorum."""
+    names = ["nats", *(f"nats-{index}" for index in range(2, nodes + 1))]
+    requested = list(ports) + [0] * (nodes - len(ports))
+    taken = {port for port in requested if port}
+    free: list[int] = []
+    while len(free) < 3 * nodes:  # client, route and monitoring port of each, all different
+        candidate = free_port(host)
+        if candidate not in taken:
+            taken.add(candidate)
+            free.append(candidate)
+    route_ports = free[nodes : 2 * nodes]
+    routes = [f"nats://{host}:{port}" for port in route_ports]
+    return [
+        NatsServer(
+            Path(store_root) / name,
+            host=host,
+            port=requested[index] or free[index],
+            echo=echo(name) if echo is not None else None,
+            capture=capture,
+            name=name,
+            cluster=cluster,
+            cluster_port=route_ports[index],
+            monitor_port=free[2 * nodes + index],
+            routes=[route for other, route in enumerate(routes) if other != index],
+        )
+        for index, name in enumerate(names)
+    ]
 
 
 # --- the services ----------------------------------------------------------------------------

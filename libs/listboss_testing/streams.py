@@ -10,7 +10,7 @@ async def event_messages(js) -> list[tuple[str, str | None, list[event_pb2.Event
     """Every message on LISTBOSS_EVENTS: (subject, Nats-Msg-Id, decoded events)."""
     stream = bus.EVENTS.name
     info = await js.stream_info(stream)
-    found = []
+    found: list[tuple[str, str | None, list[event_pb2.Event]]] = []
     if not info.state.messages:
         return found
     for seq in range(info.state.first_seq, info.state.last_seq + 1):

@@ -647,6 +647,8 @@ def _backfills_table(items: list[dict]) -> Table:
         "CONSIDERED",
         "MATCHED",
         "UPDATED",
+        "OWNER",
+        "LEASE",
         "ERROR",
         numeric=("SCANNED", "CONSIDERED", "MATCHED"),
     )
@@ -658,9 +660,18 @@ def _backfills_table(items: list[dict]) -> Table:
             f"{item['events_considered']:,}",
             f"{item['events_matched']:,}",
             f"{_age(item['idle_seconds'])} ago",
+            item["owner"] or "",
+            _lease(item),
             _cut(item["error"] or "", 60),
         )
     return table
+
+
+def _lease(item: dict) -> str:
+    if item["state"] != "RUNNING":
+        return ""
+    left = item["lease_seconds_left"]
+    return f"{_age(left)} left" if left > 0 else f"expired {_age(-left)} ago"
 
 
 # --------------------------------------------------------------------------- status, backfills, migrations

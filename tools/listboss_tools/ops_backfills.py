@@ -1,12 +1,14 @@
 """Backfills as an operator sees them (``listboss-ops backfills``, and ``status``).
 
-A backfill runs inside the segmentation replica that accepted it and stores its progress in
-the segmentation database (table ``backfills``) every few hundred events and at the end.
-When that replica dies the row stays RUNNING for ever (listboss_segmentation.backfill):
-here a RUNNING row whose ``update_time`` is older than the stuck threshold is *stuck*,
-unless a newer backfill of the same segmentation exists (it was already requested again:
-*superseded*). Resuming is asking SegmentationService.BackfillSegmentation again for the
-same segmentation: a second run changes nothing that the first one did.
+A backfill runs in the segmentation replica that holds its lease (``owner``, until
+``lease_expire_time``) and stores its progress in the segmentation database (table
+``backfills``) every few hundred events and at the end. When that replica dies, another one
+takes the backfill over once the lease expires (listboss_segmentation.backfill). A RUNNING row
+whose ``update_time`` (the last progress) is older than the stuck threshold is *stuck* (no
+segmentation replica is left to take it over, or it makes no progress), unless a newer
+backfill of the same segmentation exists (it was already requested again: *superseded*).
+Resuming is asking SegmentationService.BackfillSegmentation again for the same segmentation:
+a second run changes nothing that the first one did.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def read(engine: sa.Engine, now: dt.datetime, stuck_minutes: float = DEFAULT_STU
             "create_time": _rfc3339(_moment(row.create_time)),
             "update_time": _rfc3339(updated),
             "idle_seconds": round(max(0.0, (now - updated).total_seconds()), 1),
+            "owner": row.owner or None,
+            # Seconds the owner's lease still runs (negative: expired, another replica may claim it).
+            "lease_seconds_left": round((_moment(row.lease_expire_time) - now).total_seconds(), 1),
             "stuck": False,
             "superseded_by": None,
         }

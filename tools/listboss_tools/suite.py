@@ -34,6 +34,7 @@ from listboss_common.processes import (
     ServiceProcess,
     free_port,
     health_status,
+    nats_cluster,
     port_in_use,
     stop_all,
     wait_serving,
@@ -97,9 +98,13 @@ START_TIMEOUT = 30.0
 DEV_TOKEN_TTL_SECONDS = 3600
 
 
+def replica_names(service: str, replicas: int) -> tuple[str, ...]:
+    """The parts that run replicas of ``service`` beyond the first: ``contacts-2``, ``contacts-3``, ..."""
+    return tuple(f"{service}-{index}" for index in range(2, replicas + 1))
+
+
 def contacts_replica_names(replicas: int) -> tuple[str, ...]:
-    """The parts that run contacts replicas beyond the first: ``contacts-2``, ``contacts-3``, ..."""
-    return tuple(f"contacts-{index}" for index in range(2, replicas + 1))
+    return replica_names("contacts", replicas)
 
 
 def service_of(part: str) -> str:
@@ -153,7 +158,14 @@ class Suite:
     ``contacts_replicas`` runs that many contacts processes (parts ``contacts``, ``contacts-2``,
     ...), each on a free gRPC and metrics port of its own, sharing the durable consumer of
     changes. More than one needs PostgreSQL: on SQLite nothing keeps a second replica from
-    relaying the tag-change outbox beside the first.
+    relaying the tag-change outbox beside the first. ``ingest_replicas`` and
+    ``segmentation_replicas`` do the same for those services (``ingest-2`` has a webhook port of
+    its own too; more than one segmentation replica needs PostgreSQL as well).
+
+    ``nats_nodes`` above 1 runs that many nats-servers as one JetStream cluster (parts ``nats``,
+    ``nats-2``, ...; :func:`~listboss_common.processes.nats_cluster`), and the services are
+    given every node's URL. How many replicas their streams get is theirs to set
+    (``LISTBOSS_STREAM_REPLICAS`` in ``extra_env``).
     """
 
     def __init__(
@@ -171,16 +183,29 @@ class Suite:
         contacts_metrics_port: int = 0,
         database: str = "sqlite",
         contacts_replicas: int = 1,
+        ingest_replicas: int = 1,
+        segmentation_replicas: int = 1,
+        nats_nodes: int = 1,
         extra_env: Mapping[str, str] | None = None,
         output: TextIO | None = None,
         start_timeout: float = START_TIMEOUT,
         stop_grace: float = STOP_GRACE,
     ):
         check_database_choice(database)
-        if contacts_replicas < 1:
-            raise ValueError(f"contacts_replicas must be at least 1, got {contacts_replicas}")
-        if contacts_replicas > 1 and database == "sqlite":
-            raise ValueError("more than one contacts replica needs PostgreSQL (--database postgresql+psycopg://...)")
+        self.replicas = {
+            "ingest": ingest_replicas,
+            "segmentation": segmentation_replicas,
+            "contacts": contacts_replicas,
+        }
+        for service, count in self.replicas.items():
+            if count < 1:
+                raise ValueError(f"{service}_replicas must be at least 1, got {count}")
+            if count > 1 and service in DATABASE_NAMES and database == "sqlite":
+                raise ValueError(
+                    f"more than one {service} replica needs PostgreSQL (--database postgresql+psycopg://...)"
+                )
+        if nats_nodes < 1:
+            raise ValueError(f"nats_nodes must be at least 1, got {nats_nodes}")
         self.contacts_replicas = contacts_replicas
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -200,15 +225,29 @@ class Suite:
                 "contacts_metrics": contacts_metrics_port,
                 **{
                     port_name: 0
-                    for replica in contacts_replica_names(contacts_replicas)
-                    for port_name in (replica, f"{replica}_metrics")
+                    for service, count in self.replicas.items()
+                    for replica in replica_names(service, count)
+                    for port_name in (
+                        replica,
+                        f"{replica}_metrics",
+                        *((f"{replica}_http",) if service == "ingest" else ()),
+                    )
                 },
             }
         )
         self._printer = _Printer(output)
-        self._nats = NatsServer(
-            self.data_dir / "nats", host=host, port=self.ports["nats"], echo=self._printer.prefixed("nats")
-        )
+        if nats_nodes == 1:
+            self._nats_nodes = [
+                NatsServer(
+                    self.data_dir / "nats", host=host, port=self.ports["nats"], echo=self._printer.prefixed("nats")
+                )
+            ]
+        else:
+            self._nats_nodes = nats_cluster(
+                self.data_dir, nats_nodes, host=host, ports=[self.ports["nats"]], echo=self._printer.prefixed
+            )
+            self.ports.update((node.name, node.port) for node in self._nats_nodes[1:])
+        self._nats = self._nats_nodes[0]
         self._services: dict[str, ServiceProcess] = {}  # the started ones
         self._started = False
         self._signing_key: SigningKey | None = None
@@ -243,7 +282,18 @@ class Suite:
 
     @property
     def nats_url(self) -> str:
+        """The first (or only) NATS node's URL."""
         return self._nats.url
+
+    @property
+    def nats_urls(self) -> list[str]:
+        """Every NATS node's URL, the first one's first."""
+        return [node.url for node in self._nats_nodes]
+
+    @property
+    def nats_parts(self) -> tuple[str, ...]:
+        """The NATS nodes' parts: ``nats``, then ``nats-2``, ... in a cluster."""
+        return tuple(node.name for node in self._nats_nodes)
 
     @property
     def ingest_address(self) -> str:
@@ -257,15 +307,31 @@ class Suite:
     def contacts_address(self) -> str:
         return self._address("contacts")
 
+    def addresses(self, service: str) -> list[str]:
+        """The gRPC address of every replica of ``service``, the first one's first."""
+        return [self._address(name) for name in self.service_parts if service_of(name) == service]
+
     @property
     def contacts_addresses(self) -> list[str]:
         """The gRPC address of every contacts replica, the first one's first."""
-        return [self._address(name) for name in self.service_parts if service_of(name) == "contacts"]
+        return self.addresses("contacts")
+
+    def address_of(self, part: str) -> str:
+        """The gRPC address of one service part (``contacts-2``, ...)."""
+        return self._address(part)
+
+    def webhook_url_of(self, part: str, producer: str) -> str:
+        """The webhook URL of one ingest part (``ingest``, ``ingest-2``, ...)."""
+        http = "http" if part == "ingest" else f"{part}_http"
+        return f"http://{self._address(http)}/webhooks/hotmart/{producer}"
 
     @property
     def service_parts(self) -> tuple[str, ...]:
         """The service processes this suite runs, in the order they start."""
-        return (*SERVICE_NAMES, *contacts_replica_names(self.contacts_replicas))
+        return (
+            *SERVICE_NAMES,
+            *(name for service in SERVICE_NAMES for name in replica_names(service, self.replicas[service])),
+        )
 
     @property
     def http_address(self) -> str:
@@ -380,7 +446,10 @@ class Suite:
             read_or_create_webhook_tokens(self.webhook_tokens_file, DEMO_PRODUCER)
             read_or_create_data_key(self.data_key_file)
             self._prepare_databases()
-            self._nats.start()
+            for node in self._nats_nodes:
+                node.start()
+            for node in self._nats_nodes:
+                node.wait_healthy(self.start_timeout)
             for name in self.service_parts:
                 self._services[name] = self._service(name)
                 self._services[name].start()
@@ -413,7 +482,7 @@ class Suite:
             {
                 "LISTBOSS_GRPC_ADDRESS": self._address(name),
                 "LISTBOSS_METRICS_ADDRESS": self._address(f"{name}_metrics"),
-                "LISTBOSS_NATS_URL": self.nats_url,
+                "LISTBOSS_NATS_URL": ",".join(self.nats_urls),
                 "LISTBOSS_JWKS_FILE": str(self.jwks_file),
                 "LISTBOSS_DATA_KEY": self.data_key,
                 # Console logs on a terminal; JSON lines when captured (tests, files).
@@ -426,8 +495,8 @@ class Suite:
         )
         if service_of(name) in DATABASE_NAMES:
             env["LISTBOSS_DATABASE_URL"] = self.database_url(service_of(name))
-        if name == "ingest":
-            env["LISTBOSS_HTTP_ADDRESS"] = self.http_address
+        if service_of(name) == "ingest":
+            env["LISTBOSS_HTTP_ADDRESS"] = self._address("http" if name == "ingest" else f"{name}_http")
             env["LISTBOSS_WEBHOOK_TOKENS_FILE"] = str(self.webhook_tokens_file)
         env.update(self.extra_env)
         return env
@@ -447,7 +516,7 @@ class Suite:
         """The parts started so far, by name."""
         if not self._started:
             return {}
-        children = {"nats": self._nats.child} if self._nats.child is not None else {}
+        children = {node.name: node.child for node in self._nats_nodes if node.child is not None}
         children.update((name, service.child) for name, service in self._services.items() if service.child)
         return children
 
@@ -481,13 +550,13 @@ class Suite:
         (``<data_dir>/nats``), a service with the same environment and port. Returns once
         nats-server greets, or once the service answers SERVING (the others are not waited on).
         """
-        if name != "nats" and name not in self.service_parts:
+        if name not in self.nats_parts and name not in self.service_parts:
             raise SuiteError(f"unknown part {name!r}")
         child = self._children().get(name)
         if child is not None and child.poll() is None:
             raise SuiteError(f"{name} is still running: kill it first")
-        if name == "nats":
-            self._nats.start()
+        if name in self.nats_parts:
+            self._nats_nodes[self.nats_parts.index(name)].start()
             return
         service = self._services.setdefault(name, self._service(name))
         service.start()
@@ -503,12 +572,13 @@ class Suite:
         """
         self.stopping = True
         children = self._children()
-        nats = children.pop("nats", None)
+        nats = [children.pop(name) for name in self.nats_parts if name in children]
         # Services first: while they drain they still need NATS to ack and publish.
         codes = stop_all(children.values(), self.stop_grace, hurry=self.hurry, say=self._printer.write)
-        if nats is not None:
-            codes.update(stop_all([nats], self.stop_grace, hurry=self.hurry, say=self._printer.write))
-        self._nats.child = None  # gone: a start after this one begins from nothing
+        if nats:
+            codes.update(stop_all(nats, self.stop_grace, hurry=self.hurry, say=self._printer.write))
+        for node in self._nats_nodes:
+            node.child = None  # gone: a start after this one begins from nothing
         self._services.clear()
         self._started = False
         # Only our own: a start that failed on busy ports must not remove the file

@@ -163,8 +163,9 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         segmentation = await self._run(handlers.custom_segmentation, *_segmentation_ids(request.name), doing="backfill")
         if self._backfiller is None:
             raise unavailable("this replica cannot run backfills (no bus connection)")
-        record = await self._run(handlers.create_backfill, segmentation)
-        self._backfiller.start(record, segmentation)
+        backfiller = self._backfiller
+        record = await self._run(handlers.create_backfill, segmentation, backfiller.owner, backfiller.lease_seconds)
+        backfiller.start(record, segmentation)
         return messages.backfill_message(record)
 
     async def GetBackfill(self, request: pb.GetBackfillRequest, context) -> pb.Backfill:

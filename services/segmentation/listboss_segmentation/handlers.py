@@ -226,10 +226,12 @@ def _save(uow: UnitOfWork, segmentation: domain.CustomSegmentation, expected_rev
 # --------------------------------------------------------------------------- backfills
 
 
-def create_backfill(uow: UnitOfWork, segmentation: domain.CustomSegmentation) -> BackfillRecord:
-    """A new RUNNING backfill of ``segmentation``; the caller starts it."""
+def create_backfill(
+    uow: UnitOfWork, segmentation: domain.CustomSegmentation, owner: str = "", lease_seconds: float = 0.0
+) -> BackfillRecord:
+    """A new RUNNING backfill of ``segmentation``, leased to the replica ``owner`` that starts it."""
     with uow:
-        record = uow.add_backfill(segmentation, uuid.uuid4().hex[:16])
+        record = uow.add_backfill(segmentation, uuid.uuid4().hex[:16], owner, lease_seconds)
         uow.commit()
     return record
 

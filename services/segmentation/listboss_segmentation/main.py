@@ -59,9 +59,9 @@ async def run() -> None:
         await bus.broadcast(nc, RULES_CHANGED_SUBJECT, change_message(producer, product))
 
     worker = PullWorker(js, EVENTS_WORKER, EventProcessor(js, engine, rules, person_keys).handle, readiness)
-    servicer = SegmentationServicer(
-        engine, notify=notify, backfiller=Backfiller(js, engine, person_keys), statement_timeout=statement_timeout
-    )
+    # Runs the backfills this replica accepts and takes over those whose replica died.
+    backfiller = Backfiller(js, engine, person_keys)
+    servicer = SegmentationServicer(engine, notify=notify, backfiller=backfiller, statement_timeout=statement_timeout)
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server),
@@ -71,7 +71,7 @@ async def run() -> None:
         config,
         [binding],
         nc,
-        [worker, DatabaseProbe(engine, readiness)],
+        [worker, backfiller, DatabaseProbe(engine, readiness)],
         on_stopped=engine.dispose,
         readiness=readiness,
         verifier=verifier,

@@ -69,7 +69,16 @@ backfills = sa.Table(
     sa.Column("events_matched", sa.BigInteger, nullable=False),
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("create_time", sa.BigInteger, nullable=False),
+    # The last progress stored (update_time moves only with progress, never with the lease).
     sa.Column("update_time", sa.BigInteger, nullable=False),
+    # The replica running it ('' for none) and until when that replica holds it: a RUNNING
+    # backfill whose lease has expired is claimed by another replica (backfill.py).
+    sa.Column("owner", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Column("lease_expire_time", sa.BigInteger, nullable=False, server_default="0"),
+    # The LISTBOSS_EVENTS sequence of the last message scanned, its changes published and
+    # counted: a replica that takes the backfill over resumes after it.
+    sa.Column("scanned_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("backfills_lease", "state", "lease_expire_time"),
 )
 
 # The service's Alembic environment: migrations/ (alembic.ini, env.py, versions/), version

@@ -268,6 +268,11 @@ class BackfillRecord:
     error: str
     create_time: object
     update_time: object
+    # The replica running it ('' for none), the end of its lease (microseconds since the
+    # epoch) and the stream sequence of the last message scanned, published and counted.
+    owner: str = ""
+    lease_expire_time: int = 0
+    scanned_sequence: int = 0
 
 
 def _backfill(row) -> BackfillRecord:
@@ -283,12 +288,26 @@ def _backfill(row) -> BackfillRecord:
         row.error,
         from_micros(row.create_time),
         from_micros(row.update_time),
+        row.owner,
+        row.lease_expire_time,
+        row.scanned_sequence,
     )
 
 
+def _lease_end(lease_seconds: float) -> int:
+    return to_micros(now()) + int(lease_seconds * 1_000_000)
+
+
 def create_backfill(
-    connection: Connection, producer: str, product_id: str, segmentation_id: str, backfill_id: str
+    connection: Connection,
+    producer: str,
+    product_id: str,
+    segmentation_id: str,
+    backfill_id: str,
+    owner: str = "",
+    lease_seconds: float = 0.0,
 ) -> BackfillRecord:
+    """A new RUNNING backfill held by ``owner`` for ``lease_seconds``."""
     stamp = to_micros(now())
     connection.execute(
         backfills.insert().values(
@@ -303,6 +322,9 @@ def create_backfill(
             error="",
             create_time=stamp,
             update_time=stamp,
+            owner=owner,
+            lease_expire_time=_lease_end(lease_seconds),
+            scanned_sequence=0,
         )
     )
     found = get_backfill(connection, producer, product_id, segmentation_id, backfill_id)
@@ -310,17 +332,74 @@ def create_backfill(
     return found
 
 
-def update_backfill(connection: Connection, record: BackfillRecord, **values) -> None:
+def _backfill_key(record: BackfillRecord):
+    return (
+        backfills.c.producer == record.producer,
+        backfills.c.product_id == record.product_id,
+        backfills.c.segmentation_id == record.segmentation_id,
+        backfills.c.backfill_id == record.backfill_id,
+    )
+
+
+def update_backfill(connection: Connection, record: BackfillRecord, owner: str | None = None, **values) -> bool:
+    """Stores progress or the outcome; with ``owner``, only while that replica still holds
+    the backfill (False when another one has taken it over)."""
+    statement = backfills.update().where(*_backfill_key(record))
+    if owner is not None:
+        statement = statement.where(backfills.c.owner == owner, backfills.c.state == "RUNNING")
+    result = connection.execute(statement.values(update_time=to_micros(now()), **values))
+    return result.rowcount == 1
+
+
+def renew_backfill_lease(connection: Connection, record: BackfillRecord, owner: str, lease_seconds: float) -> bool:
+    """Extends ``owner``'s lease; False when the backfill is no longer RUNNING under that owner."""
+    result = connection.execute(
+        backfills.update()
+        .where(*_backfill_key(record), backfills.c.owner == owner, backfills.c.state == "RUNNING")
+        .values(lease_expire_time=_lease_end(lease_seconds))
+    )
+    return result.rowcount == 1
+
+
+def release_backfill(connection: Connection, record: BackfillRecord, owner: str) -> None:
+    """Ends ``owner``'s lease at once (a replica stopping): the next replica that looks takes it over."""
     connection.execute(
         backfills.update()
-        .where(
-            backfills.c.producer == record.producer,
-            backfills.c.product_id == record.product_id,
-            backfills.c.segmentation_id == record.segmentation_id,
-            backfills.c.backfill_id == record.backfill_id,
-        )
-        .values(update_time=to_micros(now()), **values)
+        .where(*_backfill_key(record), backfills.c.owner == owner, backfills.c.state == "RUNNING")
+        .values(lease_expire_time=0)
     )
+
+
+def expired_backfills(connection: Connection, limit: int) -> list[BackfillRecord]:
+    """RUNNING backfills whose lease has expired (their replica died or stopped), oldest first."""
+    rows = connection.execute(
+        sa.select(backfills)
+        .where(backfills.c.state == "RUNNING", backfills.c.lease_expire_time < to_micros(now()))
+        .order_by(backfills.c.create_time)
+        .limit(limit)
+    )
+    return [_backfill(row) for row in rows]
+
+
+def claim_backfill(
+    connection: Connection, record: BackfillRecord, owner: str, lease_seconds: float
+) -> BackfillRecord | None:
+    """Takes over a RUNNING backfill whose lease has expired; None when it has not expired
+    (any more) or is no longer RUNNING. One UPDATE with the expiry in its WHERE clause, so of
+    replicas claiming together exactly one wins: PostgreSQL re-checks the condition on the row
+    a concurrent claim committed, and SQLite runs one writer at a time."""
+    result = connection.execute(
+        backfills.update()
+        .where(
+            *_backfill_key(record),
+            backfills.c.state == "RUNNING",
+            backfills.c.lease_expire_time < to_micros(now()),
+        )
+        .values(owner=owner, lease_expire_time=_lease_end(lease_seconds))
+    )
+    if result.rowcount != 1:
+        return None
+    return get_backfill(connection, record.producer, record.product_id, record.segmentation_id, record.backfill_id)
 
 
 def get_backfill(

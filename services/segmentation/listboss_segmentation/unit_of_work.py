@@ -97,9 +97,17 @@ class UnitOfWork:
 
     # ------------------------------------------------------------------ backfills
 
-    def add_backfill(self, segmentation: domain.CustomSegmentation, backfill_id: str) -> storage.BackfillRecord:
+    def add_backfill(
+        self, segmentation: domain.CustomSegmentation, backfill_id: str, owner: str = "", lease_seconds: float = 0.0
+    ) -> storage.BackfillRecord:
         return storage.create_backfill(
-            self._connection, segmentation.producer, segmentation.product, segmentation.segmentation_id, backfill_id
+            self._connection,
+            segmentation.producer,
+            segmentation.product,
+            segmentation.segmentation_id,
+            backfill_id,
+            owner,
+            lease_seconds,
         )
 
     def backfill(

@@ -273,3 +273,23 @@ async def test_replay_reads_a_subject_to_its_end(nats_server):
     ]
     assert read == ["a", "b", "c"]
     await nc.close()
+
+
+async def test_a_replica_that_missed_the_broadcast_applies_the_change_after_its_safety_refresh(api, replicas, engine):
+    stub, _first = api
+    # A replica that hears no broadcast (as while its NATS connection was away), with rules
+    # refreshed after one second instead of thirty.
+    deaf = await replicas()
+    deaf.rules = deaf.processor.rules = RuleCache(engine, max_age=1.0)
+    await deaf.worker.subscribe()
+    deaf.task = asyncio.create_task(deaf.worker.run(deaf.stop))
+    key = ("alice", "42")
+    await deaf.rules.rules([key])
+
+    await stub.ActivateSegmentation(pb.ActivateSegmentationRequest(name=CUSTOM), metadata=ALICE)
+    await eventually(lambda: deaf.rules.cached(*key) is None, timeout=3.0, message="the rules never went stale")
+    await publish(deaf.js, billet("after-refresh"))
+    await processed(deaf.js, 1)
+
+    found = await changes(deaf.js)
+    assert fired(found["after-refresh"][0]) == ["auto-billet-printed", "billet-buyers"]
