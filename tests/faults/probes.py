@@ -31,7 +31,9 @@ class ContactsProbe:
     restarted server is no problem)."""
 
     def __init__(self, url: str):
-        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
+        # PostgreSQL fails fast while its server is down; SQLite has no such option.
+        connect_args = {"connect_timeout": 3} if url.startswith("postgresql") else {}
+        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -8,6 +8,7 @@
     listboss-ops deadletters show SEQ [--json]
     listboss-ops deadletters replay (SEQ... | --all [--producer P] [--stream S])
     listboss-ops deadletters purge (SEQ... | --all [--producer P] [--stream S])
+    listboss-ops import FILE --producer P [--format jsonl|csv] [--batch-size N] [--dry-run] [--json]
 
 ``--nats-url``, ``--suite-file`` and the TLS options ``--cacert`` (the CA of the services'
 certificates), ``--cert`` / ``--key`` (a client certificate, for mutual TLS) go before or after
@@ -21,7 +22,8 @@ for scripts. ``--nats-url`` defaults to ``$LISTBOSS_NATS_URL``, else
 nats://127.0.0.1:4222. SEQ is a dead letter's sequence in LISTBOSS_DEADLETTER, as
 ``list`` prints it. ``--stream`` names the original stream (LISTBOSS_EVENTS or
 LISTBOSS_CHANGES; ``events`` and ``changes`` will do). The dead letters' format is in
-:mod:`listboss_tools.deadletters`.
+:mod:`listboss_tools.deadletters`. ``import`` (past sales, through ingest) is
+:mod:`listboss_tools.ops_import`.
 
 Exit status: 0 when everything asked for was done and is healthy (an empty stream
 included), 1 when something is unhealthy or failed (``status`` found a problem, a database
@@ -51,7 +53,7 @@ from rich.table import Table
 
 from listboss_common.config import ConfigError
 from listboss_common.tls import CA_FILE_ENV, CLIENT_CERT_FILE_ENV, CLIENT_KEY_FILE_ENV, ClientTls
-from listboss_tools import deadletters, ops_backfills, ops_migrations, ops_status
+from listboss_tools import deadletters, ops_backfills, ops_import, ops_migrations, ops_status
 from listboss_tools.ops_targets import (
     ADDRESS_ENV,
     DATABASE_ENV,
@@ -313,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--all", action="store_true", help="every dead letter (matching the filters)")
         filters(command)
         command.set_defaults(usage=command.format_usage())
+
+    # -- import
+    ops_import.add_command(groups, [connection])
     return parser
 
 
@@ -866,6 +871,13 @@ async def _deadletters(targets: Targets, args: argparse.Namespace) -> int:
         await nc.close()
 
 
+async def _import(targets: Targets, args: argparse.Namespace) -> int:
+    try:
+        return await ops_import.command(targets, args)
+    except ops_import.UsageProblem as error:
+        raise UsageError(str(error)) from None
+
+
 def _command(args: argparse.Namespace):
     if args.group == "deadletters":
         return _deadletters
@@ -874,6 +886,7 @@ def _command(args: argparse.Namespace):
         ("backfills", "list"): _backfills_list,
         ("backfills", "resume"): _backfills_resume,
         ("migrations", "status"): _migrations_status,
+        ("import", None): _import,
     }[(args.group, getattr(args, "action", None))]
 
 
