@@ -53,7 +53,7 @@ def apply_batch(store: ContactStore, changes: Sequence[domain.Change], tag_ids: 
     result.tag_ids = store.tag_ids(domain.wanted_tags(fresh), tag_ids)
     incoming = domain.newest_links(fresh, contact_ids, result.tag_ids)
     if incoming:
-        current = store.tag_links({contact_id for contact_id, _ in incoming})
+        current = store.tag_links(incoming)
         tag_keys = {tag_id: key for key, tag_id in result.tag_ids.items()}
         store.write_links(domain.link_writes(incoming, current, tag_keys))
     # Backfill changes re-apply tag operations and contact data of recorded events:
@@ -88,7 +88,9 @@ def _capture_contacts(
     ids: dict[ContactKey, int] = {}
     created: set[ContactKey] = set()
     updates: list[domain.ContactUpdate] = []
-    for producer, emails in domain.by_producer(seen).items():
+    # Producers in name order, emails in order within each (add_contacts): two replicas
+    # inserting the same new contacts wait for each other instead of deadlocking.
+    for producer, emails in sorted(domain.by_producer(seen).items()):
         stored = store.contacts(producer, emails)
         new: list[domain.NewContact] = []
         for email in emails:
@@ -101,5 +103,14 @@ def _capture_contacts(
         for email, contact_id in store.add_contacts(producer, new).items():
             ids[(producer, email)] = contact_id
             created.add((producer, email))
+        # Contacts another transaction created since they were read: merged into, like stored ones.
+        taken = sorted(contact.email for contact in new if (producer, contact.email) not in created)
+        if taken:
+            stored = store.contacts(producer, taken)
+            for email in taken:
+                update = domain.capture(email, stored[email], seen[(producer, email)])
+                assert isinstance(update, domain.ContactUpdate)
+                ids[(producer, email)] = update.id
+                updates.append(update)
     store.update_contacts(updates)
     return ids, created

@@ -76,8 +76,9 @@ class Change(NamedTuple):
         return (self.producer, self.event_id)
 
 
-@dataclass(frozen=True)
-class TagLink:
+class TagLink(NamedTuple):
+    """A stored or incoming tag link (a named tuple: a batch builds thousands)."""
+
     present: bool
     stamp: Stamp
     segmentation: str
@@ -124,9 +125,9 @@ def newest_links(
         stamp = change.stamp
         for operation in change.operations:
             pair = (contact_id, tag_ids[(change.producer, change.product, operation.tag_key)])
-            link = TagLink(operation.added, stamp, operation.segmentation)
-            if pair not in incoming or link.stamp > incoming[pair].stamp:
-                incoming[pair] = link
+            held = incoming.get(pair)
+            if held is None or stamp > held.stamp:
+                incoming[pair] = TagLink(operation.added, stamp, operation.segmentation)
     return incoming
 
 
@@ -154,7 +155,8 @@ def link_writes(
     presence changed (a newer operation that keeps the state is no change)."""
     writes = LinkWrites([], [], {}, [])
     deltas: dict[int, int] = defaultdict(int)
-    for pair, link in sorted(incoming.items()):
+    for pair in sorted(incoming):
+        link = incoming[pair]
         before = current.get(pair)
         stored = resolve(before, link)
         if stored is None:
@@ -263,7 +265,11 @@ def contact_events(changes: Iterable[Change]) -> dict[ContactKey, ContactEvents]
             seen.newest = max(seen.newest, stamp)
             seen.first_event_time = min(seen.first_event_time, stamp[0])
             seen.last_event_time = max(seen.last_event_time, stamp[0])
-        merge_attributes(seen.chosen, {name: (value, stamp) for name, value in change.contact_data.items()})
+        chosen = seen.chosen
+        for name, value in change.contact_data.items():  # merge_attributes, inlined: it runs per change
+            held = chosen.get(name)
+            if held is None or stamp > held[1]:
+                chosen[name] = (value, stamp)
     return found
 
 

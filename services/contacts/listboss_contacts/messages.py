@@ -170,15 +170,17 @@ def dashboard_message(name: str, figures: queries.Dashboard) -> pb.ProductDashbo
 
 
 def tag_change_message(row) -> pb.TagChange:
-    """A ``tag_change_outbox`` row as the ``TagChange`` the relay publishes."""
+    """A ``tag_change_outbox`` row as the ``TagChange`` the relay publishes (names built with
+    f-strings and times as dicts: the relay builds one per tag change)."""
+    producer = row.producer
     return pb.TagChange(
         id=str(row.id),
-        contact=CONTACT.format(row.producer, str(row.contact_id)),
-        tag=TAG.format(row.producer, f"{row.product}.{row.tag_key}"),
+        contact=f"producers/{producer}/contacts/{row.contact_id}",
+        tag=f"producers/{producer}/tags/{row.product}.{row.tag_key}",
         tag_key=row.tag_key,
         action=pb.TagChange.ACTION_ADDED if row.added else pb.TagChange.ACTION_REMOVED,
-        event=HISTORY_EVENT.format(row.producer, row.product, row.event_id),
+        event=f"producers/{producer}/products/{row.product}/events/{row.event_id}",
         segmentation=row.segmentation,
-        occur_time=timestamp(row.occur_time),
-        commit_time=timestamp(row.commit_time),
+        occur_time=_ts(row.occur_time),
+        commit_time=_ts(row.commit_time),
     )

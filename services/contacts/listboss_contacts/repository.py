@@ -1,16 +1,16 @@
 """The database adapter for applying changes: the reads and writes of the contacts
 tables that :mod:`listboss_contacts.apply` needs, in domain values.
 
-Every method is one or a few set-based statements for the whole batch (IN lists
-in chunks, executemany), never one per event. JSON columns are encoded and
-decoded here, so the domain sees plain values.
+Every method is one or a few set-based statements for the whole batch, never one per
+event: the hot ones in each database's own SQL with rows as tuples (:mod:`listboss_contacts.bulk`).
+JSON columns are encoded and decoded here, so the domain sees plain values.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss_common import db
 from listboss_common.db import is_postgres, now, to_micros
-from listboss_contacts import domain
+from listboss_contacts import bulk, domain
 from listboss_contacts.domain import EventKey, LinkKey, TagKey, TagLink
 from listboss_contacts.schema import (
     contact_products,
@@ -29,14 +29,6 @@ from listboss_contacts.schema import (
     tag_change_outbox,
     tags,
 )
-
-# Bound parameters per IN (...) list: far below SQLite's and PostgreSQL's limits.
-_CHUNK = 500
-
-
-def chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class TagIds:
@@ -105,178 +97,188 @@ class ContactStore:
         """Which of the events (producer -> ids) the history already holds."""
         found: set[EventKey] = set()
         for producer, ids in event_ids.items():
-            for chunk in chunks(ids):
-                rows = self.connection.execute(
-                    sa.select(history.c.event_id).where(history.c.producer == producer, history.c.event_id.in_(chunk))
-                )
-                found.update((producer, row.event_id) for row in rows)
+            rows = bulk.select_in(
+                self.connection,
+                "SELECT event_id FROM history WHERE producer = {p} AND event_id {values}",
+                (producer,),
+                ids,
+            )
+            found.update((producer, event_id) for (event_id,) in rows)
         return found
 
     def contact_ids(self, producer: str, emails: Sequence[str]) -> dict[str, int]:
         """Email -> id of the producer's contacts among ``emails``."""
-        found: dict[str, int] = {}
-        for chunk in chunks(emails):
-            rows = self.connection.execute(
-                sa.select(contacts.c.id, contacts.c.email).where(
-                    contacts.c.producer == producer, contacts.c.email.in_(chunk)
-                )
-            )
-            found.update({row.email: row.id for row in rows})
-        return found
+        rows = bulk.select_in(
+            self.connection,
+            "SELECT email, id FROM contacts WHERE producer = {p} AND email {values}",
+            (producer,),
+            emails,
+        )
+        return {email: contact_id for email, contact_id in rows}
 
     def contacts(self, producer: str, emails: Sequence[str]) -> dict[str, domain.StoredContact]:
-        """The producer's stored contacts among ``emails``, by email."""
-        found: dict[str, domain.StoredContact] = {}
-        for chunk in chunks(emails):
-            rows = self.connection.execute(
-                sa.select(
-                    contacts.c.id,
-                    contacts.c.email,
-                    contacts.c.data_time,
-                    contacts.c.data_event,
-                    contacts.c.first_event_time,
-                    contacts.c.last_event_time,
-                    contacts.c.attribute_stamps,
-                ).where(contacts.c.producer == producer, contacts.c.email.in_(chunk))
+        """The producer's stored contacts among ``emails``, by email; on PostgreSQL locked in id
+        order until the commit, so that a concurrent transaction (another replica) changing the
+        same contacts waits and then reads what this one wrote (their data is merged, not lost)."""
+        lock = " ORDER BY id FOR NO KEY UPDATE" if is_postgres(self.connection) else ""
+        rows = bulk.select_in(
+            self.connection,
+            "SELECT email, id, data_time, data_event, first_event_time, last_event_time, attribute_stamps"
+            " FROM contacts WHERE producer = {p} AND email {values}" + lock,
+            (producer,),
+            emails,
+        )
+        return {
+            email: domain.StoredContact(
+                contact_id, (data_time, data_event), first_time, last_time, _decode_attributes(stamps)
             )
-            for row in rows:
-                found[row.email] = domain.StoredContact(
-                    row.id,
-                    (row.data_time, row.data_event),
-                    row.first_event_time,
-                    row.last_event_time,
-                    _decode_attributes(row.attribute_stamps),
-                )
-        return found
+            for email, contact_id, data_time, data_event, first_time, last_time, stamps in rows
+        }
 
-    def tag_links(self, contact_ids: Iterable[int]) -> dict[LinkKey, TagLink]:
-        """Every stored tag link of the contacts, locked on PostgreSQL until the commit."""
-        current: dict[LinkKey, TagLink] = {}
-        for chunk in chunks(sorted(contact_ids)):
-            query = sa.select(
-                contact_tags.c.contact_id,
-                contact_tags.c.tag_id,
-                contact_tags.c.present,
-                contact_tags.c.stamp_time,
-                contact_tags.c.stamp_event,
-                contact_tags.c.segmentation,
-            ).where(contact_tags.c.contact_id.in_(chunk))
-            if is_postgres(self.connection):
-                # Two replicas changing one contact's tags serialise here.
-                query = query.order_by(contact_tags.c.contact_id, contact_tags.c.tag_id).with_for_update()
-            for row in self.connection.execute(query):
-                current[(row.contact_id, row.tag_id)] = TagLink(
-                    row.present, (row.stamp_time, row.stamp_event), row.segmentation
+    def tag_links(self, pairs: Iterable[LinkKey]) -> dict[LinkKey, TagLink]:
+        """The stored links among ``pairs`` ((contact id, tag id)), locked on PostgreSQL in
+        (contact, tag) order until the commit: two replicas changing one link serialise here."""
+        wanted = sorted(pairs)
+        if not wanted:
+            return {}
+        columns = "t.contact_id, t.tag_id, t.present, t.stamp_time, t.stamp_event, t.segmentation"
+        if is_postgres(self.connection):
+            contact_ids, tag_ids = zip(*wanted, strict=True)
+            rows: Iterable[sa.Row] = self.connection.exec_driver_sql(
+                f"SELECT {columns} FROM contact_tags AS t"
+                " JOIN unnest(%b::bigint[], %b::bigint[]) AS w(contact_id, tag_id)"
+                " ON t.contact_id = w.contact_id AND t.tag_id = w.tag_id"
+                " ORDER BY t.contact_id, t.tag_id FOR NO KEY UPDATE OF t",
+                (list(contact_ids), list(tag_ids)),
+            )
+        else:
+            rows = []
+            for chunk in bulk.chunks(wanted):
+                pairs_sql = ", ".join("(?, ?)" for _ in chunk)
+                rows.extend(
+                    self.connection.exec_driver_sql(
+                        f"WITH w(contact_id, tag_id) AS (VALUES {pairs_sql}) SELECT {columns}"
+                        " FROM w CROSS JOIN contact_tags AS t"
+                        " ON t.contact_id = w.contact_id AND t.tag_id = w.tag_id",
+                        tuple(value for pair in chunk for value in pair),
+                    )
                 )
-        return current
+        return {
+            (contact_id, tag_id): TagLink(bool(present), (stamp_time, stamp_event), segmentation)
+            for contact_id, tag_id, present, stamp_time, stamp_event, segmentation in rows
+        }
 
     # ------------------------------------------------------------------ writes
 
     def add_contacts(self, producer: str, new: Sequence[domain.NewContact]) -> dict[str, int]:
-        """Inserts the producer's new contacts (label AUTO); returns their ids by email
-        (including any another transaction inserted meanwhile)."""
+        """Inserts the producer's new contacts (label AUTO), in email order; returns the ids of
+        those this transaction inserted, by email. A contact another transaction (a replica)
+        inserted meanwhile is left out: the caller reads it and merges into it."""
         if not new:
             return {}
         moment = to_micros(now())
         rows = [
-            dict(
-                producer=producer,
-                email=contact.email,
-                source=contacts_pb.CONTACT_SOURCE_AUTO,
-                data_time=contact.data_stamp[0],
-                data_event=contact.data_stamp[1],
-                first_event_time=contact.first_event_time,
-                last_event_time=contact.last_event_time,
-                create_time=moment,
-                update_time=moment,
-                **_data_columns(contact.data),
+            (
+                producer,
+                contact.email,
+                contacts_pb.CONTACT_SOURCE_AUTO,
+                contact.data_stamp[0],
+                contact.data_stamp[1],
+                contact.first_event_time,
+                contact.last_event_time,
+                moment,
+                moment,
+                *_data_values(contact.data),
             )
-            for contact in new
+            for contact in sorted(new, key=lambda contact: contact.email)
         ]
-        self.connection.execute(db.insert(self.connection, contacts).on_conflict_do_nothing(), rows)
+        if is_postgres(self.connection):
+            source, parameters = bulk.unnest(contacts, _NEW_CONTACT_COLUMNS, rows)
+            inserted = self.connection.exec_driver_sql(
+                f"INSERT INTO contacts ({', '.join(_NEW_CONTACT_COLUMNS)}) SELECT * FROM {source}"
+                " ON CONFLICT DO NOTHING RETURNING email, id",
+                tuple(parameters),
+            )
+            return {email: contact_id for email, contact_id in inserted}
+        # SQLite has one writer at a time: none of them was inserted since this transaction read
+        # (a write after a stale read fails as busy and is retried), so every one is this one's.
+        bulk.insert(self.connection, contacts, _NEW_CONTACT_COLUMNS, rows, "ON CONFLICT DO NOTHING")
         return self.contact_ids(producer, [contact.email for contact in new])
 
     def update_contacts(self, updates: Sequence[domain.ContactUpdate]) -> None:
+        """Updates contacts read by :meth:`contacts` (so locked on PostgreSQL), in id order."""
+        if not updates:
+            return
         moment = to_micros(now())
-        # Rows differ in which columns they set; group them so each statement is an executemany.
-        by_columns: dict[tuple[str, ...], list[dict]] = defaultdict(list)
-        for update in updates:
-            row: dict[str, object] = dict(
-                b_id=update.id,
-                first_event_time=update.first_event_time,
-                last_event_time=update.last_event_time,
-                update_time=moment,
-            )
+        # Rows differ in which columns they set; one statement for each set of columns.
+        by_columns: dict[tuple[bool, bool], list[tuple]] = defaultdict(list)
+        for update in sorted(updates, key=lambda update: update.id):
+            row: tuple = (update.id, update.first_event_time, update.last_event_time, moment)
             if update.data is not None:
-                row.update(_data_columns(update.data))
+                row += _data_values(update.data)
             if update.data_stamp is not None:
-                row.update(data_time=update.data_stamp[0], data_event=update.data_stamp[1])
-            by_columns[tuple(sorted(row))].append(row)
-        for columns, rows in by_columns.items():
-            statement = (
-                contacts.update()
-                .where(contacts.c.id == sa.bindparam("b_id"))
-                .values({c: sa.bindparam(c) for c in columns if c != "b_id"})
-            )
-            self.connection.execute(statement, rows)
+                row += update.data_stamp
+            by_columns[(update.data is not None, update.data_stamp is not None)].append(row)
+        for (with_data, with_stamp), rows in by_columns.items():
+            columns = ["first_event_time", "last_event_time", "update_time"]
+            if with_data:
+                columns += _DATA_COLUMNS
+            if with_stamp:
+                columns += ["data_time", "data_event"]
+            bulk.update(self.connection, contacts, ["id"], columns, rows)
 
     def tag_ids(self, wanted: Mapping[TagKey, tuple[str, bool]], cache: TagIds) -> dict[TagKey, int]:
         return cache.lookup(self.connection, wanted)
 
     def write_links(self, writes: domain.LinkWrites) -> None:
         """Stores the links, writes the tag changes to the outbox and moves the tag counts."""
-        if writes.inserts:
-            self.connection.execute(
-                contact_tags.insert(),
-                [
-                    dict(contact_id=contact_id, tag_id=tag_id, **_link_columns(link))
-                    for (contact_id, tag_id), link in writes.inserts
-                ],
-            )
-        if writes.updates:
-            self.connection.execute(
-                contact_tags.update()
-                .where(contact_tags.c.contact_id == sa.bindparam("b_contact_id"))
-                .where(contact_tags.c.tag_id == sa.bindparam("b_tag_id"))
-                .values(
-                    present=sa.bindparam("present"),
-                    stamp_time=sa.bindparam("stamp_time"),
-                    stamp_event=sa.bindparam("stamp_event"),
-                    segmentation=sa.bindparam("segmentation"),
-                ),
-                [
-                    dict(b_contact_id=contact_id, b_tag_id=tag_id, **_link_columns(link))
-                    for (contact_id, tag_id), link in writes.updates
-                ],
-            )
+        link_columns = ["contact_id", "tag_id", "present", "stamp_time", "stamp_event", "segmentation"]
+        bulk.insert(
+            self.connection,
+            contact_tags,
+            link_columns,
+            [(contact_id, tag_id, *_link_values(link)) for (contact_id, tag_id), link in writes.inserts],
+        )
+        bulk.update(
+            self.connection,
+            contact_tags,
+            link_columns[:2],
+            link_columns[2:],
+            [(contact_id, tag_id, *_link_values(link)) for (contact_id, tag_id), link in writes.updates],
+        )
         if writes.changes:
-            self.connection.execute(tag_change_outbox.insert(), [outbox_row(change) for change in writes.changes])
-        if writes.count_deltas:
-            self.connection.execute(
-                tags.update()
-                .where(tags.c.id == sa.bindparam("b_id"))
-                .values(contact_count=tags.c.contact_count + sa.bindparam("delta")),
-                [dict(b_id=tag_id, delta=delta) for tag_id, delta in writes.count_deltas.items()],
+            moment = to_micros(now())
+            bulk.insert(
+                self.connection,
+                tag_change_outbox,
+                _OUTBOX_COLUMNS,
+                [_outbox_values(change, moment) for change in writes.changes],
             )
+        if writes.count_deltas:
+            bulk.lock_rows(self.connection, tags, list(writes.count_deltas))
+            bulk.update(self.connection, tags, ["id"], ["contact_count+"], sorted(writes.count_deltas.items()))
 
     def add_history(self, entries: Sequence[domain.HistoryEntry]) -> None:
         moment = to_micros(now())
-        self.connection.execute(
-            history.insert(),
+        lists = _JsonLists()
+        bulk.insert(
+            self.connection,
+            history,
+            _HISTORY_COLUMNS,
             [
-                dict(
-                    producer=entry.producer,
-                    product=entry.product,
-                    event_id=entry.event_id,
-                    event_type=entry.event_type,
-                    occur_time=entry.occur_time,
-                    record_time=moment,
-                    contact_id=entry.contact_id,
-                    email=entry.email,
-                    contact_created=entry.contact_created,
-                    added_tags=json.dumps(entry.added_tags),
-                    removed_tags=json.dumps(entry.removed_tags),
-                    fired_segmentations=json.dumps(entry.fired_segmentations),
+                (
+                    entry.producer,
+                    entry.product,
+                    entry.event_id,
+                    entry.event_type,
+                    entry.occur_time,
+                    moment,
+                    entry.contact_id,
+                    entry.email,
+                    entry.contact_created,
+                    lists.encode(entry.added_tags),
+                    lists.encode(entry.removed_tags),
+                    lists.encode(entry.fired_segmentations),
                 )
                 for entry in entries
             ],
@@ -284,78 +286,149 @@ class ContactStore:
 
     def link_products(self, firsts: Mapping[tuple[int, str], domain.Change]) -> set[tuple[int, str]]:
         """Links each contact to the products of ``firsts`` ((contact id, product) -> the
-        oldest event linking them); returns the pairs that were not linked before."""
+        oldest event linking them), in (contact, product) order; returns the pairs that were
+        not linked before."""
         rows = [
-            dict(contact_id=contact_id, producer=change.producer, product=product, first_event_time=change.occur_time)
+            (contact_id, change.producer, product, change.occur_time)
             for (contact_id, product), change in sorted(firsts.items())
         ]
-        statement = (
-            db.insert(self.connection, contact_products)
-            .on_conflict_do_nothing()
-            .returning(contact_products.c.contact_id, contact_products.c.product)
-        )
+        columns = ["contact_id", "producer", "product", "first_event_time"]
+        if is_postgres(self.connection):
+            source, parameters = bulk.unnest(contact_products, columns, rows)
+            inserted = self.connection.exec_driver_sql(
+                f"INSERT INTO contact_products ({', '.join(columns)}) SELECT * FROM {source}"
+                " ON CONFLICT DO NOTHING RETURNING contact_id, product",
+                tuple(parameters),
+            )
+            return {(contact_id, product) for contact_id, product in inserted}
+        # SQLite has one writer at a time: the links read here stay as they are until the commit.
         linked: set[tuple[int, str]] = set()
-        for chunk in chunks(rows):
-            linked.update((row.contact_id, row.product) for row in self.connection.execute(statement, list(chunk)))
-        return linked
+        for chunk in bulk.chunks(sorted({contact_id for contact_id, _ in firsts})):
+            marks = ", ".join("?" for _ in chunk)
+            found = self.connection.exec_driver_sql(
+                f"SELECT contact_id, product FROM contact_products WHERE contact_id IN ({marks})", tuple(chunk)
+            )
+            linked.update((contact_id, product) for contact_id, product in found)
+        missing = [row for row in rows if (row[0], row[2]) not in linked]
+        bulk.insert(self.connection, contact_products, columns, missing)
+        return {(row[0], row[2]) for row in missing}
 
     def add_daily_counts(self, counts: Mapping[domain.DailyKey, tuple[int, int]]) -> None:
-        """Adds to the per-product daily counters the dashboard reads."""
-        statement = db.insert(self.connection, product_daily)
-        statement = statement.on_conflict_do_update(
-            index_elements=[
-                product_daily.c.producer,
-                product_daily.c.product,
-                product_daily.c.day,
-                product_daily.c.event_type,
-            ],
-            set_=dict(
-                events=product_daily.c.events + statement.excluded.events,
-                captured=product_daily.c.captured + statement.excluded.captured,
-            ),
+        """Adds to the per-product daily counters the dashboard reads, in key order."""
+        bulk.insert(
+            self.connection,
+            product_daily,
+            ["producer", "product", "day", "event_type", "events", "captured"],
+            [(*key, events, captured) for key, (events, captured) in sorted(counts.items())],
+            "ON CONFLICT (producer, product, day, event_type) DO UPDATE SET"
+            " events = product_daily.events + excluded.events,"
+            " captured = product_daily.captured + excluded.captured",
         )
-        rows = [
-            dict(producer=producer, product=product, day=day, event_type=event_type, events=events, captured=captured)
-            for (producer, product, day, event_type), (events, captured) in counts.items()
-        ]
-        self.connection.execute(statement, rows)
+
+
+_NEW_CONTACT_COLUMNS = [
+    "producer",
+    "email",
+    "source",
+    "data_time",
+    "data_event",
+    "first_event_time",
+    "last_event_time",
+    "create_time",
+    "update_time",
+    "display_name",
+    "phone",
+    "country_code",
+    "attributes",
+    "attribute_stamps",
+]
+_DATA_COLUMNS = ["display_name", "phone", "country_code", "attributes", "attribute_stamps"]
+_HISTORY_COLUMNS = [
+    "producer",
+    "product",
+    "event_id",
+    "event_type",
+    "occur_time",
+    "record_time",
+    "contact_id",
+    "email",
+    "contact_created",
+    "added_tags",
+    "removed_tags",
+    "fired_segmentations",
+]
+_OUTBOX_COLUMNS = [
+    "producer",
+    "contact_id",
+    "product",
+    "tag_key",
+    "added",
+    "event_id",
+    "segmentation",
+    "occur_time",
+    "commit_time",
+]
+
+
+class _JsonLists:
+    """JSON arrays of a batch's tag keys and segmentation names: the same few lists repeat
+    (an event type's automatic tags), so each distinct list is encoded once."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[tuple[str, ...], str] = {(): "[]"}
+
+    def encode(self, items: Sequence[str]) -> str:
+        key = tuple(items)
+        text = self._encoded.get(key)
+        if text is None:
+            text = self._encoded[key] = json.dumps(items)
+        return text
 
 
 def outbox_row(change: domain.TagChange) -> dict:
     """A tag_change_outbox row: resource ids only, no personal data (see docs/api.md, "Erasure")."""
+    return dict(zip(_OUTBOX_COLUMNS, _outbox_values(change, to_micros(now())), strict=True))
+
+
+def _outbox_values(change: domain.TagChange, commit_time: int) -> tuple:
     producer, product, key = change.tag
     link = change.link
-    return dict(
-        producer=producer,
-        contact_id=change.contact_id,
-        product=product,
-        tag_key=key,
-        added=link.present,
-        event_id=link.stamp[1],
-        segmentation=link.segmentation,
-        occur_time=link.stamp[0],
-        commit_time=to_micros(now()),
+    return (
+        producer,
+        change.contact_id,
+        product,
+        key,
+        link.present,
+        link.stamp[1],
+        link.segmentation,
+        link.stamp[0],
+        commit_time,
     )
 
 
-def _link_columns(link: TagLink) -> dict:
-    return dict(
-        present=link.present, stamp_time=link.stamp[0], stamp_event=link.stamp[1], segmentation=link.segmentation
-    )
+def _link_values(link: TagLink) -> tuple:
+    return (link.present, link.stamp[0], link.stamp[1], link.segmentation)
 
 
 def _decode_attributes(stamps_json: str) -> domain.Attributes:
-    return {key: (value, (time, event)) for key, (value, time, event) in json.loads(stamps_json or "{}").items()}
+    if not stamps_json or stamps_json == "{}":
+        return {}
+    return {key: (value, (time, event)) for key, (value, time, event) in json.loads(stamps_json).items()}
 
 
-def _data_columns(data: domain.ContactData) -> dict:
-    """``attributes`` holds the values Send reads; ``attribute_stamps`` each value's stamp too."""
-    return dict(
-        display_name=data.display_name,
-        phone=data.phone,
-        country_code=data.country_code,
-        attributes=json.dumps({key: value for key, (value, _) in data.attributes.items()}, sort_keys=True),
-        attribute_stamps=json.dumps(
-            {key: [value, stamp[0], stamp[1]] for key, (value, stamp) in data.attributes.items()}, sort_keys=True
-        ),
+# json.dumps(..., sort_keys=True) builds a new encoder on every call; this one is built once.
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
+
+
+def _data_values(data: domain.ContactData) -> tuple:
+    """The columns of _DATA_COLUMNS: ``attributes`` holds the values Send reads;
+    ``attribute_stamps`` each value's stamp too."""
+    if not data.attributes:
+        return (data.display_name, data.phone, data.country_code, "{}", "{}")
+    return (
+        data.display_name,
+        data.phone,
+        data.country_code,
+        _SORTED_JSON.encode({key: value for key, (value, _) in data.attributes.items()}),
+        _SORTED_JSON.encode({key: [value, stamp[0], stamp[1]] for key, (value, stamp) in data.attributes.items()}),
     )
