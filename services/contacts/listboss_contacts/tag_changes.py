@@ -14,15 +14,17 @@ appear, so the stream never shows a smaller id after a larger one. SQLite has
 one writer at a time: ids are drawn in commit order. On PostgreSQL ids are
 drawn at insert, and a transaction that drew a smaller id may commit after one
 that drew a larger id; the relay therefore publishes only up to a *barrier*: it
-notes the last id drawn from the outbox sequence and the first transaction id
-not yet assigned, in one snapshot, and releases the ids up to that last one once
-every transaction older than that has ended (the snapshot's oldest running
-transaction has passed it). A transaction writes its tag links before its outbox
-rows, so it has its transaction id before it draws an outbox id. Two changes of
-one tag link are ordered by the link's row lock, so for a link, and for a
-producer's stream as a whole, the order published is the order committed. A
-long-running writing transaction anywhere on the server delays the relay by as
-long as it runs (statement timeouts bound the services' own).
+reads the last id drawn from the outbox sequence, then the writing transactions
+running in this database (each holds the lock on its own transaction id), and
+releases the ids up to that last one once every one of those transactions has
+ended. A transaction writes its tag links before its outbox rows, so it is a
+writer before it draws an outbox id: any id drawn but not yet committed belongs
+to one of them. Two changes of one tag link are ordered by the link's row lock,
+so for a link, and for a producer's stream as a whole, the order published is
+the order committed. Read-only work (a backup with pg_dump, a report) and other
+databases on the server never hold the relay back; a long writing transaction
+in this database delays it by as long as it runs (statement timeouts bound the
+services' own).
 
 Failover. On PostgreSQL one replica at a time relays: the one holding a session
 advisory lock, on a connection of its own that every poll also reads through
@@ -93,12 +95,15 @@ def pending_changes(connection: Connection, limit: int, up_to: int | None = None
     return connection.execute(query.order_by(tag_change_outbox.c.id).limit(limit)).all()
 
 
-# PostgreSQL, in one snapshot: the last outbox id drawn (0 before the first), the first
-# transaction id not yet assigned, and the oldest transaction id still running.
-_HORIZON = sa.text(
-    "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('tag_change_outbox', 'id')), 0), "
-    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
-    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# PostgreSQL: the last outbox id drawn (0 before the first); not transactional, so it is
+# read before the writers below.
+_LAST_DRAWN = sa.text("SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('tag_change_outbox', 'id')), 0)")
+# The other sessions of this database inside a writing transaction: each holds the lock on its
+# own transaction id until it commits or rolls back (pg_locks is readable by every role).
+_WRITERS = sa.text(
+    "SELECT l.pid, l.transactionid::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted "
+    "AND a.datname = current_database() AND l.pid <> pg_backend_pid()"
 )
 
 # The relay lock's session ends this soon after its host vanishes (no FIN, no RST): idle
@@ -111,10 +116,12 @@ LEADER_KEEPALIVES = {
 }
 
 
-def outbox_horizon(connection: Connection) -> tuple[int, int, int]:
-    """(last outbox id drawn, first transaction id not yet assigned, oldest transaction id running)."""
-    last_drawn, next_xid, oldest_running = connection.execute(_HORIZON).one()
-    return int(last_drawn), int(next_xid), int(oldest_running)
+def outbox_horizon(connection: Connection) -> tuple[int, frozenset[tuple[int, str]]]:
+    """(last outbox id drawn, the (pid, transaction id) of every writing transaction running
+    in this database): once all of those have ended, no id up to the first can still appear."""
+    last_drawn = int(connection.execute(_LAST_DRAWN).scalar_one())
+    writers = frozenset((int(pid), str(xid)) for pid, xid in connection.execute(_WRITERS))
+    return last_drawn, writers
 
 
 def outbox_size(connection: Connection) -> int:
@@ -152,7 +159,7 @@ class OutboxRelay:
         # PostgreSQL: every outbox id up to here is committed or never will be; and the
         # barrier (last id drawn, transaction id all older ones must end before) that moves it.
         self._released = 0
-        self._barrier: tuple[int, int] | None = None
+        self._barrier: tuple[int, frozenset[tuple[int, str]]] | None = None
 
     def notify(self) -> None:
         """Something was committed to the outbox: relay now rather than at the next poll."""
@@ -239,17 +246,17 @@ class OutboxRelay:
         finally:
             self._leader.rollback()  # hold no snapshot between polls
 
-    def _advance(self, last_drawn: int, next_xid: int, oldest_running: int) -> None:
-        """Moves the released ids forward: a barrier is passed once every transaction that
-        was running when it was noted has ended; with none running, every id drawn is final."""
-        if self._barrier is not None and self._barrier[1] <= oldest_running:
+    def _advance(self, last_drawn: int, writers: frozenset[tuple[int, str]]) -> None:
+        """Moves the released ids forward: a barrier is passed once every writing transaction
+        that was running when it was noted has ended; with none running, every id drawn is final."""
+        if self._barrier is not None and not self._barrier[1] & writers:
             self._released = max(self._released, self._barrier[0])
             self._barrier = None
         if self._barrier is None:
-            if next_xid <= oldest_running:
+            if not writers:
                 self._released = max(self._released, last_drawn)
-            else:
-                self._barrier = (last_drawn, next_xid)
+            elif last_drawn > self._released:
+                self._barrier = (last_drawn, writers)
 
     def _size(self) -> int:
         with self._engine.connect() as connection:
