@@ -1,11 +1,14 @@
-"""The suite with more than one contacts process: each replica on a port of its own, all sharing
-the durable consumer of changes, on PostgreSQL; refused on SQLite."""
+"""The suite with more than one contacts process: each replica on a port of its own, on PostgreSQL
+(refused on SQLite), the partitions of the changes split between them and taken over when one dies."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import re
 import time
+import urllib.request
 import uuid
 
 import grpc
@@ -16,7 +19,10 @@ from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss.contacts.v1 import contacts_service_pb2_grpc as contacts_grpc
 from listboss.ingest.v1 import ingest_service_pb2 as ingest_pb
 from listboss.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from listboss_common import bus
+from listboss_common.partitions import read_owners
 from listboss_common.processes import health_status
+from listboss_testing import eventually_sync
 from listboss_testing.fixtures import POSTGRES_ADMIN_URL
 from listboss_tools.bench import make_batch
 from listboss_tools.suite import Suite, postgres_url
@@ -128,3 +134,124 @@ def test_replicas_share_the_changes_and_each_answers_for_all(replicated_suite):
             )
             counts.append(reply.count)
     assert counts == [contacts, contacts]
+
+
+# --- partitions: each replica applies the changes of the contacts of its partitions alone
+
+
+def _owners(suite) -> dict[int, str | None]:
+    async def read() -> dict[int, str | None]:
+        nc = await bus.connect(suite.nats_url, name="test-contacts-replicas")
+        try:
+            return await read_owners(nc.jetstream(), "contacts", bus.DEFAULT_PARTITIONS)
+        except Exception:  # the bucket not there yet, a node electing
+            return {}
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def _replica_of(member: str | None, pids: dict[str, int]) -> str | None:
+    """The suite part whose process is ``member`` (members are named host-pid-random)."""
+    for name, pid in pids.items():
+        if member is not None and f"-{pid}-" in member:
+            return name
+    return None
+
+
+def _split(suite, pids: dict[str, int]) -> dict[str, set[int]] | None:
+    """Each replica's partitions, once every partition has an owner among ``pids``."""
+    owners = _owners(suite)
+    if len(owners) != bus.DEFAULT_PARTITIONS:
+        return None
+    split: dict[str, set[int]] = {name: set() for name in pids}
+    for partition, member in owners.items():
+        replica = _replica_of(member, pids)
+        if replica is None:
+            return None
+        split[replica].add(partition)
+    return split
+
+
+def _items_by_partition(suite, name: str) -> dict[int, float]:
+    """Changes the replica applied, per partition, from its own metrics."""
+    text = urllib.request.urlopen(suite.metrics_url(name), timeout=5).read().decode()
+    found = {}
+    for match in re.finditer(
+        r'^listboss_consumer_items_handled_total\{consumer="contacts-p(\d+)"\} (\S+)$', text, re.M
+    ):
+        found[int(match.group(1))] = float(match.group(2))
+    return found
+
+
+def _ingest(suite, count: int, seed: int) -> None:
+    internal = (("authorization", f"Bearer {suite.internal_token}"),)
+    with grpc.insecure_channel(suite.ingest_address) as channel:
+        stub = ingest_grpc.IngestServiceStub(channel)
+        rng = random.Random(seed)
+        for _ in range(count // 200):
+            request = ingest_pb.BatchIngestEventsRequest(
+                request_id=uuid.uuid4().hex, events=make_batch(200, PEOPLE, rng)
+            )
+            assert stub.BatchIngestEvents(request, metadata=internal, timeout=30).accepted_count == 200
+
+
+def _history_reaches(suite, expected: int, timeout: float) -> int:
+    engine = sa.create_engine(suite.database_url("contacts"))
+    try:
+        recorded = 0
+        deadline = time.monotonic() + timeout
+        while recorded < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with engine.connect() as connection:
+                recorded = connection.exec_driver_sql("SELECT count(*) FROM history").scalar_one()
+        return recorded
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_each_partition_is_applied_by_one_replica_and_a_killed_replicas_are_taken_over(replicated_suite):
+    suite = replicated_suite
+    pids = {name: suite.pid(name) for name in ("contacts", "contacts-2")}
+    # The two replicas split the partitions evenly (the first started owns all, then hands over half).
+    split = eventually_sync(
+        lambda: (s := _split(suite, pids)) and sorted(len(p) for p in s.values()) == [4, 4] and s,
+        timeout=60,
+        message="the replicas did not split the partitions",
+    )
+
+    _ingest(suite, EVENTS, seed=5)
+    # Every event applied exactly once.
+    assert _history_reaches(suite, EVENTS, timeout=60) == EVENTS
+    applied = {name: _items_by_partition(suite, name) for name in pids}
+    # Each partition's changes were applied by its owner alone.
+    for name, partitions in split.items():
+        other = next(n for n in pids if n != name)
+        assert all(applied[other].get(partition, 0) == 0 for partition in partitions), (name, applied)
+    assert sum(sum(counts.values()) for counts in applied.values()) == EVENTS
+
+    # One replica dies mid-run: the other takes its partitions once their leases expire, and finishes.
+    suite.kill("contacts-2")
+    _ingest(suite, EVENTS, seed=6)
+    assert _history_reaches(suite, 2 * EVENTS, timeout=90) == 2 * EVENTS
+    survivor = eventually_sync(
+        lambda: (s := _split(suite, {"contacts": pids["contacts"]})) and s,
+        timeout=30,
+        message="the survivor did not take every partition",
+    )
+    assert survivor == {"contacts": set(range(bus.DEFAULT_PARTITIONS))}
+    taken_over = _items_by_partition(suite, "contacts")
+    # The survivor applied the second run's changes of the dead replica's partitions too.
+    assert sum(taken_over.values()) > sum(applied["contacts"].values())
+
+    # It comes back: the survivor hands it half of the partitions again.
+    suite.restart("contacts-2")
+    pids["contacts-2"] = suite.pid("contacts-2")
+    eventually_sync(
+        lambda: (s := _split(suite, pids)) and sorted(len(p) for p in s.values()) == [4, 4],
+        timeout=60,
+        message="the partitions were not handed back",
+    )

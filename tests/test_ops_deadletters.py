@@ -479,8 +479,8 @@ async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(migrated_engi
     tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
     try:
         events = [make_event(f"evt-{name}", "acme", f"{name}@example.com") for name in ("alice", "bob", "carol")]
-        # Ingest's publisher: the three events travel packed in one message, so contacts gets
-        # their three changes in one packed message too.
+        # Ingest's publisher: the three events travel packed in one message; contacts gets their
+        # changes packed by partition of their person.
         await EventPublisher(js).publish_many("request-1", events)
 
         # Bob's change fails on its own; alice's and carol's are applied.
@@ -491,7 +491,10 @@ async def test_a_dead_letter_is_replayed_once_its_cause_is_removed(migrated_engi
         listed = await ops(nats_server.url, "deadletters", "list", "--json")
         [letter] = [json.loads(line) for line in listed.lines]
         assert letter["seq"] == seq
-        assert letter["original_subject"] == "listboss.changes.acme"
+        bob = next(event for event in events if event.id == "evt-bob")
+        assert letter["original_subject"] == bus.changes_subject(
+            "acme", bus.event_partition(bob, bus.contacts_partitions())
+        )
         assert (letter["stream"], letter["consumer"], letter["producer"]) == ("LISTBOSS_CHANGES", "contacts", "acme")
         assert letter["event_ids"] == ["evt-bob"]  # that change alone, not the whole packed message
         assert "history refuses bob@example.com" in letter["error"]

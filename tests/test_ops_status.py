@@ -106,12 +106,19 @@ async def publish_events(suite, prefix: str, count: int) -> None:
         await nc.close()
 
 
+# The durable consumers of a suite: segmentation's, and contacts' (one per partition of the
+# changes, and one for the changes from before partitions).
+CONSUMERS = [(bus.EVENTS.name, "segmentation"), (bus.CHANGES.name, "contacts")] + [
+    (bus.CHANGES.name, f"contacts-p{k}") for k in range(bus.DEFAULT_PARTITIONS)
+]
+
+
 async def consumer_figures(suite) -> dict:
     nc = await bus.connect(suite.nats_url, name="test-ops-status")
     try:
         js = nc.jetstream()
         found = {}
-        for stream, durable in ((bus.EVENTS.name, "segmentation"), (bus.CHANGES.name, "contacts")):
+        for stream, durable in CONSUMERS:
             info = await js.consumer_info(stream, durable)
             found[(stream, durable)] = (info.num_pending, info.num_ack_pending, info.num_redelivered)
         return found
@@ -145,7 +152,12 @@ def test_status_of_a_healthy_suite_and_of_a_dead_contacts(suite):
         "contacts": "SERVING",
     }
     assert report["services"]["contacts"]["address"] == suite.contacts_address
-    assert set(figures_of(report)) == {("LISTBOSS_EVENTS", "segmentation"), ("LISTBOSS_CHANGES", "contacts")}
+    assert set(figures_of(report)) == set(CONSUMERS)
+    # One contacts replica: it owns every partition, and each partition's consumer names it.
+    owners = report["partitions"]["owners"]
+    assert sorted(owners, key=int) == [str(k) for k in range(bus.DEFAULT_PARTITIONS)]
+    assert set(owners.values()) == set(report["partitions"]["members"]) and len(report["partitions"]["members"]) == 1
+    assert {c["owner"] for c in report["consumers"] if c["consumer"].startswith("contacts-p")} == set(owners.values())
     assert report["dead_letters"] == {"total": 0, "by_consumer": []}
     assert report["outbox"]["rows"] == 0 and report["outbox"]["oldest_age_seconds"] is None
     assert (report["backfills"]["running"], report["backfills"]["stuck"]) == (0, [])
@@ -162,9 +174,10 @@ def test_status_of_a_healthy_suite_and_of_a_dead_contacts(suite):
 
         def backlog():
             run = status(suite)
-            pending = figures_of(run.json()).get(("LISTBOSS_CHANGES", "contacts"), (0, 0, 0))
-            segmentation = figures_of(run.json())[("LISTBOSS_EVENTS", "segmentation")]
-            return run if pending[0] + pending[1] > 0 and segmentation[:2] == (0, 0) else None
+            figures = figures_of(run.json())
+            pending = sum(f[0] + f[1] for (stream, _), f in figures.items() if stream == "LISTBOSS_CHANGES")
+            segmentation = figures[("LISTBOSS_EVENTS", "segmentation")]
+            return run if pending > 0 and segmentation[:2] == (0, 0) else None
 
         run = wait_for(backlog, "the contacts consumer's backlog")
         assert run.code == 1, run

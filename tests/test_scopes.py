@@ -53,6 +53,8 @@ EXPECTED_READ = {
         "ListEvents",
         "GetProductDashboard",
         "WatchTagChanges",
+        "GetAudience",
+        "ListAudiences",
     },
     "IngestService": set(),
     "SegmentationService": {

@@ -104,7 +104,9 @@ DAY = 86_400.0
 
 # Canonical events, one subject per producer: listboss.events.<producer>.
 EVENTS = StreamSpec("LISTBOSS_EVENTS", ("listboss.events.>",), max_age=30 * DAY, settings_prefix="LISTBOSS_EVENTS")
-# Segmentation's decisions, one subject per producer: listboss.changes.<producer>.
+# Segmentation's decisions, one subject per producer and partition of its contacts:
+# listboss.changes.<producer>.<partition> (see changes_subject; listboss.changes.<producer>
+# before partitions, still read).
 CHANGES = StreamSpec("LISTBOSS_CHANGES", ("listboss.changes.>",), max_age=7 * DAY, settings_prefix="LISTBOSS_CHANGES")
 # Messages and items that could never be processed: listboss.deadletter.<stream>.<consumer>.
 # Nats-Msg-Id names the original (stream, sequence, event), so a dead letter whose
@@ -129,8 +131,59 @@ def events_subject(producer: str) -> str:
     return f"listboss.events.{producer}"
 
 
-def changes_subject(producer: str) -> str:
-    return f"listboss.changes.{producer}"
+def changes_subject(producer: str, partition: int | None = None) -> str:
+    """Where a producer's contact changes travel: ``listboss.changes.<producer>.<partition>``
+    (without a partition, the subject used before partitions, which contacts still reads)."""
+    if partition is None:
+        return f"listboss.changes.{producer}"
+    return f"listboss.changes.{producer}.{partition}"
+
+
+# --- Partitions of the contact changes.
+#
+# Every change goes to one of LISTBOSS_CONTACTS_PARTITIONS partitions, chosen by a stable hash of
+# its person, so all the changes of one contact travel in one partition and are applied by the one
+# contacts replica that works that partition at the time (listboss_common.partitions). Every
+# segmentation and contacts process must use the same count: changing it is an operation
+# (docs/operations.md, "Partitions of the contact changes").
+
+PARTITIONS_SETTING = "LISTBOSS_CONTACTS_PARTITIONS"
+DEFAULT_PARTITIONS = 8
+MAX_PARTITIONS = 256
+# The subjects of the changes published before partitions: listboss.changes.<producer>.
+UNPARTITIONED_CHANGES = "listboss.changes.*"
+
+
+def contacts_partitions() -> int:
+    """The partition count the environment sets; ConfigError names a bad value."""
+    return config.env_int_between(PARTITIONS_SETTING, DEFAULT_PARTITIONS, 1, MAX_PARTITIONS)
+
+
+def changes_partition_filter(partition: int) -> str:
+    """The changes of every producer in one partition."""
+    return f"listboss.changes.*.{partition}"
+
+
+def partition_of(person: str, partitions: int) -> int:
+    """The partition of a person named by ``person`` (a stable hash: the same in every process,
+    on every machine, in every release)."""
+    digest = hashlib.blake2b(person.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+def event_partition(event: event_pb2.Event, partitions: int) -> int:
+    """The partition of the changes an event makes: by its sealed person's key id (a keyed hash of
+    producer and email, the same in every event about that person), by the normalized email of a
+    clear person, and 0 for an event about nobody."""
+    if partitions <= 1:
+        return 0
+    key_id = event.sealed_person.key_id
+    if key_id:
+        return partition_of(key_id, partitions)
+    email = event.person.email.strip().lower()
+    if email:
+        return partition_of(email, partitions)
+    return 0
 
 
 def tag_changes_subject(producer: str) -> str:

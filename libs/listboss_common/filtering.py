@@ -16,10 +16,12 @@ Grammar (the subset of https://google.aip.dev/160 we accept), as EBNF::
                | "(" , expression , ")"
                | comparison ;
     comparison = field , operator , value ;
-    field      = name , { "." , name } ;
+    field      = name , { "." , part } ;
     name       = ( letter | "_" ) , { letter | digit | "_" } ;
+    part       = ( letter | digit | "_" ) , { letter | digit | "_" } ;  (* a product id: 4774438 *)
     operator   = "<=" | "<" | ">=" | ">" | "!=" | "=" | ":" ;
-    value      = string | bare ;
+    value      = relative | string | bare ;
+    relative   = "now" , [ ( "-" | "+" ) , digit , { digit } , ( "s" | "m" | "h" | "d" | "w" ) ] ;
     string     = '"' , { escape | ? any character but '"' and "\\" ? } , '"'
                | "'" , { escape | ? any character but "'" and "\\" ? } , "'" ;
     escape     = "\\" , ( '"' | "'" | "\\" ) ;
@@ -35,6 +37,14 @@ Notes:
 * A bare value ``true``/``false`` is a bool, a bare number is an int or float,
   any other bare word (``AUTO``, ``2024-01-01T00:00:00Z``) is a string. A quoted
   value is always a string.
+* ``now``, ``now - 30d``, ``now+2h`` (whitespace optional around the sign) is a
+  :class:`RelativeTime`: an instant measured from when the filter is evaluated,
+  for timestamp fields ("last purchase within 30 days" stays true only for 30 days).
+  Units: s, m, h, d (24 h), w (7 d). For a string field it is the text as written.
+* ``field:*`` (a bare ``*``) asks whether the field has a value; the caller decides
+  what that means for its fields.
+* A field spec named ``prefix.*`` accepts every field ``prefix.<part>...``: the
+  rest names a key (``attributes.plan``, ``purchases.4774438``).
 * Whitespace is ASCII whitespace; it is optional around operators and
   parentheses, and ``-`` may be followed by whitespace.
 * Not supported from AIP-160: bare global restrictions (``"foo"`` alone),
@@ -75,7 +85,10 @@ _BARE_STOP = _WHITESPACE | frozenset("()\"'=<>!")
 _QUOTES = frozenset("\"'")  # a set, not a str: "" (peek at the end) is in every str
 _ESCAPABLE = frozenset("\"'\\")
 
-_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_RELATIVE_RE = re.compile(r"now(?:[ \t\r\n\f\v]*([+-])[ \t\r\n\f\v]*([0-9]{1,9})([smhdw]))?(?=[ \t\r\n\f\v()]|$)")
+_DANGLING_SIGN_RE = re.compile(r"[ \t\r\n\f\v]*[+-]")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _WORD_RE = re.compile(r"[A-Za-z0-9_.]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -102,7 +115,19 @@ class FilterError(ValueError):
         return (type(self), (self.message, self.position))
 
 
-Value = str | int | float | bool | datetime
+@dataclass(frozen=True)
+class RelativeTime:
+    """``now`` plus ``offset_seconds`` (negative: in the past), resolved when the filter runs."""
+
+    offset_seconds: int
+    text: str  # as written, for messages and for string fields
+
+    def at(self, now_micros: int) -> int:
+        """The instant in microseconds since the epoch, ``now_micros`` being now."""
+        return now_micros + self.offset_seconds * 1_000_000
+
+
+Value = str | int | float | bool | datetime | RelativeTime
 
 
 @dataclass(frozen=True)
@@ -274,10 +299,18 @@ class _Parser:
                 return op
         raise FilterError(f"expected an operator after field '{name}', found {self.describe()}", self.pos)
 
-    def read_value(self, op: str) -> tuple[str | int | float | bool, bool]:
+    def read_value(self, op: str) -> tuple[str | int | float | bool | RelativeTime, bool]:
         if self.peek() in _QUOTES:
             return self.read_string(), True
         start = self.pos
+        relative = _RELATIVE_RE.match(self.text, start)
+        if relative is not None:
+            self.pos = relative.end()
+            sign, amount, unit = relative.groups()
+            if sign is None and _DANGLING_SIGN_RE.match(self.text, self.pos):
+                raise FilterError("expected a duration such as 30d, 12h or 2w after 'now' and its sign", self.pos)
+            offset = 0 if sign is None else int(amount) * _UNIT_SECONDS[unit] * (-1 if sign == "-" else 1)
+            return RelativeTime(offset, relative.group()), False
         while not self.at_end() and self.text[self.pos] not in _BARE_STOP:
             self.pos += 1
         word = self.text[start : self.pos]
@@ -451,6 +484,8 @@ def _validate_node(node: Node, fields: Mapping[str, FieldSpec]) -> Node:
 
 def _validate_comparison(comparison: Comparison, fields: Mapping[str, FieldSpec]) -> Comparison:
     spec = fields.get(comparison.field)
+    if spec is None and "." in comparison.field:
+        spec = fields.get(comparison.field.split(".", 1)[0] + ".*")
     if spec is None:
         known = ", ".join(sorted(fields)) or "(none)"
         raise FilterError(f"unknown field '{comparison.field}'; known fields: {known}", comparison.position)
@@ -467,6 +502,8 @@ def _validate_comparison(comparison: Comparison, fields: Mapping[str, FieldSpec]
 def _convert_value(comparison: Comparison, spec: FieldSpec) -> Value:
     value, name = comparison.value, comparison.field
     shown = _show(value)
+    if isinstance(value, RelativeTime) and spec.kind in ("string", "enum"):
+        value = value.text
     if spec.kind == "string":
         if not isinstance(value, str):
             # Converting back to text would be lossy (`007` parsed as 7), so ask for quotes.
@@ -482,12 +519,12 @@ def _convert_value(comparison: Comparison, spec: FieldSpec) -> Value:
             )
         return value
     if spec.kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float) or comparison.quoted:
+        if isinstance(value, bool | RelativeTime) or not isinstance(value, int | float) or comparison.quoted:
             raise FilterError(f"field '{name}' expects a number, got {shown}", comparison.position)
         return value
     # timestamp
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value  # already converted: validate() may run twice
+    if (isinstance(value, datetime) and value.tzinfo is not None) or isinstance(value, RelativeTime):
+        return value  # already converted (validate() may run twice), or measured from now when evaluated
     timestamp = _parse_timestamp(value)
     if timestamp is None:
         raise FilterError(
@@ -520,4 +557,6 @@ def _show(value: Value) -> str:
         return repr(value)
     if isinstance(value, datetime):
         return f"'{value.isoformat()}'"
+    if isinstance(value, RelativeTime):
+        return value.text
     return f"'{value}'"

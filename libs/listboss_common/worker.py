@@ -89,12 +89,14 @@ class WorkerSpec:
     # Back-off while a dependency is down: doubles from ``min`` up to ``max`` seconds.
     outage_backoff_min: float = 0.25
     outage_backoff_max: float = 10.0
+    # The subjects this consumer takes (default: all the stream's), e.g. one partition's.
+    filter_subject: str | None = None
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
             name=self.durable,
             durable_name=self.durable,
-            filter_subject=self.stream.subjects[0],
+            filter_subject=self.filter_subject or self.stream.subjects[0],
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
@@ -142,6 +144,14 @@ class PullWorker:
         return self._readiness
 
     async def subscribe(self) -> None:
+        await self.ensure_consumer()
+        self._subscription = await self._js.pull_subscribe_bind(
+            durable=self._spec.durable, stream=self._spec.stream.name
+        )
+
+    async def ensure_consumer(self) -> None:
+        """Creates the stream and the durable consumer, or brings an existing one's settings up
+        to date, without consuming (a partition's consumer exists before a replica works it)."""
         await ensure_streams(self._js, [self._spec.stream, DEADLETTER])
         try:
             # Creates the durable consumer, or brings an existing one's settings up to
@@ -149,9 +159,6 @@ class PullWorker:
             await self._js.add_consumer(self._spec.stream.name, self._spec.consumer_config())
         except BadRequestError as error:
             log.warning("consumer settings not updated", durable=self._spec.durable, error=str(error))
-        self._subscription = await self._js.pull_subscribe_bind(
-            durable=self._spec.durable, stream=self._spec.stream.name
-        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetches and handles batches until ``stop`` is set; the batch in hand is
@@ -342,7 +349,9 @@ class PullWorker:
         )
 
     async def _dead_letter_message(self, message: Msg, error: BaseException) -> None:
-        producer = message.subject.rsplit(".", 1)[-1]
+        # listboss.<events|changes>.<producer>[.<partition>]
+        parts = message.subject.split(".")
+        producer = parts[2] if len(parts) > 2 else ""
         await self._publish_dead_letter(message, message.data, error, producer=producer, event_ids="")
 
     async def _publish_dead_letter(

@@ -19,6 +19,7 @@ from listboss_common.filtering import (
     Node,
     Not,
     Or,
+    RelativeTime,
     parse,
     validate,
 )
@@ -113,6 +114,65 @@ def test_colon_inside_a_bare_value():
 def test_dotted_field_names():
     assert_parses("a.b.c_1 = x", c("a.b.c_1", "=", "x"))
     assert_parses("_private = x", c("_private", "=", "x"))
+
+
+def test_field_parts_after_the_first_may_start_with_a_digit():
+    assert parse("purchases.4774438 >= 1") == c("purchases.4774438", ">=", 1)
+    assert parse("spent.BRL.0042 > 9.5") == c("spent.BRL.0042", ">", 9.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "offset", "written"),
+    [
+        ("t >= now", 0, "now"),
+        ("t >= now - 30d", -30 * 86_400, "now - 30d"),
+        ("t >= now-12h", -12 * 3600, "now-12h"),
+        ("t < now +2w", 14 * 86_400, "now +2w"),
+        ("t > now - 90m", -90 * 60, "now - 90m"),
+        ("t > now-5s", -5, "now-5s"),
+    ],
+)
+def test_relative_times(text, offset, written):
+    assert parse(text) == c("t", text.split()[1], RelativeTime(offset, written))
+
+
+def test_relative_time_is_measured_from_the_instant_given_and_ends_where_the_text_says():
+    node = parse("(t >= now - 1d) AND x = 1")
+    assert node == And((c("t", ">=", RelativeTime(-86_400, "now - 1d")), c("x", "=", 1)))
+    assert RelativeTime(-86_400, "now - 1d").at(100 * 86_400 * 1_000_000) == 99 * 86_400 * 1_000_000
+    # Not a relative time: another bare word.
+    assert parse("t = nowhere") == c("t", "=", "nowhere")
+    assert parse("t = now+x") == c("t", "=", "now+x")
+
+
+@pytest.mark.parametrize("text", ["t > now - 3x", "t > now -", "t > now + d"])
+def test_a_sign_after_now_needs_a_duration(text):
+    with pytest.raises(FilterError) as info:
+        parse(text)
+    assert info.value.message == "expected a duration such as 30d, 12h or 2w after 'now' and its sign"
+    assert info.value.position == 7
+
+
+def test_relative_times_validate_for_timestamps_and_read_as_text_for_strings():
+    fields = {
+        "t": FieldSpec("t", frozenset({">="}), "timestamp"),
+        "s": FieldSpec("s", frozenset({"="}), "string"),
+        "n": FieldSpec("n", frozenset({"="}), "number"),
+    }
+    assert validate(parse("t >= now - 1d"), fields) == c("t", ">=", RelativeTime(-86_400, "now - 1d"))
+    assert validate(parse("s = now"), fields) == c("s", "=", "now")
+    with pytest.raises(FilterError, match="field 'n' expects a number, got now"):
+        validate(parse("n = now"), fields)
+
+
+def test_prefix_field_specs_accept_any_key_under_them():
+    fields = {"attributes.*": FieldSpec("attributes.*", frozenset({"=", ":"}), "string")}
+    node = parse('attributes.address.city = "Lisboa" attributes.plan:*')
+    assert validate(node, fields) == And(
+        (c("attributes.address.city", "=", "Lisboa", True), c("attributes.plan", ":", "*"))
+    )
+    with pytest.raises(FilterError, match=r"unknown field 'attributes'; known fields: attributes\.\*"):
+        validate(parse('attributes = "x"'), fields)
 
 
 def test_keywords_are_upper_case_only():
@@ -253,7 +313,7 @@ def test_nodes_are_frozen_and_hashable():
         ("a ! b", "expected an operator after field 'a', found '!'", 2),
         ("a.b AND", "expected an operator after field 'a.b', found keyword 'AND'", 4),
         ("a. = 1", "expected a name after '.' in field 'a.'", 2),
-        ("a.1 = 1", "expected a name after '.' in field 'a.'", 2),
+        ("a.-1 = 1", "expected a name after '.' in field 'a.'", 2),
         ("(a = 1", "expected ')' to close the '(' at position 0, found end of input", 6),
         ("x=0 ((a = 1) OR b=2 ", "expected ')' to close the '(' at position 4, found end of input", 20),
         ("a = 1)", "unmatched ')'", 5),
@@ -465,11 +525,11 @@ def test_misconfigured_field_spec_is_a_programming_error(make):
 KEYWORDS = {"AND", "OR", "NOT"}
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,5}", fullmatch=True)
 fields = st.lists(names, min_size=1, max_size=3).map(".".join).filter(lambda f: f not in KEYWORDS)
-# Bare words that stay strings: not a keyword, not a number, not true/false.
+# Bare words that stay strings: not a keyword, not a number, not true/false, not a relative time.
 bare_words = st.one_of(
     st.from_regex(r"[A-Za-z_:][A-Za-z0-9_.:+\-]{0,8}", fullmatch=True),
     st.sampled_from(["AUTO", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00+02:00", "-", "a-b", "x:y", "é"]),
-).filter(lambda w: w not in KEYWORDS | {"true", "false"})
+).filter(lambda w: w not in KEYWORDS | {"true", "false"} and not w.startswith("now"))
 values = st.one_of(
     st.tuples(st.text(max_size=10), st.just(True)),
     st.tuples(bare_words, st.just(False)),

@@ -32,7 +32,8 @@ NATS_DOWN_S = 5.0
 
 # The durable consumer each killed service holds messages of: the kill waits until it holds
 # some, so that it lands on work in progress (ingest holds none: its work is the RPC in flight).
-CONSUMERS = {"segmentation": ("LISTBOSS_EVENTS", "segmentation"), "contacts": ("LISTBOSS_CHANGES", "contacts")}
+# (Contacts: the consumer of one partition of the changes; its one replica works them all.)
+CONSUMERS = {"segmentation": ("LISTBOSS_EVENTS", "segmentation"), "contacts": ("LISTBOSS_CHANGES", "contacts-p0")}
 
 
 def test_control_run_without_a_fault(new_run):

@@ -1,18 +1,23 @@
 """Benchmark (not a test): the CPU the contacts write path spends per change, in process.
 
     python -m listboss_tools.bench_apply [--database sqlite|postgresql+psycopg://...] [--changes 20000]
-        [--people 5000] [--chunk 5000] [--custom 0.5] [--profile]
+        [--people 5000] [--chunk 5000] [--custom 0.5] [--purchases 1.0] [--audiences 10] [--profile]
 
 It builds ``--changes`` ContactChange messages as segmentation publishes them (the automatic
 tags of five purchase event types over 20 products, one producer, ``--people`` distinct
 persons), where a ``--custom`` share of them also carry a custom segmentation's tag operation
-and its chosen contact data (name, phone), then applies them with the service's
+and its chosen contact data (name, phone), and a ``--purchases`` share (default all, as the
+platform's purchase events do) name a purchase (one of the person's three transactions, with a
+price), then applies them with the service's
 :class:`~listboss_contacts.consumer.ChangeApplier` in transactions of ``--chunk`` changes on a
 fresh contacts database (SQLite in a temporary directory, or the PostgreSQL database
 ``listboss_bench_apply``, dropped and created anew). It prints the process CPU per change
 (``time.process_time``: decoding, decisions, SQLAlchemy, the driver and, on SQLite, the
 database engine itself) and, on PostgreSQL, the CPU of the server backends serving the
-benchmark's connections (read from ``/proc`` before and after). ``--profile`` adds a cProfile.
+benchmark's connections (read from ``/proc`` before and after). ``--audiences`` creates that many
+audiences of the producer first (filters over tags, products, traits and contact data, cycled from
+``AUDIENCE_FILTERS``), which every batch then re-evaluates for its contacts. ``--profile`` adds a
+cProfile.
 
 ``--relay`` then starts a nats-server and publishes the outbox the changes left with the service's
 :class:`~listboss_contacts.tag_changes.OutboxRelay` (one JetStream message and PubAck per tag
@@ -37,8 +42,9 @@ from listboss.changes.v1 import contact_change_pb2
 from listboss.events.v1 import event_pb2
 from listboss_common.db import create_engine, is_postgres
 from listboss_common.processes import NatsServer
+from listboss_contacts.audiences import AudienceStore
 from listboss_contacts.consumer import ChangeApplier
-from listboss_contacts.schema import migrate_database
+from listboss_contacts.schema import migrate_database, tag_change_outbox
 from listboss_contacts.tag_changes import OutboxRelay
 from listboss_segmentation.consumer import change_for
 from listboss_testing.events import make_event
@@ -56,7 +62,9 @@ EVENT_TYPES = [
 ]
 
 
-def make_changes(count: int, people: int, custom: float, seed: int = 1) -> list[contact_change_pb2.ContactChange]:
+def make_changes(
+    count: int, people: int, custom: float, seed: int = 1, purchases: float = 1.0
+) -> list[contact_change_pb2.ContactChange]:
     rnd = random.Random(seed)
     changes = []
     for number in range(count):
@@ -66,6 +74,11 @@ def make_changes(count: int, people: int, custom: float, seed: int = 1) -> list[
         )
         event.product.id = f"prod{rnd.randrange(20)}"
         event.occur_time.FromMicroseconds(BASE_TIME + number * 1000)
+        if rnd.random() < purchases:
+            # As the platform sends them: each person's few transactions, each with its price.
+            event.purchase.transaction = f"HP{person:06d}{rnd.randrange(3)}"
+            event.purchase.price.currency_code = "BRL"
+            event.purchase.price.value = rnd.choice((97.0, 197.0, 497.0))
         change = change_for(event)
         if rnd.random() < custom:
             added = rnd.random() < 0.7
@@ -104,6 +117,30 @@ async def _relay_all(engine: sa.Engine, store_dir: Path) -> tuple[int, float]:
         server.stop()
 
 
+# Audiences as producers write them: tags, products, traits and contact data, some relative.
+AUDIENCE_FILTERS = (
+    'tag = "purchase-approved" AND NOT tag = "purchase-refunded"',
+    'product = "prod{n}"',
+    "purchases >= 2",
+    "spent.BRL > 500",
+    "last_purchase_time >= now - 30d",
+    'tag = "cart-abandoned" AND NOT tag = "purchase-approved"',
+    'country = "PT"',
+    'tag = "billet-printed" OR tag = "purchase-delayed"',
+    'purchases.prod{n} >= 1 AND NOT tag = "purchase-canceled"',
+    'email : "example"',
+)
+
+
+def _create_audiences(engine: sa.Engine, count: int) -> None:
+    """``count`` audiences of the benchmark's producer, cycling through :data:`AUDIENCE_FILTERS`."""
+    with engine.begin() as connection:
+        store = AudienceStore(connection)
+        for number in range(count):
+            text = AUDIENCE_FILTERS[number % len(AUDIENCE_FILTERS)].format(n=number % 20)
+            store.create("p1", f"a{number}", f"Audience {number}", text, False, BASE_TIME)
+
+
 def _backend_pids(engine: sa.Engine) -> list[int]:
     """The server processes of the benchmark database's connections (the applier's pool)."""
     with engine.connect() as connection:
@@ -122,8 +159,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--people", type=int, default=5_000)
     parser.add_argument("--chunk", type=int, default=5_000, help="changes per transaction")
     parser.add_argument("--custom", type=float, default=0.0, help="share of changes with custom tags and data")
+    parser.add_argument(
+        "--purchases",
+        type=float,
+        default=1.0,
+        help="share of changes whose event names a purchase (transaction, price)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the apply calls")
     parser.add_argument("--relay", action="store_true", help="then relay the outbox to a nats-server")
+    parser.add_argument("--audiences", type=int, default=0, help="audiences of the producer, evaluated per batch")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="listboss-bench-apply-") as directory:
@@ -137,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         engine = create_engine(url)
         try:
             migrate_database(engine)
-            changes = make_changes(args.changes, args.people, args.custom)
+            _create_audiences(engine, args.audiences)
+            changes = make_changes(args.changes, args.people, args.custom, purchases=args.purchases)
             applier = ChangeApplier(engine)
             applier.apply(changes[:1])  # opens the pool's connection; the event is applied again below (skipped)
             backends = _backend_pids(engine) if is_postgres(engine) else []
@@ -153,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
             cpu = time.process_time() - cpu_start
             wall = time.perf_counter() - wall_start
             server = (_backends_cpu_us(backends) - server_before) / 1e6
+            with engine.connect() as connection:
+                audience_changes = connection.execute(
+                    sa.select(sa.func.count()).select_from(tag_change_outbox).where(tag_change_outbox.c.audience != "")
+                ).scalar_one()
             relayed = asyncio.run(_relay_all(engine, Path(directory) / "nats")) if args.relay else None
         finally:
             engine.dispose()
@@ -162,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     count = len(changes)
     kind = "sqlite" if args.database == "sqlite" else "postgresql"
     print(
-        f"{kind} changes={count} people={args.people} chunk={args.chunk} custom={args.custom}: "
+        f"{kind} changes={count} people={args.people} chunk={args.chunk} custom={args.custom} "
+        f"audiences={args.audiences}: "
         f"{cpu / count * 1e6:.1f} µs CPU/change in process"
         + (
             f" + {server / count * 1e6:.1f} in the server = {(cpu + server) / count * 1e6:.1f}"
@@ -171,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         + f"; wall {wall / count * 1e6:.1f} µs/change, {count / wall:,.0f} changes/s"
     )
+    if args.audiences:
+        print(f"audience entries and exits written: {audience_changes}")
     if relayed is not None:
         rows, relay_cpu = relayed
         print(f"relay: {rows} tag changes, {relay_cpu / max(rows, 1) * 1e6:.1f} µs CPU per tag change in process")

@@ -161,8 +161,9 @@ class DeadLetter:
         producers = {event.producer for event in self._events()}
         if len(producers) == 1:
             return producers.pop()
+        # listboss.<events|changes>.<producer>[.<partition>]
         if self.original_subject.count(".") >= 2:
-            return self.original_subject.rsplit(".", 1)[1]
+            return self.original_subject.split(".")[2]
         return ""
 
     def body_json(self) -> object | None:

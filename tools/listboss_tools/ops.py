@@ -584,15 +584,19 @@ def _status_text(found: dict) -> None:
             "PENDING",
             "ACK PENDING",
             "REDELIVERED",
+            "OWNER",
             numeric=("PENDING", "ACK PENDING", "REDELIVERED"),
         )
         for item in found["consumers"]:
+            # A partition's consumer is worked by one replica at a time: which one now.
+            owner = item.get("owner", "")
             lag.add_row(
                 item["stream"],
                 item["consumer"],
                 f"{item['pending']:,}",
                 f"{item['ack_pending']:,}",
                 f"{item['redelivered']:,}",
+                owner if owner is not None else "[yellow]unclaimed[/]",
             )
         console.print(lag if found["consumers"] else "consumers: none")
         dead = found["dead_letters"]

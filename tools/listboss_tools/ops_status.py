@@ -2,7 +2,9 @@
 
 - each service's gRPC health (``grpc.health.v1.Health/Check``, the overall service);
 - per durable consumer of the work streams, what JetStream's consumer info says: pending
-  (not yet delivered), ack-pending (delivered, not yet acked) and redelivered;
+  (not yet delivered), ack-pending (delivered, not yet acked) and redelivered; for a partition's
+  consumer (``contacts-p<k>``), the contacts replica that owns the partition now (``partitions``:
+  the live replicas and each partition's owner, from the ownership bucket);
 - dead letters per original stream and consumer (the subjects' counts in LISTBOSS_DEADLETTER);
 - with ``--contacts-database``: the tag-change outbox backlog (rows and the oldest's age);
 - with ``--segmentation-database``: backfills running, and stuck (see :mod:`ops_backfills`).
@@ -24,7 +26,7 @@ import nats.js.errors
 import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from listboss_common import bus
+from listboss_common import bus, partitions
 from listboss_common.processes import GRPC_CHANNEL_OPTIONS
 from listboss_common.tls import ClientTls, grpc_aio_channel
 from listboss_contacts.schema import tag_change_outbox
@@ -64,7 +66,7 @@ async def _bus(nats_url: str) -> dict:
     async def quiet(_error: Exception) -> None:
         pass
 
-    found: dict = {"url": nats_url, "error": None, "consumers": [], "dead_letters": None}
+    found: dict = {"url": nats_url, "error": None, "consumers": [], "dead_letters": None, "partitions": None}
     try:
         nc = await nats.connect(
             nats_url,
@@ -98,11 +100,36 @@ async def _bus(nats_url: str) -> dict:
                     }
                 )
         found["dead_letters"] = await _dead_letters(js)
+        found["partitions"] = await _partitions(js, found["consumers"])
     except Exception as error:
         found["error"] = f"JetStream did not answer ({type(error).__name__}: {error})"
     finally:
         await nc.close()
     return found
+
+
+async def _partitions(js, consumers: list[dict]) -> dict | None:
+    """The contacts replicas present and each partition's owner (None: unclaimed, e.g. while
+    a dead replica's lease runs out); each partition consumer's item gets its ``owner``."""
+    by_partition = {}
+    for item in consumers:
+        name = item["consumer"]
+        if item["stream"] == bus.CHANGES.name and name.startswith("contacts-p") and name[10:].isdigit():
+            by_partition[int(name[10:])] = item
+    if not by_partition:
+        return None
+    try:
+        owners = await partitions.read_owners(js, "contacts", max(by_partition) + 1)
+        members = await partitions.read_members(js, "contacts")
+    except nats.js.errors.NotFoundError:
+        owners, members = {}, []
+    for partition, item in by_partition.items():
+        item["owner"] = owners.get(partition)
+    return {
+        "group": "contacts",
+        "members": members,
+        "owners": {str(partition): owners.get(partition) for partition in sorted(by_partition)},
+    }
 
 
 async def _dead_letters(js) -> dict:
@@ -185,6 +212,7 @@ async def gather(targets: Targets, stuck_minutes: float = ops_backfills.DEFAULT_
         "nats": {"url": bus_state["url"], "error": bus_state["error"]},
         "consumers": bus_state["consumers"],
         "dead_letters": bus_state["dead_letters"],
+        "partitions": bus_state["partitions"],
         "outbox": outbox,
         "backfills": backfills,
     }

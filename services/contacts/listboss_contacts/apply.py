@@ -6,7 +6,8 @@ AUTO; each key of its data is the newest event's that chose it); creates tags on
 first use; stores each tag link's newest operation while keeping tag counts and
 writing every change of a tag's presence to the outbox; records every event in
 its product's history; links contacts to products and adds to the daily
-counters. The decisions are :mod:`listboss_contacts.domain`'s; the reads and
+counters; keeps each purchase's newest state and the purchase traits derived from
+the counted ones. The decisions are :mod:`listboss_contacts.domain`'s; the reads and
 writes, a few set-based statements per batch (not per event), are
 :class:`~listboss_contacts.repository.ContactStore`'s.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection
 
 from listboss.changes.v1 import contact_change_pb2
-from listboss_contacts import domain, messages
+from listboss_contacts import audiences, domain, messages
 from listboss_contacts.domain import ContactKey, TagKey
 from listboss_contacts.repository import ContactStore, TagIds
 
@@ -56,6 +57,7 @@ def apply_batch(store: ContactStore, changes: Sequence[domain.Change], tag_ids: 
         current = store.tag_links(incoming)
         tag_keys = {tag_id: key for key, tag_id in result.tag_ids.items()}
         store.write_links(domain.link_writes(incoming, current, tag_keys))
+    _apply_purchases(store, fresh, contact_ids)
     # Backfill changes re-apply tag operations and contact data of recorded events:
     # they count as no new event, write no history and never capture a contact.
     live = [change for change in fresh if not change.backfill]
@@ -67,8 +69,20 @@ def apply_batch(store: ContactStore, changes: Sequence[domain.Change], tag_ids: 
         daily = domain.daily_counts(live, {firsts[pair].event for pair in linked})
         if daily:
             store.add_daily_counts(daily)
+    # Last, so the filters read everything the batch wrote: the touched contacts' audiences.
+    audiences.reevaluate_batch(store.connection, fresh, contact_ids)
     result.applied = len(fresh)
     return result
+
+
+def _apply_purchases(store: ContactStore, changes: Sequence[domain.Change], contact_ids: dict[ContactKey, int]) -> None:
+    """Stores each purchase's newest state and derives again the traits of the contacts
+    whose counted purchases changed. Backfill changes take part: a state already stored
+    is not replaced by the same or an older one."""
+    incoming = domain.newest_purchases(changes, contact_ids)
+    if incoming:
+        stored = store.purchases_of(sorted({contact_id for contact_id, _ in incoming}))
+        store.write_purchases(domain.purchase_writes(incoming, stored))
 
 
 def _unapplied(store: ContactStore, changes: Sequence[domain.Change]) -> list[domain.Change]:

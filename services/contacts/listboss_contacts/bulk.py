@@ -114,6 +114,21 @@ def lock_rows(connection: Connection, table: sa.Table, ids: Sequence[int]) -> No
         ).close()
 
 
+def delete_keys(connection: Connection, table: sa.Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
+    """Deletes the rows whose ``keys`` columns hold one of ``rows`` (tuples in ``keys`` order)."""
+    if not rows:
+        return
+    matches = " AND ".join(f"{table.name}.{key} = d.{key}" for key in keys)
+    if is_postgres(connection):
+        source, parameters = unnest(table, keys, rows)
+        connection.exec_driver_sql(
+            f"DELETE FROM {table.name} USING {source} AS d({', '.join(keys)}) WHERE {matches}", tuple(parameters)
+        )
+        return
+    condition = " AND ".join(f"{key} = ?" for key in keys)
+    connection.exec_driver_sql(f"DELETE FROM {table.name} WHERE {condition}", list(rows))
+
+
 def select_in(
     connection: Connection, query: str, fixed: Row, values: Sequence, array_type: str = "text"
 ) -> list[sa.Row]:

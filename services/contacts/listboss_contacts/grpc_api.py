@@ -23,7 +23,7 @@ from listboss_common.errors import invalid_field, not_found, unavailable
 from listboss_common.paging import decode_page_token, page_size, parse_order_by
 from listboss_common.resources import CONTACT, PRODUCER, PRODUCT, ResourcePattern
 from listboss_common.timestamps import micros
-from listboss_contacts import domain, handlers, messages, queries, tag_changes
+from listboss_contacts import audiences, domain, handlers, messages, queries, tag_changes
 from listboss_contacts.unit_of_work import UnitOfWork
 
 # The token scope each RPC needs, checked before the handler runs; an RPC missing here is refused.
@@ -37,7 +37,12 @@ METHOD_SCOPES = {
     "ListEvents": READ,
     "GetProductDashboard": READ,
     "WatchTagChanges": READ,
+    "GetAudience": READ,
+    "ListAudiences": READ,
     "DeleteContact": WRITE,
+    "CreateAudience": WRITE,
+    "UpdateAudience": WRITE,
+    "DeleteAudience": WRITE,
 }
 
 DASHBOARD = ResourcePattern("producers/{producer}/products/{product}/dashboard")
@@ -97,7 +102,9 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
 
     async def GetContact(self, request: pb.GetContactRequest, context) -> pb.Contact:
         producer, contact_id = self._contact(request.name)
-        found = await self._call(handlers.get_contact, producer, contact_id) if contact_id is not None else None
+        found = (
+            await self._call(handlers.get_contact_with_traits, producer, contact_id) if contact_id is not None else None
+        )
         if found is None:
             raise not_found(request.name)
         return messages.contact_message(producer, *found)
@@ -224,7 +231,10 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         after = tag_changes.decode_cursor(request.cursor)
         if self._js is None:
             raise unavailable("the tag-change stream is not available")
-        changes = handlers.watch_tag_changes(self._js, producer, after, request.tags, self._closing)
+        wanted_audiences = [_audience_selector(producer, value, index) for index, value in enumerate(request.audiences)]
+        changes = handlers.watch_tag_changes(
+            self._js, producer, after, request.tags, self._closing, audiences=wanted_audiences
+        )
         try:
             # Each response is written (gRPC flow control) before the next change is read.
             async for change, sequence in changes:
@@ -235,3 +245,112 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         finally:
             # Closed now, not when collected: the watcher's NATS consumer goes with the call.
             await changes.aclose()
+
+    # ------------------------------------------------------------------ audiences
+
+    async def GetAudience(self, request: pb.GetAudienceRequest, context) -> pb.Audience:
+        producer, audience_id = _audience_ids(request.name, "name")
+        return _audience_message(await self._call(handlers.get_audience, producer, audience_id))
+
+    async def ListAudiences(self, request: pb.ListAudiencesRequest, context) -> pb.ListAudiencesResponse:
+        producer = self._producer(request.parent)
+        size = page_size(request.page_size)
+        after = _check_position(decode_page_token(request.page_token, request.parent), queries.DEFAULT_ORDER)
+        page = await self._call(handlers.list_audiences, producer, after[0] if after else None, size)
+        return pb.ListAudiencesResponse(
+            audiences=[_audience_message(record) for record in page.items],
+            next_page_token=page.next_page_token(request.parent),
+        )
+
+    async def CreateAudience(self, request: pb.CreateAudienceRequest, context) -> pb.Audience:
+        producer = self._producer(request.parent)
+        audience_id = request.audience_id or audiences.new_audience_id()
+        audiences.check_audience_id(audience_id)
+        given = request.audience  # its output-only fields (name, member_count, times, etag) are ignored
+        display_name = audiences.check_display_name(given.display_name)
+        audiences.parse_filter(given.filter)  # INVALID_ARGUMENT before the database is touched
+        created = await self._call(
+            handlers.create_audience,
+            producer,
+            audience_id,
+            display_name,
+            given.filter,
+            request.publish_existing_entries,
+            audiences.now_micros(),
+        )
+        return _audience_message(created)
+
+    async def UpdateAudience(self, request: pb.UpdateAudienceRequest, context) -> pb.Audience:
+        given = request.audience
+        producer, audience_id = _audience_ids(given.name, "audience.name")
+        paths = list(request.update_mask.paths)
+        if not paths:
+            paths = [path for path in _AUDIENCE_UPDATABLE if getattr(given, path)]
+            if not paths:
+                raise invalid_field("update_mask", "names no field to update")
+        elif paths == ["*"]:
+            paths = list(_AUDIENCE_UPDATABLE)
+        for index, path in enumerate(paths):
+            if path not in _AUDIENCE_UPDATABLE:
+                why = (
+                    "is output only"
+                    if path in ("name", "member_count", "create_time", "update_time", "etag")
+                    else f"is not a field of an audience; updatable: {', '.join(_AUDIENCE_UPDATABLE)}"
+                )
+                raise invalid_field(f"update_mask.paths[{index}]", f"{path!r} {why}")
+        display_name = audiences.check_display_name(given.display_name) if "display_name" in paths else None
+        filter_text = None
+        if "filter" in paths:
+            audiences.parse_filter(given.filter)
+            filter_text = given.filter
+        updated = await self._call(
+            handlers.update_audience,
+            producer,
+            audience_id,
+            given.etag,
+            display_name,
+            filter_text,
+            audiences.now_micros(),
+        )
+        return _audience_message(updated)
+
+    async def DeleteAudience(self, request: pb.DeleteAudienceRequest, context) -> empty_pb2.Empty:
+        producer, audience_id = _audience_ids(request.name, "name")
+        await self._call(handlers.delete_audience, producer, audience_id, request.etag)
+        return empty_pb2.Empty()
+
+
+_AUDIENCE_UPDATABLE = ("display_name", "filter")
+
+
+def _audience_ids(name: str, field: str) -> tuple[str, str]:
+    producer, audience_id = audiences.AUDIENCE.parse(name, field)
+    require_producer_access(producer, name)
+    return producer, audience_id
+
+
+def _audience_selector(producer: str, value: str, index: int) -> str:
+    """A WatchTagChangesRequest.audiences value as an audience id ("-": every audience)."""
+    if value == "-" or (not value.startswith("producers/") and audiences.is_audience_id(value)):
+        return value
+    if value.startswith("producers/"):
+        owner, audience_id = audiences.AUDIENCE.parse(value, f"audiences[{index}]")
+        if owner == producer:
+            return audience_id
+    raise invalid_field(
+        f"audiences[{index}]",
+        f"must be an audience id, a resource name producers/{producer}/audiences/{{audience}}, or '-' for every audience",
+    )
+
+
+def _audience_message(record: audiences.Audience) -> pb.Audience:
+    message = pb.Audience(
+        name=record.name,
+        display_name=record.display_name,
+        filter=record.filter,
+        member_count=record.member_count,
+        etag=record.etag,
+    )
+    message.create_time.FromMicroseconds(record.create_time)
+    message.update_time.FromMicroseconds(record.update_time)
+    return message

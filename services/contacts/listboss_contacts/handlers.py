@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from listboss_common import filtering
     from listboss_common.paging import SortOrder
+    from listboss_contacts.audiences import Audience
     from listboss_contacts.repository import TagIds
     from listboss_contacts.unit_of_work import UnitOfWork
 
@@ -44,6 +45,17 @@ def get_contact(
 ) -> tuple[queries.ContactRow, list[queries.ContactTagRow]] | None:
     with uow:
         return uow.contact(producer, contact_id)
+
+
+def get_contact_with_traits(
+    uow: UnitOfWork, producer: str, contact_id: int
+) -> tuple[queries.ContactRow, list[queries.ContactTagRow], list[queries.PurchaseTraits]] | None:
+    """The contact, its tags and its purchase traits, read in one transaction."""
+    with uow:
+        found = uow.contact(producer, contact_id)
+        if found is None:
+            return None
+        return (*found, uow.purchase_traits(found[0].id))
 
 
 def list_contacts(
@@ -102,8 +114,63 @@ def product_dashboard(uow: UnitOfWork, producer: str, product: str, start: int, 
 
 
 def watch_tag_changes(
-    js: JetStreamContext, producer: str, after: int, tags: Collection[str], stopping: asyncio.Event
+    js: JetStreamContext,
+    producer: str,
+    after: int,
+    tags: Collection[str],
+    stopping: asyncio.Event,
+    audiences: Collection[str] = (),
 ) -> AsyncGenerator:
     """The producer's tag changes after stream sequence ``after``, only those of ``tags``
-    (keys or tag names; empty: every tag), until ``stopping`` is set (:func:`tag_changes.watch`)."""
-    return tag_changes.watch(js, producer, after, tag_changes.TagSelector(list(tags)), stopping)
+    (keys or tag names) and ``audiences`` (ids; "-": every audience); neither: every change;
+    until ``stopping`` is set (:func:`tag_changes.watch`)."""
+    selector = tag_changes.TagSelector(list(tags), list(audiences))
+    return tag_changes.watch(js, producer, after, selector, stopping)
+
+
+# --------------------------------------------------------------------------- audiences
+
+
+def get_audience(uow: UnitOfWork, producer: str, audience_id: str) -> Audience:
+    with uow:
+        return uow.audiences.get(producer, audience_id)
+
+
+def list_audiences(uow: UnitOfWork, producer: str, after_id: int | None, size: int) -> Page[Audience]:
+    with uow:
+        rows = uow.audiences.list(producer, after_id, size + 1)
+    return Page.of(rows, size, lambda row: [row.id])
+
+
+def create_audience(
+    uow: UnitOfWork, producer: str, audience_id: str, display_name: str, filter_text: str, publish: bool, now: int
+) -> Audience:
+    """Creates the audience and records its existing matches as members (their entries
+    published only when ``publish``), in one transaction."""
+    with uow:
+        created, _ = uow.audiences.create(producer, audience_id, display_name, filter_text, publish, now)
+        uow.commit()
+    return created
+
+
+def update_audience(
+    uow: UnitOfWork,
+    producer: str,
+    audience_id: str,
+    etag: str,
+    display_name: str | None,
+    filter_text: str | None,
+    now: int,
+) -> Audience:
+    """Changes the audience; a new filter is evaluated over every contact and the
+    difference published, in the same transaction."""
+    with uow:
+        updated, _ = uow.audiences.update(producer, audience_id, etag, display_name, filter_text, now)
+        uow.commit()
+    return updated
+
+
+def delete_audience(uow: UnitOfWork, producer: str, audience_id: str, etag: str) -> None:
+    with uow:
+        uow.audiences.delete(producer, audience_id, etag)
+        uow.commit()

@@ -3,8 +3,12 @@
 Environment: LISTBOSS_GRPC_ADDRESS (default 127.0.0.1:50053), LISTBOSS_METRICS_ADDRESS (Prometheus
 /metrics, default 127.0.0.1:9103), LISTBOSS_NATS_URL,
 LISTBOSS_JWKS_FILE, LISTBOSS_DATABASE_URL (default sqlite:///contacts.db),
-LISTBOSS_STATEMENT_TIMEOUT (seconds, the cap of an RPC's statements; default 30), LISTBOSS_DATA_KEY
-(opens the persons sealed on the bus; erasure destroys their keys: listboss_common.personal_data).
+LISTBOSS_STATEMENT_TIMEOUT (seconds, the cap of an RPC's statements; default 30),
+LISTBOSS_AUDIENCE_SWEEP_INTERVAL (seconds between sweeps of audiences whose filters use `now`;
+default 60), LISTBOSS_DATA_KEY
+(opens the persons sealed on the bus; erasure destroys their keys: listboss_common.personal_data),
+LISTBOSS_CONTACTS_PARTITIONS (the same in every segmentation and contacts process). The changes
+are applied by partitions, each by one replica at a time: :mod:`listboss_contacts.partitions`.
 """
 
 from __future__ import annotations
@@ -15,32 +19,21 @@ import sys
 
 from listboss.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
 from listboss_common import bus, personal_data
-from listboss_common.config import ServiceConfig, env, env_int
+from listboss_common.config import ServiceConfig, env, env_int_between
 from listboss_common.db import create_engine, statement_timeout_from_env
 from listboss_common.grpc_server import ServiceBinding
 from listboss_common.logs import configure_logging
+from listboss_common.partitions import PartitionedWorkers, PartitionOwnership
 from listboss_common.readiness import DatabaseProbe, Readiness
 from listboss_common.service import run_service, token_verifier
-from listboss_common.worker import PullWorker, WorkerSpec
 from listboss_contacts import schema
+from listboss_contacts.audiences import AudienceSweeper
 from listboss_contacts.consumer import ChangeApplier
 from listboss_contacts.grpc_api import METHOD_SCOPES, ContactsServicer
+from listboss_contacts.partitions import GROUP, PartitionConsumers, partition_workers
 from listboss_contacts.tag_changes import OutboxRelay
 
 SERVICE_NAME = contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name
-
-
-def changes_worker() -> WorkerSpec:
-    """Contacts' consumer: a few packed messages a fetch (each at most 512 KiB, about a
-    thousand changes), applied in transactions of LISTBOSS_APPLY_BATCH changes, so a
-    backlog is worked through in bounded steps and bounded memory."""
-    return WorkerSpec(
-        stream=bus.CHANGES,
-        durable="contacts",
-        items=bus.CHANGE_ITEMS,
-        batch_size=8,
-        max_items=env_int("LISTBOSS_APPLY_BATCH", 5000),
-    )
 
 
 async def run() -> None:
@@ -58,11 +51,20 @@ async def run() -> None:
     person_keys = personal_data.PersonKeys(js, keyring)
     await person_keys.listen(nc)
     relay = OutboxRelay(engine, js)
-    worker = PullWorker(
+    # Audiences whose filters compare with `now` change as time passes: swept every interval.
+    sweeper = AudienceSweeper(
+        engine, interval=env_int_between("LISTBOSS_AUDIENCE_SWEEP_INTERVAL", 60, 1, 86_400), on_committed=relay.notify
+    )
+    partitions = bus.contacts_partitions()  # a bad value fails the start
+    ownership = PartitionOwnership(
         js,
-        changes_worker(),
-        ChangeApplier(engine, on_committed=relay.notify, person_keys=person_keys).handle,
-        readiness,
+        GROUP,
+        partitions,
+        PartitionedWorkers(
+            partition_workers(
+                js, engine, readiness, lambda: ChangeApplier(engine, on_committed=relay.notify, person_keys=person_keys)
+            )
+        ),
     )
     servicer = ContactsServicer(engine, js, person_keys=person_keys, statement_timeout=statement_timeout)
     binding = ServiceBinding(
@@ -75,7 +77,13 @@ async def run() -> None:
         config,
         [binding],
         nc,
-        [worker, relay, StreamCloser(servicer), DatabaseProbe(engine, readiness)],
+        [
+            PartitionConsumers(js, ownership, readiness),
+            relay,
+            sweeper,
+            StreamCloser(servicer),
+            DatabaseProbe(engine, readiness),
+        ],
         on_stopped=engine.dispose,
         readiness=readiness,
         verifier=verifier,

@@ -6,6 +6,7 @@ rows (contacts, tags, history, dashboard, outbox) to ContactsService messages.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 from listboss.changes.v1 import contact_change_pb2
@@ -44,6 +45,21 @@ def change_from(
         tuple(message.fired_segmentations),
         data,
         message.backfill,
+        _purchase(event) if event.HasField("purchase") else None,
+    )
+
+
+def _purchase(event) -> domain.Purchase | None:
+    purchase = event.purchase
+    if not purchase.transaction:
+        return None
+    time = purchase.approved_time if purchase.approved_time.seconds else purchase.order_time
+    value = purchase.price.value
+    return domain.Purchase(
+        purchase.transaction,
+        purchase.price.currency_code.upper(),
+        round(value * 1_000_000) if math.isfinite(value) and abs(value) < 1e12 else 0,
+        time.seconds * 1_000_000 + time.nanos // 1000,
     )
 
 
@@ -110,8 +126,30 @@ def contact_fields(
     return fields
 
 
-def contact_message(producer: str, row: queries.ContactRow, tag_rows: list[queries.ContactTagRow]) -> pb.Contact:
-    return pb.Contact(**contact_fields(producer, row, tag_rows))
+def contact_message(
+    producer: str,
+    row: queries.ContactRow,
+    tag_rows: list[queries.ContactTagRow],
+    traits: Iterable[queries.PurchaseTraits] = (),
+) -> pb.Contact:
+    fields = contact_fields(producer, row, tag_rows)
+    for found in traits:
+        if found.product:
+            fields.setdefault("product_purchase_traits", []).append(
+                {"product": f"producers/{producer}/products/{found.product}", "traits": _traits(found)}
+            )
+        else:
+            fields["purchase_traits"] = _traits(found)
+    return pb.Contact(**fields)
+
+
+def _traits(found: queries.PurchaseTraits) -> dict:
+    return dict(
+        purchase_count=found.purchases,
+        spent=[{"currency_code": currency, "value": amount / 1_000_000} for currency, amount in found.spent],
+        first_purchase_time=_ts(found.first_purchase_time),
+        last_purchase_time=_ts(found.last_purchase_time),
+    )
 
 
 def add_contacts(

@@ -9,6 +9,17 @@ requires one tag (or one product), the query is driven by that tag's index
 product, contact_id)``), which is already in id order: the first page of
 ``tag = A AND NOT tag = B`` reads A's index from the page position and probes
 B by primary key, so its cost does not grow with the number of contacts.
+
+Purchase traits (``purchases``, ``spent.BRL``, ``last_purchase_time``, and each of them
+for one product: ``purchases.4774438``) compile to terms over ``contact_traits`` and
+``contact_spending``. A contact without purchases has 0 purchases and 0 spent, and no
+purchase time; so ``purchases < 2`` matches it and ``last_purchase_time < X`` does not. A
+required trait term that a contact without purchases cannot satisfy (``purchases >= 2``)
+drives the query from its table's index (producer, product, contact id), which holds only
+buyers and is in id order, like a tag. Contact data (``country``, ``phone``,
+``attributes.<key>``) compiles to the contacts row; ``country = "PT"`` reads the index
+(producer, country_code, id). Relative times (``now - 30d``) are measured from the
+filter's ``now``: the clock when it is compiled, or the instant a caller gives.
 """
 
 from __future__ import annotations
@@ -21,20 +32,32 @@ from datetime import datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from listboss.contacts.v1 import contacts_service_pb2 as contacts_pb
 from listboss.events.v1 import event_pb2
 from listboss_common import filtering
+from listboss_common.db import now as clock
 from listboss_common.db import to_micros
 from listboss_common.errors import invalid_field
 from listboss_common.filtering import FieldSpec
 from listboss_common.paging import SortOrder
-from listboss_contacts.schema import contact_products, contact_tags, contacts, history, product_daily, tags
+from listboss_contacts.schema import (
+    contact_products,
+    contact_spending,
+    contact_tags,
+    contact_traits,
+    contacts,
+    history,
+    product_daily,
+    tags,
+)
 
 _EQUALITY = frozenset({"=", "!="})
 _COMPARISON = frozenset({"=", "!=", "<", "<=", ">", ">="})
 _TIMES = ("create_time", "update_time", "first_event_time", "last_event_time")
+_PURCHASE_TIMES = ("first_purchase_time", "last_purchase_time")
 
 # The fields a contact filter may name (AIP-160). docs/api.md documents them.
 CONTACT_FILTER_FIELDS: dict[str, FieldSpec] = {
@@ -43,7 +66,18 @@ CONTACT_FILTER_FIELDS: dict[str, FieldSpec] = {
     "email": FieldSpec("email", _EQUALITY | {":"}, "string"),
     "source": FieldSpec("source", _EQUALITY, "enum", frozenset({"AUTO"})),
     **{name: FieldSpec(name, _COMPARISON, "timestamp") for name in _TIMES},
+    # Contact data: ``field:*`` asks whether it has a value, ``field:"x"`` whether it contains x.
+    "country": FieldSpec("country", _EQUALITY | {":"}, "string"),
+    "phone": FieldSpec("phone", _EQUALITY | {":"}, "string"),
+    "attributes.*": FieldSpec("attributes.*", _EQUALITY | {":"}, "string"),
+    # Purchase traits; ``<trait>.<product id>`` for one product, ``spent.<currency>[.<product id>]``.
+    "purchases": FieldSpec("purchases", _COMPARISON, "number"),
+    "purchases.*": FieldSpec("purchases.*", _COMPARISON, "number"),
+    "spent.*": FieldSpec("spent.*", _COMPARISON, "number"),
+    **{name: FieldSpec(name, _COMPARISON, "timestamp") for name in _PURCHASE_TIMES},
+    **{f"{name}.*": FieldSpec(f"{name}.*", _COMPARISON, "timestamp") for name in _PURCHASE_TIMES},
 }
+_TRAIT_FIELDS = frozenset({"purchases", "spent", *_PURCHASE_TIMES})
 
 # order_by names -> the contacts column the keyset uses ("name" is the id order).
 CONTACT_ORDERS = {"name": "id", "create_time": "create_time", "email": "email"}
@@ -138,9 +172,91 @@ def _product_named(producer: str, value: str) -> str | None:
     return value
 
 
-def _micros(value: filtering.Value) -> int:
+def _micros(value: filtering.Value, now: int) -> int:
+    """A timestamp value in microseconds; ``now`` is what a relative time is measured from."""
+    if isinstance(value, filtering.RelativeTime):
+        return value.at(now)
     assert isinstance(value, datetime)
     return to_micros(value)
+
+
+def _holds(left: float, op: str, right: float) -> bool:
+    return {
+        "=": left == right,
+        "!=": left != right,
+        "<": left < right,
+        "<=": left <= right,
+        ">": left > right,
+        ">=": left >= right,
+    }[op]
+
+
+class TraitTerm(NamedTuple):
+    """A comparison of a purchase trait, resolved: which table, product and currency, which
+    column against which value, and whether a contact without purchases (no row) matches."""
+
+    table: sa.Table  # contact_traits or contact_spending
+    product: str  # "": the producer as a whole
+    currency: str  # contact_spending only
+    column: str
+    op: str
+    value: float
+    without_purchases: bool
+
+    def row_conditions(self, row: sa.FromClause, producer: str) -> list[sa.ColumnElement[bool]]:
+        """Conditions on a row of the term's table (aliased ``row``) that satisfies it."""
+        found = [row.c.producer == producer, row.c.product == self.product]
+        if self.table is contact_spending:
+            found.append(row.c.currency == self.currency)
+        found.append(_compare(row.c[self.column], self.op, self.value))
+        return found
+
+
+def trait_term(comparison: filtering.Comparison, now: int) -> TraitTerm | None:
+    """The trait term of ``comparison``, or None when it names no trait."""
+    name, _, rest = comparison.field.partition(".")
+    if name not in _TRAIT_FIELDS:
+        return None
+    value = comparison.value
+    if name == "spent":
+        currency, _, product = rest.partition(".")
+        assert isinstance(value, int | float)
+        amount = round(value * 1_000_000)
+        return TraitTerm(
+            contact_spending,
+            product,
+            currency.upper(),
+            "amount",
+            comparison.op,
+            amount,
+            _holds(0, comparison.op, amount),
+        )
+    if name == "purchases":
+        assert isinstance(value, int | float)
+        return TraitTerm(contact_traits, rest, "", name, comparison.op, value, _holds(0, comparison.op, value))
+    # A time: a contact that never bought has none, and no comparison with it holds.
+    return TraitTerm(contact_traits, rest, "", name, comparison.op, _micros(value, now), False)
+
+
+def has_relative_time(node: filtering.Node | None) -> bool:
+    """Whether ``node`` compares with ``now - <duration>``, so its matches change as time passes."""
+    return any(isinstance(c.value, filtering.RelativeTime) for c in filtering.comparisons(node))
+
+
+def _attribute(connection: Connection, key: str) -> sa.ColumnElement:
+    """The value of the contact's attribute ``key`` ("" when it has none)."""
+    if connection.dialect.name == "postgresql":
+        value = sa.cast(contacts.c.attributes, JSONB)[key].astext
+    else:
+        value = sa.func.json_extract(contacts.c.attributes, '$."' + key.replace('"', "") + '"')
+    return sa.func.coalesce(value, "")
+
+
+def _text_condition(column: sa.ColumnElement, op: str, value: str) -> sa.ColumnElement[bool]:
+    """``=``, ``!=`` (negated by the caller) or ``:`` (``*``: has a value; else contains)."""
+    if op != ":":
+        return column == value
+    return column != "" if value == "*" else _like_contains(column, value)
 
 
 def _compare(column: sa.ColumnElement, op: str, value) -> sa.ColumnElement[bool]:
@@ -163,15 +279,18 @@ class ContactFilter:
     """A validated contact filter compiled for one producer: SQL conditions, plus
     the single tag or product (if any) that every match must have, to drive the query."""
 
-    def __init__(self, connection: Connection, producer: str, node: filtering.Node | None):
+    def __init__(self, connection: Connection, producer: str, node: filtering.Node | None, now: int | None = None):
         self.producer = producer
         self._connection = connection
+        self.node = node
+        self.now = to_micros(clock()) if now is None else now
         # Every tag the filter names, looked up in one query.
         self._tags = tags_named_all(
             connection, producer, {str(c.value) for c in filtering.comparisons(node) if c.field == "tag"}
         )
         terms = list(filtering.conjuncts(node))
-        self.driver: tuple[str, object] | None = None  # ("tag", NamedTag) or ("product", product id)
+        # ("tag", NamedTag), ("product", product id) or ("trait", TraitTerm)
+        self.driver: tuple[str, object] | None = None
         self.rest: list[filtering.Node] = terms
         # A required single tag drives (the rarest one); else a required product.
         best: tuple[int, int] | None = None
@@ -193,6 +312,14 @@ class ContactFilter:
                         self.driver = ("product", product)
                         self.rest = terms[:index] + terms[index + 1 :]
                         break
+        if self.driver is None:
+            # A trait only buyers can have: its rows hold only them, in id order.
+            for index, term in enumerate(terms):
+                trait = trait_term(term, self.now) if isinstance(term, filtering.Comparison) else None
+                if trait is not None and not trait.without_purchases:
+                    self.driver = ("trait", trait)
+                    self.rest = terms[:index] + terms[index + 1 :]
+                    break
 
     def _named(self, value: str) -> list[NamedTag]:
         return self._tags[value]
@@ -206,7 +333,7 @@ class ContactFilter:
 
     def uses_contact_columns(self) -> bool:
         return any(
-            comparison.field not in ("tag", "product")
+            comparison.field not in ("tag", "product") and comparison.field.partition(".")[0] not in _TRAIT_FIELDS
             for term in self.rest
             for comparison in filtering.comparisons(term)
         )
@@ -249,9 +376,35 @@ class ContactFilter:
             condition = _like_contains(contacts.c.email, value) if node.op == ":" else contacts.c.email == value
         elif node.field == "source":
             condition = contacts.c.source == contacts_pb.CONTACT_SOURCE_AUTO
+        elif node.field == "country":
+            value = str(node.value).strip()
+            condition = _text_condition(contacts.c.country_code, node.op, value if value == "*" else value.upper())
+        elif node.field == "phone":
+            condition = _text_condition(contacts.c.phone, node.op, str(node.value).strip())
+        elif node.field.startswith("attributes."):
+            key = node.field.removeprefix("attributes.")
+            condition = _text_condition(_attribute(self._connection, key), node.op, str(node.value))
+        elif (trait := trait_term(node, self.now)) is not None:
+            return self._trait_condition(trait, subject)
         else:  # a time
-            return _compare(contacts.c[node.field], node.op, _micros(node.value))
+            return _compare(contacts.c[node.field], node.op, _micros(node.value, self.now))
         return sa.not_(condition) if node.op == "!=" else condition
+
+    def _trait_condition(self, trait: TraitTerm, subject: sa.ColumnElement) -> sa.ColumnElement[bool]:
+        row = trait.table.alias()
+        if not trait.without_purchases:
+            return sa.exists().where(row.c.contact_id == subject, *trait.row_conditions(row, self.producer))
+        # Holds without purchases (`purchases < 2`): true unless a row says otherwise.
+        keys = [row.c.contact_id == subject, row.c.product == trait.product]
+        if trait.table is contact_spending:
+            keys.append(row.c.currency == trait.currency)
+        return sa.not_(sa.exists().where(*keys, sa.not_(_compare(row.c[trait.column], trait.op, trait.value))))
+
+    def whole_condition(self) -> sa.ColumnElement[bool] | None:
+        """The whole filter as one condition on a contacts row (None: no filter)."""
+        if self.node is None:
+            return None
+        return self._compile(self.node, contacts.c.id)
 
     def _driven(self, columns: Sequence) -> tuple[sa.Select, sa.ColumnElement]:
         """SELECT ``columns`` over the matching contacts; returns the query and its id column."""
@@ -271,6 +424,11 @@ class ContactFilter:
                     driver.c.present == sa.true(),
                 )
             )
+        elif kind == "trait":
+            assert isinstance(value, TraitTerm)
+            driver = value.table.alias("driver")
+            subject = driver.c.contact_id
+            query = sa.select(*columns).select_from(driver).where(*value.row_conditions(driver, self.producer))
         else:
             driver = contact_products.alias("driver")
             subject = driver.c.contact_id
@@ -316,6 +474,9 @@ class ContactFilter:
                         linked.c.present == sa.true(),
                     )
                 )
+            elif kind == "trait":
+                assert isinstance(value, TraitTerm)
+                conditions.append(self._trait_condition(value, contacts.c.id))
             else:
                 linked = contact_products.alias()
                 conditions.append(sa.exists().where(linked.c.contact_id == contacts.c.id, linked.c.product == value))
@@ -433,8 +594,57 @@ def list_contacts(
     return [(row, tag_rows.get(row.id, [])) for row in rows]
 
 
+# Ids per IN (...) list when evaluating a filter for given contacts.
+_IDS_PER_QUERY = 500
+
+
 def count_contacts(connection: Connection, producer: str, node: filtering.Node | None) -> int:
     return ContactFilter(connection, producer, node).count()
+
+
+def matching_contact_ids(
+    connection: Connection,
+    producer: str,
+    node: filtering.Node | None,
+    contact_ids: Collection[int],
+    now: int | None = None,
+) -> set[int]:
+    """The ids among ``contact_ids`` (the producer's contacts) that match ``node``.
+
+    ``node`` is a parsed contact filter (:func:`parse_contact_filter`); None matches
+    every contact. ``now`` (microseconds since the epoch; default: the clock) is the
+    instant relative times such as ``last_purchase_time >= now - 30d`` are measured
+    from. Runs in the caller's transaction, in chunks of ids, so a batch's touched
+    contacts cost a few indexed queries.
+    """
+    wanted = sorted(set(contact_ids))
+    if not wanted:
+        return set()
+    compiled = ContactFilter(connection, producer, node, now)
+    condition = compiled.whole_condition()
+    found: set[int] = set()
+    for start in range(0, len(wanted), _IDS_PER_QUERY):
+        chunk = wanted[start : start + _IDS_PER_QUERY]
+        query = sa.select(contacts.c.id).where(contacts.c.producer == producer, contacts.c.id.in_(chunk))
+        if condition is not None:
+            query = query.where(condition)
+        found.update(connection.execute(query).scalars())
+    return found
+
+
+def all_matching_contact_ids(
+    connection: Connection, producer: str, node: filtering.Node | None, now: int | None = None
+) -> set[int]:
+    """Every id of the producer's contacts that match ``node`` (see :func:`matching_contact_ids`)."""
+    compiled = ContactFilter(connection, producer, node, now)
+    if compiled.driver is not None:
+        query, subject = compiled._driven([])
+        query = query.add_columns(subject)
+        if compiled.uses_contact_columns():
+            query = query.join(contacts, contacts.c.id == subject)
+        return set(connection.execute(query).scalars())
+    query = sa.select(contacts.c.id).where(contacts.c.producer == producer, *compiled.conditions(contacts.c.id))
+    return set(connection.execute(query).scalars())
 
 
 def get_contact(
@@ -447,6 +657,38 @@ def get_contact(
         return None
     row = ContactRow._make(found)
     return row, _contact_tags(connection, [row.id]).get(row.id, [])
+
+
+class PurchaseTraits(NamedTuple):
+    """A contact's purchase traits for one product ("": the producer as a whole)."""
+
+    product: str
+    purchases: int
+    first_purchase_time: int
+    last_purchase_time: int
+    spent: list[tuple[str, int]]  # (currency, millionths of its unit), by currency
+
+
+def purchase_traits(connection: Connection, contact_id: int) -> list[PurchaseTraits]:
+    """The contact's traits: the producer as a whole first, then each product bought, by id."""
+    spent: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for product, currency, amount in connection.execute(
+        sa.select(contact_spending.c.product, contact_spending.c.currency, contact_spending.c.amount)
+        .where(contact_spending.c.contact_id == contact_id)
+        .order_by(contact_spending.c.product, contact_spending.c.currency)
+    ):
+        spent[product].append((currency, amount))
+    rows = connection.execute(
+        sa.select(
+            contact_traits.c.product,
+            contact_traits.c.purchases,
+            contact_traits.c.first_purchase_time,
+            contact_traits.c.last_purchase_time,
+        )
+        .where(contact_traits.c.contact_id == contact_id)
+        .order_by(contact_traits.c.product)
+    )
+    return [PurchaseTraits(product, count, first, last, spent.get(product, [])) for product, count, first, last in rows]
 
 
 def list_tags(
@@ -495,7 +737,7 @@ def _history_condition(producer: str, node: filtering.Node) -> sa.ColumnElement[
         ident = value.removeprefix(prefix)
         condition = history.c.contact_id == int(ident) if value.startswith(prefix) and ident.isdigit() else sa.false()
     else:
-        return _compare(history.c[node.field], node.op, _micros(node.value))
+        return _compare(history.c[node.field], node.op, _micros(node.value, to_micros(clock())))
     return sa.not_(condition) if node.op == "!=" else condition
 
 

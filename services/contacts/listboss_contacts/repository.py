@@ -22,10 +22,13 @@ from listboss_contacts import bulk, domain
 from listboss_contacts.domain import EventKey, LinkKey, TagKey, TagLink
 from listboss_contacts.schema import (
     contact_products,
+    contact_spending,
     contact_tags,
+    contact_traits,
     contacts,
     history,
     product_daily,
+    purchases,
     tag_change_outbox,
     tags,
 )
@@ -325,6 +328,69 @@ class ContactStore:
             " captured = product_daily.captured + excluded.captured",
         )
 
+    # ------------------------------------------------------------------ purchases and traits
+
+    def purchases_of(self, contact_ids: Sequence[int]) -> dict[domain.PurchaseKey, domain.PurchaseState]:
+        """Every stored purchase of these contacts, by (contact id, transaction). The contacts
+        are locked already (:meth:`contacts`), so two replicas changing one contact's purchases
+        serialise there and each derives its traits from all of them."""
+        rows = bulk.select_in(
+            self.connection,
+            "SELECT contact_id, transaction_id, producer, product, counted, stamp_time, stamp_event,"
+            " purchase_time, currency, amount FROM purchases WHERE contact_id {values}",
+            (),
+            contact_ids,
+            "bigint",
+        )
+        return {(row[0], row[1]): _purchase_state(row[2:]) for row in rows}
+
+    def write_purchases(self, writes: domain.PurchaseWrites) -> None:
+        """Stores the purchases and the changes of the traits derived from them
+        (:func:`listboss_contacts.domain.purchase_writes`)."""
+        bulk.insert(
+            self.connection,
+            purchases,
+            _PURCHASE_COLUMNS,
+            [
+                (contact_id, transaction, *_purchase_values(state))
+                for (contact_id, transaction), state in writes.inserts
+            ],
+        )
+        bulk.update(
+            self.connection,
+            purchases,
+            _PURCHASE_COLUMNS[:2],
+            _PURCHASE_COLUMNS[2:],
+            [
+                (contact_id, transaction, *_purchase_values(state))
+                for (contact_id, transaction), state in writes.updates
+            ],
+        )
+        producers = writes.producers
+        bulk.insert(
+            self.connection,
+            contact_traits,
+            _TRAIT_COLUMNS,
+            [
+                (contact_id, product, producers[contact_id], t.purchases, t.first_purchase_time, t.last_purchase_time)
+                for (contact_id, product), t in writes.traits
+            ],
+            "ON CONFLICT (contact_id, product) DO UPDATE SET purchases = excluded.purchases,"
+            " first_purchase_time = excluded.first_purchase_time, last_purchase_time = excluded.last_purchase_time",
+        )
+        bulk.delete_keys(self.connection, contact_traits, ["contact_id", "product"], writes.traits_gone)
+        bulk.insert(
+            self.connection,
+            contact_spending,
+            ["contact_id", "product", "currency", "producer", "amount"],
+            [
+                (contact_id, product, currency, producers[contact_id], amount)
+                for (contact_id, product, currency), amount in writes.spending
+            ],
+            "ON CONFLICT (contact_id, product, currency) DO UPDATE SET amount = excluded.amount",
+        )
+        bulk.delete_keys(self.connection, contact_spending, ["contact_id", "product", "currency"], writes.spending_gone)
+
 
 _NEW_CONTACT_COLUMNS = [
     "producer",
@@ -342,6 +408,19 @@ _NEW_CONTACT_COLUMNS = [
     "attributes",
     "attribute_stamps",
 ]
+_PURCHASE_COLUMNS = [
+    "contact_id",
+    "transaction_id",
+    "producer",
+    "product",
+    "counted",
+    "stamp_time",
+    "stamp_event",
+    "purchase_time",
+    "currency",
+    "amount",
+]
+_TRAIT_COLUMNS = ["contact_id", "product", "producer", "purchases", "first_purchase_time", "last_purchase_time"]
 _DATA_COLUMNS = ["display_name", "phone", "country_code", "attributes", "attribute_stamps"]
 _HISTORY_COLUMNS = [
     "producer",
@@ -403,6 +482,27 @@ def _outbox_values(change: domain.TagChange, commit_time: int) -> tuple:
         link.segmentation,
         link.stamp[0],
         commit_time,
+    )
+
+
+def _purchase_values(state: domain.PurchaseState) -> tuple:
+    return (
+        state.producer,
+        state.product,
+        state.counted,
+        state.stamp[0],
+        state.stamp[1],
+        state.purchase_time,
+        state.currency,
+        state.amount,
+    )
+
+
+def _purchase_state(row: Sequence) -> domain.PurchaseState:
+    """(producer, product, counted, stamp time, stamp event, purchase time, currency, amount)."""
+    producer, product, counted, stamp_time, stamp_event, purchase_time, currency, amount = row
+    return domain.PurchaseState(
+        producer, product, bool(counted), (stamp_time, stamp_event), purchase_time, currency, amount
     )
 
 

@@ -54,6 +54,8 @@ contacts = sa.Table(
     # serves order_by create_time; email order uses contacts_producer_email.
     sa.Index("contacts_producer_id", "producer", "id"),
     sa.Index("contacts_producer_create", "producer", "create_time", "id"),
+    # `country = "PT"` filters: an equality range already in id order.
+    sa.Index("contacts_producer_country", "producer", "country_code", "id"),
     sqlite_autoincrement=True,
 )
 
@@ -123,6 +125,63 @@ contact_products = sa.Table(
     sa.Index("contact_products_product", "producer", "product", "contact_id"),
 )
 
+# Each purchase (a producer's transaction) of a contact as a last-writer-wins register, like
+# a tag link: the event with the greatest (occur_time, event id) stamp decides whether it is
+# counted (approved, complete) or taken back out (refunded, chargeback, ...), and its figures.
+purchases = sa.Table(
+    "purchases",
+    metadata,
+    sa.Column("contact_id", sa.BigInteger, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("transaction_id", sa.Text, primary_key=True),
+    sa.Column("producer", sa.Text, nullable=False),
+    sa.Column("product", sa.Text, nullable=False),
+    sa.Column("counted", sa.Boolean, nullable=False),
+    sa.Column("stamp_time", sa.BigInteger, nullable=False),
+    sa.Column("stamp_event", sa.Text, nullable=False),
+    # When the purchase was made: the platform's approval time, else its order time, else the event's.
+    sa.Column("purchase_time", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),  # millionths of the currency unit
+)
+
+# Purchase traits, derived from the counted purchases of each contact whose purchases changed:
+# one row per (contact, product) bought and one with product "" for the producer as a whole.
+# Only contacts with a counted purchase have rows, so the rows drive trait filters in id order.
+contact_traits = sa.Table(
+    "contact_traits",
+    metadata,
+    sa.Column("contact_id", sa.BigInteger, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("product", sa.Text, primary_key=True),
+    sa.Column("producer", sa.Text, nullable=False),
+    sa.Column("purchases", sa.BigInteger, nullable=False),
+    sa.Column("first_purchase_time", sa.BigInteger, nullable=False),
+    sa.Column("last_purchase_time", sa.BigInteger, nullable=False),
+    # Drives trait filters in id order, and covers them: no table read per candidate.
+    sa.Index(
+        "contact_traits_product",
+        "producer",
+        "product",
+        "contact_id",
+        "purchases",
+        "first_purchase_time",
+        "last_purchase_time",
+    ),
+    # Counts of `purchases >= N`: a range of this index.
+    sa.Index("contact_traits_purchases", "producer", "product", "purchases"),
+)
+
+# Total spent per currency, alongside contact_traits (product "" for the producer as a whole).
+contact_spending = sa.Table(
+    "contact_spending",
+    metadata,
+    sa.Column("contact_id", sa.BigInteger, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("product", sa.Text, primary_key=True),
+    sa.Column("currency", sa.Text, primary_key=True),
+    sa.Column("producer", sa.Text, nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),  # millionths of the currency unit
+    sa.Index("contact_spending_currency", "producer", "product", "currency", "contact_id", "amount"),
+)
+
 # The dashboard's figures: events and newly linked contacts per product, UTC day and event type.
 product_daily = sa.Table(
     "product_daily",
@@ -150,7 +209,41 @@ tag_change_outbox = sa.Table(
     sa.Column("segmentation", sa.Text, nullable=False),
     sa.Column("occur_time", sa.BigInteger, nullable=False),
     sa.Column("commit_time", sa.BigInteger, nullable=False),
+    # An audience change (entered when ``added``, else exited): the audience's id; product,
+    # tag_key and segmentation are then empty. Empty for a tag change.
+    sa.Column("audience", sa.Text, nullable=False, server_default=sa.text("''")),
     sqlite_autoincrement=True,
+)
+
+# A producer's audiences: a named contact filter whose members are kept (audiences.py).
+audiences = sa.Table(
+    "audiences",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("producer", sa.Text, nullable=False),
+    sa.Column("audience_id", sa.Text, nullable=False),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("filter", sa.Text, nullable=False),
+    # The filter compares with `now - <duration>`: its members change as time passes (the sweep).
+    sa.Column("relative", sa.Boolean, nullable=False),
+    # Kept with the members, so reading it costs one row.
+    sa.Column("member_count", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("revision", sa.BigInteger, nullable=False),  # the etag
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("update_time", sa.BigInteger, nullable=False),
+    # When the sweep last evaluated a relative audience (microseconds; 0: never).
+    sa.Column("sweep_time", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.UniqueConstraint("producer", "audience_id", name="audiences_producer_audience"),
+    sqlite_autoincrement=True,
+)
+
+audience_members = sa.Table(
+    "audience_members",
+    metadata,
+    sa.Column("audience_id", sa.BigInteger, sa.ForeignKey("audiences.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("contact_id", sa.BigInteger, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    # A contact's memberships (erasure, and the batch's touched contacts).
+    sa.Index("audience_members_contact", "contact_id", "audience_id"),
 )
 
 # The service's Alembic environment: migrations/ (alembic.ini, env.py, versions/), version

@@ -200,7 +200,7 @@ class OutboxRelay:
             [
                 (
                     bus.tag_changes_subject(row.producer),
-                    tag_change_message(row).SerializeToString(),
+                    outbox_message(row).SerializeToString(),
                     f"tagchange/{row.id}",
                 )
                 for row in rows
@@ -299,6 +299,27 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 self._leader.close()
             self._leader = None
+
+
+def outbox_message(row) -> pb.TagChange:
+    """An outbox row as the ``TagChange`` the relay publishes: a tag change, or an audience's
+    entry (``added``) or exit."""
+    if not row.audience:
+        change = tag_change_message(row)
+        change.kind = pb.TagChange.KIND_TAG
+        return change
+    producer = row.producer
+    change = pb.TagChange(
+        id=str(row.id),
+        kind=pb.TagChange.KIND_AUDIENCE_ENTERED if row.added else pb.TagChange.KIND_AUDIENCE_EXITED,
+        contact=f"producers/{producer}/contacts/{row.contact_id}",
+        audience=f"producers/{producer}/audiences/{row.audience}",
+    )
+    if row.event_id:
+        change.event = f"producers/{producer}/products/{row.product}/events/{row.event_id}"
+    change.occur_time.FromMicroseconds(row.occur_time)
+    change.commit_time.FromMicroseconds(row.commit_time)
+    return change
 
 
 class AckedPublisher:
@@ -419,15 +440,23 @@ def cursor_expired() -> ServiceError:
 
 
 class TagSelector:
-    """Which tags a watcher wants: keys and/or tag resource names (empty: every tag)."""
+    """Which changes a watcher wants: tags by key and/or resource name, audiences by id and/or
+    resource name ("-": every audience). A change either selects is wanted; with neither
+    given, every change is."""
 
-    def __init__(self, wanted: Collection[str]):
+    def __init__(self, wanted: Collection[str], audiences: Collection[str] = ()):
         self._names = {value for value in wanted if value.startswith("producers/")}
         self._keys = {value for value in wanted if not value.startswith("producers/")}
-        self._all = not wanted
+        self._all = not wanted and not audiences
+        self._every_audience = "-" in audiences
+        self._audiences = {value.rpartition("/")[2] for value in audiences}
 
     def __call__(self, change: pb.TagChange) -> bool:
-        return self._all or change.tag_key in self._keys or change.tag in self._names
+        if self._all:
+            return True
+        if change.audience:
+            return self._every_audience or change.audience.rpartition("/")[2] in self._audiences
+        return change.tag_key in self._keys or change.tag in self._names
 
 
 class ChangeReader:

@@ -3,7 +3,8 @@
 ``with uow:`` opens the transaction; ``uow.commit()`` commits it; leaving the block
 without a commit rolls it back (reads never commit). Reads are
 :mod:`~listboss_contacts.queries`' on the transaction's connection, erasure is
-:mod:`~listboss_contacts.erasure`'s, and applying changes goes through ``store``
+:mod:`~listboss_contacts.erasure`'s, audiences are ``audiences``
+(:class:`~listboss_contacts.audiences.AudienceStore`), and applying changes goes through ``store``
 (:class:`~listboss_contacts.repository.ContactStore`), so handlers see neither
 SQLAlchemy nor a connection.
 """
@@ -19,6 +20,7 @@ from listboss_common import db, faults, filtering
 from listboss_common.db import WORKER_STATEMENT_TIMEOUT, StatementTimeout
 from listboss_common.paging import SortOrder
 from listboss_contacts import erasure, queries
+from listboss_contacts.audiences import AudienceStore
 from listboss_contacts.repository import ContactStore
 
 log = structlog.get_logger("listboss.contacts")
@@ -27,6 +29,7 @@ log = structlog.get_logger("listboss.contacts")
 class UnitOfWork:
     _connection: Connection
     store: ContactStore
+    audiences: AudienceStore
 
     def __init__(self, engine: Engine, statement_timeout: StatementTimeout = WORKER_STATEMENT_TIMEOUT):
         self._engine = engine
@@ -37,6 +40,7 @@ class UnitOfWork:
         self._connection = self._engine.connect()
         self._statement_timeout.apply(self._connection)
         self.store = ContactStore(self._connection)
+        self.audiences = AudienceStore(self._connection)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -49,6 +53,9 @@ class UnitOfWork:
 
     def contact(self, producer: str, contact_id: int) -> tuple[queries.ContactRow, list[queries.ContactTagRow]] | None:
         return queries.get_contact(self._connection, producer, contact_id)
+
+    def purchase_traits(self, contact_id: int) -> list[queries.PurchaseTraits]:
+        return queries.purchase_traits(self._connection, contact_id)
 
     def contacts(
         self,

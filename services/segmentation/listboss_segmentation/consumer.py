@@ -5,7 +5,9 @@
 isolates a failing event and waits out outages): it records products first seen,
 evaluates each event under its product's rules (:mod:`domain`, compiled and
 cached by :mod:`rules`), translates the decisions (:mod:`messages`) and
-publishes them packed per producer. Changes are published as bytes: each is its
+publishes them packed per producer and partition (``listboss.changes.<producer>.<partition>``,
+the partition a stable hash of the event's person: :func:`listboss_common.bus.event_partition`),
+so each contacts replica receives the changes of the contacts it works on alone. Changes are published as bytes: each is its
 event's serialized bytes, the outcome of the rules that fired (encoded once per
 product and combination of rules, :class:`~listboss_segmentation.messages.ChangeEncoder`)
 and the contact data, so no message is copied field by field.
@@ -55,35 +57,47 @@ def change_for(
 
 
 async def publish_changes(
-    js: JetStreamContext, producer: str, changes: Sequence[contact_change_pb2.ContactChange], *id_prefix: str
+    js: JetStreamContext,
+    producer: str,
+    changes: Sequence[contact_change_pb2.ContactChange],
+    *id_prefix: str,
+    partitions: int | None = None,
 ) -> None:
-    """Publishes a producer's changes packed in ContactChangeBatch messages and waits
-    until JetStream has stored every one. The message ids derive from the events, so
-    a retry of the same changes is dropped as a duplicate. With tracing on, each message
-    carries the ``traceparent`` of the current span (the worker's chunk span)."""
+    """Publishes a producer's changes packed in ContactChangeBatch messages, each message on
+    the subject of its changes' partition (a message never mixes partitions), and waits until
+    JetStream has stored every one. The message ids derive from the events, so a retry of the
+    same changes is dropped as a duplicate. With tracing on, each message carries the
+    ``traceparent`` of the current span (the worker's chunk span). ``partitions`` defaults to
+    LISTBOSS_CONTACTS_PARTITIONS."""
+    count = partitions or bus.contacts_partitions()
+    by_partition: dict[int, list[contact_change_pb2.ContactChange]] = defaultdict(list)
+    for change in changes:
+        by_partition[bus.event_partition(change.event, count)].append(change)
     publishes = []
-    for group in bus.pack(changes, lambda c: c.ByteSize()):
-        payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
-        msg_id = bus.content_id(*id_prefix, *(c.event.id for c in group))
-        headers = {"Nats-Msg-Id": msg_id}
-        tracing.inject(headers)
-        publishes.append(js.publish(bus.changes_subject(producer), payload, headers=headers))
+    for partition, in_partition in sorted(by_partition.items()):
+        for group in bus.pack(in_partition, lambda c: c.ByteSize()):
+            payload = contact_change_pb2.ContactChangeBatch(changes=group).SerializeToString()
+            msg_id = bus.content_id(*id_prefix, *(c.event.id for c in group))
+            headers = {"Nats-Msg-Id": msg_id}
+            tracing.inject(headers)
+            publishes.append(js.publish(bus.changes_subject(producer, partition), payload, headers=headers))
     await asyncio.gather(*publishes)
 
 
 async def publish_serialized_changes(
-    js: JetStreamContext, producer: str, changes: Sequence[tuple[str, bytes]], *id_prefix: str
+    js: JetStreamContext, producer: str, partition: int, changes: Sequence[tuple[str, bytes]], *id_prefix: str
 ) -> None:
-    """:func:`publish_changes` for changes already serialized, as (event id, ContactChange
-    bytes): packed in as few messages as the size limit allows, published together, with the
-    same message ids and headers."""
+    """:func:`publish_changes` for changes of one partition already serialized, as (event id,
+    ContactChange bytes): packed in as few messages as the size limit allows, published
+    together, with the same message ids and headers."""
     publishes = []
+    subject = bus.changes_subject(producer, partition)
     for group in bus.pack(changes, lambda change: len(change[1])):
         msg_id = bus.content_id(*id_prefix, *(event_id for event_id, _ in group))
         headers = {"Nats-Msg-Id": msg_id}
         tracing.inject(headers)
         payload = bus.packed_message([change for _, change in group])
-        publishes.append(js.publish(bus.changes_subject(producer), payload, headers=headers))
+        publishes.append(js.publish(subject, payload, headers=headers))
     await asyncio.gather(*publishes)
 
 
@@ -139,8 +153,11 @@ class EventProcessor:
         engine: Engine,
         rules: RuleCache | None = None,
         person_keys: personal_data.PersonKeys | None = None,
+        partitions: int | None = None,
     ):
         self._js = js
+        # LISTBOSS_CONTACTS_PARTITIONS unless given; a bad value fails the start.
+        self._partitions = partitions or bus.contacts_partitions()
         self._engine = engine
         # Opens sealed persons; the service always passes it (tests of clear events need not).
         self._person_keys = person_keys
@@ -155,7 +172,9 @@ class EventProcessor:
         opened = await personal_data.open_events(self._person_keys, events)
         await self._record_new_products(events)
         indexes = await self.rules.rules((event.producer, event.product.id) for event in events)
-        changes: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        # Per (producer, partition): a message carries the changes of one partition only.
+        changes: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
+        partitions = self._partitions
         evaluated = 0
         nonces = iter(personal_data.nonces(len(events)))
         encoder = self._encoder
@@ -185,11 +204,14 @@ class EventProcessor:
                 change = encoder.change(serialized, outcome, sealed_contact_data=sealed_data)
             else:
                 change = encoder.change(serialized, outcome)
-            changes[event.producer].append((event.id, change))
+            changes[(event.producer, bus.event_partition(event, partitions))].append((event.id, change))
         RULES_EVALUATED.inc(evaluated)
         # Acks come only after every change is stored on JetStream.
         await asyncio.gather(
-            *(publish_serialized_changes(self._js, producer, group, producer) for producer, group in changes.items())
+            *(
+                publish_serialized_changes(self._js, producer, partition, group, producer)
+                for (producer, partition), group in changes.items()
+            )
         )
         log.info("events segmented", events=len(events))
 

@@ -190,9 +190,22 @@ async def test_processor_publishes_changes_and_records_products(engine, js):
 
     await EventProcessor(js, engine).handle(decode_events(messages))
 
+    partitions = bus.contacts_partitions()
     by_subject = dict(await changes_on_stream(js))
-    assert set(by_subject) == {"listboss.changes.alice", "listboss.changes.bob"}
-    alice_changes = by_subject["listboss.changes.alice"]
+    # Each change travels on its producer's subject for its person's partition.
+    assert set(by_subject) == {
+        bus.changes_subject(event.producer, bus.event_partition(event, partitions))
+        for event in (approved, cart, refunded)
+    }
+    alice_changes = sorted(
+        (
+            c
+            for subject, changes in by_subject.items()
+            if subject.startswith("listboss.changes.alice.")
+            for c in changes
+        ),
+        key=lambda c: c.event.id,
+    )
     assert [c.event.id for c in alice_changes] == ["e1", "e2"]
     assert alice_changes[0].event == approved
 
@@ -214,7 +227,7 @@ async def test_processor_publishes_changes_and_records_products(engine, js):
     assert list(second.fired_segmentations) == [base + "auto-cart-abandoned"]
     assert operations(second) == [(ADD, "cart-abandoned")]
 
-    (bob_change,) = by_subject["listboss.changes.bob"]
+    (bob_change,) = by_subject[bus.changes_subject("bob", bus.event_partition(refunded, partitions))]
     assert list(bob_change.fired_segmentations) == ["producers/bob/products/7/segmentations/auto-purchase-refunded"]
     assert operations(bob_change) == [
         (REMOVE, "purchase-approved"),
@@ -262,8 +275,37 @@ async def test_redelivered_events_publish_no_second_change(engine, js):
     changes = await changes_on_stream(js)
     assert len(changes) == 1
     ((subject, (change,)),) = changes
-    assert subject == "listboss.changes.alice"
+    assert subject == bus.changes_subject("alice", bus.event_partition(change.event, bus.contacts_partitions()))
     assert change.event.id == "e1"
+
+
+async def test_changes_travel_by_partition_of_their_person(engine, js):
+    """All the changes about one person travel in one partition, and a message never mixes
+    partitions: so one contacts replica at a time applies a contact's changes."""
+    people = [f"person{n}@example.com" for n in range(24)]
+    events = [
+        make_event(f"e{n}", event_pb2.EVENT_TYPE_PURCHASE_APPROVED, email=people[n % len(people)]) for n in range(96)
+    ]
+    await publish_events(js, *events, msg_id="many")
+    await EventProcessor(js, engine, partitions=4).handle(decode_events(await fetch_all(js, 1)))
+
+    partition_of_person: dict[str, set[int]] = {}
+    seen = []
+    for subject, changes in await changes_on_stream(js):
+        _, _, producer, partition = subject.split(".")
+        assert producer == "alice" and 0 <= int(partition) < 4
+        for change in changes:
+            assert bus.event_partition(change.event, 4) == int(partition)
+            partition_of_person.setdefault(change.event.person.email, set()).add(int(partition))
+            seen.append(change.event.id)
+    assert sorted(seen) == sorted(event.id for event in events)
+    assert all(len(found) == 1 for found in partition_of_person.values())
+    # A hash, not one bucket: 24 people spread over more than one partition.
+    assert len(set().union(*partition_of_person.values())) > 1
+    # The same email in another spelling is the same person, and the same partition.
+    assert bus.event_partition(make_event("x", 1, email=" Person3@Example.com"), 4) == bus.event_partition(
+        make_event("y", 1, email="person3@example.com"), 4
+    )
 
 
 async def test_registered_product_keeps_its_name_when_events_arrive(engine, js):

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from listboss.events.v1 import event_pb2 as _event_pb2
 from google.protobuf.internal import containers as _containers
@@ -38,7 +39,7 @@ CONTACT_VIEW_BASIC: ContactView
 CONTACT_VIEW_FULL: ContactView
 
 class Contact(_message.Message):
-    __slots__ = ("name", "email", "display_name", "phone", "country_code", "source", "tags", "first_event_time", "last_event_time", "create_time", "update_time", "attributes")
+    __slots__ = ("name", "email", "display_name", "phone", "country_code", "source", "tags", "first_event_time", "last_event_time", "create_time", "update_time", "attributes", "purchase_traits", "product_purchase_traits")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +59,8 @@ class Contact(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    PURCHASE_TRAITS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_PURCHASE_TRAITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     email: str
     display_name: str
@@ -70,7 +73,29 @@ class Contact(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., display_name: _Optional[str] = ..., phone: _Optional[str] = ..., country_code: _Optional[str] = ..., source: _Optional[_Union[ContactSource, str]] = ..., tags: _Optional[_Iterable[_Union[ContactTag, _Mapping]]] = ..., first_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    purchase_traits: PurchaseTraits
+    product_purchase_traits: _containers.RepeatedCompositeFieldContainer[ProductPurchaseTraits]
+    def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., display_name: _Optional[str] = ..., phone: _Optional[str] = ..., country_code: _Optional[str] = ..., source: _Optional[_Union[ContactSource, str]] = ..., tags: _Optional[_Iterable[_Union[ContactTag, _Mapping]]] = ..., first_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., purchase_traits: _Optional[_Union[PurchaseTraits, _Mapping]] = ..., product_purchase_traits: _Optional[_Iterable[_Union[ProductPurchaseTraits, _Mapping]]] = ...) -> None: ...
+
+class PurchaseTraits(_message.Message):
+    __slots__ = ("purchase_count", "spent", "first_purchase_time", "last_purchase_time")
+    PURCHASE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PURCHASE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_PURCHASE_TIME_FIELD_NUMBER: _ClassVar[int]
+    purchase_count: int
+    spent: _containers.RepeatedCompositeFieldContainer[_event_pb2.Money]
+    first_purchase_time: _timestamp_pb2.Timestamp
+    last_purchase_time: _timestamp_pb2.Timestamp
+    def __init__(self, purchase_count: _Optional[int] = ..., spent: _Optional[_Iterable[_Union[_event_pb2.Money, _Mapping]]] = ..., first_purchase_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_purchase_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ProductPurchaseTraits(_message.Message):
+    __slots__ = ("product", "traits")
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    TRAITS_FIELD_NUMBER: _ClassVar[int]
+    product: str
+    traits: PurchaseTraits
+    def __init__(self, product: _Optional[str] = ..., traits: _Optional[_Union[PurchaseTraits, _Mapping]] = ...) -> None: ...
 
 class ContactTag(_message.Message):
     __slots__ = ("tag", "key", "display_name", "product", "kind", "apply_time", "segmentation", "event_id")
@@ -291,7 +316,7 @@ class DailyFigures(_message.Message):
     def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_count: _Optional[int] = ..., contacts_captured: _Optional[int] = ...) -> None: ...
 
 class TagChange(_message.Message):
-    __slots__ = ("id", "contact", "tag", "tag_key", "action", "event", "segmentation", "occur_time", "commit_time")
+    __slots__ = ("id", "contact", "tag", "tag_key", "action", "event", "segmentation", "occur_time", "commit_time", "kind", "audience")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[TagChange.Action]
@@ -300,6 +325,16 @@ class TagChange(_message.Message):
     ACTION_UNSPECIFIED: TagChange.Action
     ACTION_ADDED: TagChange.Action
     ACTION_REMOVED: TagChange.Action
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[TagChange.Kind]
+        KIND_TAG: _ClassVar[TagChange.Kind]
+        KIND_AUDIENCE_ENTERED: _ClassVar[TagChange.Kind]
+        KIND_AUDIENCE_EXITED: _ClassVar[TagChange.Kind]
+    KIND_UNSPECIFIED: TagChange.Kind
+    KIND_TAG: TagChange.Kind
+    KIND_AUDIENCE_ENTERED: TagChange.Kind
+    KIND_AUDIENCE_EXITED: TagChange.Kind
     ID_FIELD_NUMBER: _ClassVar[int]
     CONTACT_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +344,8 @@ class TagChange(_message.Message):
     SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
     OCCUR_TIME_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     contact: str
     tag: str
@@ -318,17 +355,21 @@ class TagChange(_message.Message):
     segmentation: str
     occur_time: _timestamp_pb2.Timestamp
     commit_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., contact: _Optional[str] = ..., tag: _Optional[str] = ..., tag_key: _Optional[str] = ..., action: _Optional[_Union[TagChange.Action, str]] = ..., event: _Optional[str] = ..., segmentation: _Optional[str] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: TagChange.Kind
+    audience: str
+    def __init__(self, id: _Optional[str] = ..., contact: _Optional[str] = ..., tag: _Optional[str] = ..., tag_key: _Optional[str] = ..., action: _Optional[_Union[TagChange.Action, str]] = ..., event: _Optional[str] = ..., segmentation: _Optional[str] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[TagChange.Kind, str]] = ..., audience: _Optional[str] = ...) -> None: ...
 
 class WatchTagChangesRequest(_message.Message):
-    __slots__ = ("parent", "tags", "cursor")
+    __slots__ = ("parent", "tags", "cursor", "audiences")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
     parent: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     cursor: str
-    def __init__(self, parent: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., cursor: _Optional[str] = ...) -> None: ...
+    audiences: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, parent: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., cursor: _Optional[str] = ..., audiences: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchTagChangesResponse(_message.Message):
     __slots__ = ("change", "cursor")
@@ -337,3 +378,73 @@ class WatchTagChangesResponse(_message.Message):
     change: TagChange
     cursor: str
     def __init__(self, change: _Optional[_Union[TagChange, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class Audience(_message.Message):
+    __slots__ = ("name", "display_name", "filter", "member_count", "create_time", "update_time", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    display_name: str
+    filter: str
+    member_count: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., filter: _Optional[str] = ..., member_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class GetAudienceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListAudiencesRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAudiencesResponse(_message.Message):
+    __slots__ = ("audiences", "next_page_token")
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    audiences: _containers.RepeatedCompositeFieldContainer[Audience]
+    next_page_token: str
+    def __init__(self, audiences: _Optional[_Iterable[_Union[Audience, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CreateAudienceRequest(_message.Message):
+    __slots__ = ("parent", "audience", "audience_id", "publish_existing_entries")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_EXISTING_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    audience: Audience
+    audience_id: str
+    publish_existing_entries: bool
+    def __init__(self, parent: _Optional[str] = ..., audience: _Optional[_Union[Audience, _Mapping]] = ..., audience_id: _Optional[str] = ..., publish_existing_entries: _Optional[bool] = ...) -> None: ...
+
+class UpdateAudienceRequest(_message.Message):
+    __slots__ = ("audience", "update_mask")
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    audience: Audience
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, audience: _Optional[_Union[Audience, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteAudienceRequest(_message.Message):
+    __slots__ = ("name", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...

@@ -83,6 +83,31 @@ class ContactsServiceStub:
                 request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesRequest.SerializeToString,
                 response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesResponse.FromString,
                 _registered_method=True)
+        self.GetAudience = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/GetAudience',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.GetAudienceRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.FromString,
+                _registered_method=True)
+        self.ListAudiences = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/ListAudiences',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListAudiencesRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListAudiencesResponse.FromString,
+                _registered_method=True)
+        self.CreateAudience = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/CreateAudience',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CreateAudienceRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.FromString,
+                _registered_method=True)
+        self.UpdateAudience = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/UpdateAudience',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.UpdateAudienceRequest.SerializeToString,
+                response_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.FromString,
+                _registered_method=True)
+        self.DeleteAudience = channel.unary_unary(
+                '/listboss.contacts.v1.ContactsService/DeleteAudience',
+                request_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteAudienceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ContactsServiceServicer:
@@ -98,8 +123,8 @@ class ContactsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListContacts(self, request, context):
-        """Lists contacts matching an AIP-160 filter over tags, source, product, email
-        and times.
+        """Lists contacts matching an AIP-160 filter over tags, source, product, email,
+        times, contact data (country, phone, attributes) and purchase traits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +180,46 @@ class ContactsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAudience(self, request, context):
+        """An audience: a named contact filter whose members are kept as events are
+        applied; a contact entering or leaving it publishes AUDIENCE_ENTERED or
+        AUDIENCE_EXITED on the tag-change stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudiences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAudience(self, request, context):
+        """Creates an audience and evaluates its filter over the existing contacts,
+        who become members without publishing entries unless
+        publish_existing_entries is set. A taken audience_id is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAudience(self, request, context):
+        """Changes the fields named in update_mask. A new filter is evaluated over
+        every contact and the difference published as entries and exits. A stale
+        etag is ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAudience(self, request, context):
+        """Deletes an audience and its memberships; publishes no exits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContactsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +267,31 @@ def add_ContactsServiceServicer_to_server(servicer, server):
                     servicer.WatchTagChanges,
                     request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesRequest.FromString,
                     response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesResponse.SerializeToString,
+            ),
+            'GetAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAudience,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.GetAudienceRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.SerializeToString,
+            ),
+            'ListAudiences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudiences,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListAudiencesRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListAudiencesResponse.SerializeToString,
+            ),
+            'CreateAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAudience,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CreateAudienceRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.SerializeToString,
+            ),
+            'UpdateAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAudience,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.UpdateAudienceRequest.FromString,
+                    response_serializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.SerializeToString,
+            ),
+            'DeleteAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAudience,
+                    request_deserializer=listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteAudienceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +540,141 @@ class ContactsService:
             '/listboss.contacts.v1.ContactsService/WatchTagChanges',
             listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesRequest.SerializeToString,
             listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.WatchTagChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/GetAudience',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.GetAudienceRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudiences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/ListAudiences',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListAudiencesRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.ListAudiencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/CreateAudience',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.CreateAudienceRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/UpdateAudience',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.UpdateAudienceRequest.SerializeToString,
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.Audience.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/listboss.contacts.v1.ContactsService/DeleteAudience',
+            listboss_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteAudienceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
