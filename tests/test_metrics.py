@@ -44,6 +44,16 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
+def contacts_value(samples: dict, name: str) -> float:
+    """``name`` summed over the contacts service's consumers: one per partition of the changes
+    (``contacts-p<k>``) and ``contacts`` for messages from before partitions."""
+    return sum(
+        v
+        for (n, ls), v in samples.items()
+        if n == name and any(k == "consumer" and (c == "contacts" or c.startswith("contacts-p")) for k, c in ls)
+    )
+
+
 def wait_for(predicate, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -150,16 +160,16 @@ def test_contacts_counts_applies_the_outbox_and_its_consumer(metrics_suite, fed)
         s = scrape(metrics_suite.metrics_url("contacts"))
         # The pending gauges are read from JetStream every few seconds; the relay runs after commits.
         done = (
-            value(s, "listboss_consumer_items_handled_total", consumer="contacts") >= fed
+            contacts_value(s, "listboss_consumer_items_handled_total") >= fed
             and value(s, "listboss_contacts_outbox_published_total") > 0
-            and value(s, "listboss_consumer_pending_messages", consumer="contacts") == 0
-            and ("listboss_consumer_pending_messages", (("consumer", "contacts"),)) in s
+            and contacts_value(s, "listboss_consumer_pending_messages") == 0
+            and ("listboss_consumer_pending_messages", (("consumer", "contacts-p0"),)) in s
         )
         return done and s
 
     samples = wait_for(settled)
     assert samples, "contacts' figures never settled"
-    assert value(samples, "listboss_consumer_ack_pending_messages", consumer="contacts") >= 0
+    assert contacts_value(samples, "listboss_consumer_ack_pending_messages") >= 0
     assert value(samples, "listboss_contacts_changes_applied_total") == fed
     assert value(samples, "listboss_contacts_apply_seconds_count") >= 1
     assert value(samples, "listboss_contacts_outbox_relay_delay_seconds_count") == value(

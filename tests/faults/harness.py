@@ -372,7 +372,8 @@ class FaultRun:
             if headers.get("Listboss-Producer") != self.producer:
                 failures.append(f"(d) Listboss-Producer is {headers.get('Listboss-Producer')!r}, not {self.producer!r}")
             original = headers.get("Listboss-Original-Subject", "")
-            if not re.fullmatch(rf"listboss\.(events|changes)\.{re.escape(self.producer)}", original):
+            # Events: listboss.events.<producer>; changes: listboss.changes.<producer>.<partition>.
+            if not re.fullmatch(rf"listboss\.(events|changes)\.{re.escape(self.producer)}(\.\d+)?", original):
                 failures.append(f"(d) Listboss-Original-Subject is {original!r}")
             if not headers.get("Listboss-Stream-Sequence", "").isdigit():
                 failures.append(f"(d) Listboss-Stream-Sequence is {headers.get('Listboss-Stream-Sequence')!r}")
