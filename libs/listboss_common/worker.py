@@ -172,7 +172,9 @@ class PullWorker:
             while not stop.is_set():
                 try:
                     messages = await self._subscription.fetch(self._spec.batch_size, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
+                    # Nothing arrived in time (nats-py raises either, depending on where its wait
+                    # ended): an idle consumer, not a failure.
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     return
