@@ -25,22 +25,10 @@ from listboss_common.processes import health_status
 from listboss_testing import eventually_sync
 from listboss_testing.fixtures import POSTGRES_ADMIN_URL
 from listboss_tools.bench import make_batch
-from listboss_tools.suite import Suite, postgres_url
+from listboss_tools.suite import Suite
 
 EVENTS = 600
 PEOPLE = 50
-
-
-class _OwnDatabases(Suite):
-    """A suite whose PostgreSQL databases belong to this test alone (Suite's fixed names would
-    be shared with any other run on the server)."""
-
-    def __init__(self, *args, suffix: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._suffix = suffix
-
-    def database_url(self, service: str) -> str:
-        return postgres_url(self.database, f"listboss_{service}_{self._suffix}")
 
 
 @pytest.fixture
@@ -54,12 +42,12 @@ def replicated_suite(tmp_path):
         if os.environ.get("LISTBOSS_REQUIRE_POSTGRES") == "1":
             raise
         pytest.skip(f"PostgreSQL is not reachable ({error.orig}); set LISTBOSS_REQUIRE_POSTGRES=1 to fail instead")
-    suite = _OwnDatabases.on_free_ports(
+    suite = Suite.on_free_ports(
         tmp_path / "suite",
         database=POSTGRES_ADMIN_URL,
         contacts_replicas=2,
         output=None,
-        suffix=f"test_{uuid.uuid4().hex[:12]}",
+        database_suffix=f"test_{uuid.uuid4().hex[:12]}",
     )
     try:
         suite.start()

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -39,7 +38,7 @@ from listboss.segmentation.v1 import segmentation_service_pb2 as segmentation_pb
 from listboss.segmentation.v1 import segmentation_service_pb2_grpc as segmentation_grpc
 from listboss_common import bus
 from listboss_testing import POSTGRES_ADMIN_URL, eventually_sync
-from listboss_tools.suite import DEMO_PRODUCER, Suite, postgres_url
+from listboss_tools.suite import DEMO_PRODUCER, Suite
 
 pytestmark = pytest.mark.e2e
 
@@ -80,19 +79,6 @@ def person_values() -> dict[str, bytes]:
 # --- the suite, on SQLite or PostgreSQL, with its output in a file -------------------------------
 
 
-class _OwnDatabases(Suite):
-    """A suite whose PostgreSQL databases belong to this test alone."""
-
-    def __init__(self, *args: Any, suffix: str, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._suffix = suffix
-
-    def database_url(self, service: str) -> str:
-        if self.database == "sqlite":
-            return super().database_url(service)
-        return postgres_url(self.database, f"listboss_{service}_{self._suffix}")
-
-
 @dataclass
 class Running:
     suite: Suite
@@ -120,7 +106,7 @@ def running(request, tmp_path: Path) -> Iterator[Running]:
         _postgres_reachable()
     log_path = tmp_path / "suite.log"
     with log_path.open("w", encoding="utf-8") as log:
-        suite = _OwnDatabases(
+        suite = Suite(
             tmp_path / "suite",
             nats_port=0,
             ingest_port=0,
@@ -129,7 +115,7 @@ def running(request, tmp_path: Path) -> Iterator[Running]:
             http_port=0,
             database=POSTGRES_ADMIN_URL if postgres else "sqlite",
             output=log,
-            suffix=f"erasure_{uuid.uuid4().hex[:12]}",
+            database_suffix=f"erasure_{uuid.uuid4().hex[:12]}",
         )
         try:
             suite.start()

@@ -42,7 +42,7 @@ from listboss_common.errors import InvalidArgument
 from listboss_ingest.normalize import normalize_event
 from listboss_ingest.sources.hotmart import event_from_webhook
 from listboss_testing import POSTGRES_ADMIN_URL
-from listboss_tools.suite import DEMO_PRODUCER, Suite, postgres_url
+from listboss_tools.suite import DEMO_PRODUCER, Suite
 
 pytestmark = pytest.mark.e2e
 
@@ -414,18 +414,6 @@ def test_sqlite_refuses_or_stores_every_string(suite):
     check_every_event_is_rejected_or_applied(suite)
 
 
-class _OwnDatabases(Suite):
-    """A suite whose PostgreSQL databases belong to this test alone (Suite's fixed names,
-    listboss_segmentation and listboss_contacts, would be shared with any other run)."""
-
-    def __init__(self, *args: Any, suffix: str, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._suffix = suffix
-
-    def database_url(self, service: str) -> str:
-        return postgres_url(self.database, f"listboss_{service}_{self._suffix}")
-
-
 @pytest.fixture
 def postgres_suite(tmp_path):
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -437,7 +425,7 @@ def postgres_suite(tmp_path):
         if os.environ.get("LISTBOSS_REQUIRE_POSTGRES") == "1":
             raise
         pytest.skip(f"PostgreSQL is not reachable ({error.orig}); set LISTBOSS_REQUIRE_POSTGRES=1 to fail instead")
-    suite = _OwnDatabases(
+    suite = Suite(
         tmp_path / "suite",
         nats_port=0,
         ingest_port=0,
@@ -446,7 +434,7 @@ def postgres_suite(tmp_path):
         http_port=0,
         database=POSTGRES_ADMIN_URL,
         output=None,
-        suffix=f"test_{uuid.uuid4().hex[:12]}",
+        database_suffix=f"test_{uuid.uuid4().hex[:12]}",
     )
     try:
         suite.start()

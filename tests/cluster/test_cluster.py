@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -47,7 +46,7 @@ from listboss.events.v1 import event_pb2
 from listboss_common import bus
 from listboss_tools.suite import DEMO_PRODUCER, GRPC_CHANNEL_OPTIONS, Suite
 from tests.faults.load import EventFactory, LoadGenerator, LoadShape, expected_tags, micros
-from tests.faults.postgres import PostgresUnavailable, ThrowawayPostgres
+from tests.faults.postgres import ThrowawayPostgres, throwaway_postgres
 from tests.faults.probes import ContactsProbe, backlog, dead_letters
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -65,18 +64,8 @@ WATCH_TIMEOUT = 60.0
 @pytest.fixture
 def postgres(tmp_path: Path):
     """A PostgreSQL cluster of this test's own on a free port (``tests/faults/postgres.py``)."""
-    try:
-        server = ThrowawayPostgres()
-    except PostgresUnavailable as error:
-        if os.environ.get("LISTBOSS_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip(str(error))
-    try:
-        server.init()
-        server.start()
+    with throwaway_postgres(tmp_path / "postgres.log") as server:
         yield server
-    finally:
-        server.destroy(keep_log=tmp_path / "postgres.log")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ suite on it, fresh for each test, and the file the recovery figures go to."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from listboss_tools.suite import Suite
 
 from .harness import FaultRun, summary
-from .postgres import PostgresUnavailable, ThrowawayPostgres
+from .postgres import ThrowawayPostgres, throwaway_postgres
 
 FIGURES = pytest.StashKey[Path]()
 
@@ -46,18 +45,8 @@ def figures_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture
 def postgres(tmp_path: Path):
     """A PostgreSQL cluster of this test's own, running on a free port; removed afterwards."""
-    try:
-        server = ThrowawayPostgres()
-    except PostgresUnavailable as error:
-        if os.environ.get("LISTBOSS_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip(str(error))
-    try:
-        server.init()
-        server.start()
+    with throwaway_postgres(tmp_path / "postgres.log") as server:
         yield server
-    finally:
-        server.destroy(keep_log=tmp_path / "postgres.log")
 
 
 @pytest.fixture

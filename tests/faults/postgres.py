@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from listboss_tools.suite import free_port
 
 HOST = "127.0.0.1"
@@ -130,3 +132,22 @@ class ThrowawayPostgres:
                 with contextlib.suppress(OSError):
                     shutil.copyfile(self.log_file, keep_log)
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_postgres(keep_log: Path):
+    """A started :class:`ThrowawayPostgres`, destroyed afterwards (its log kept at ``keep_log``);
+    skips the test when this machine has no PostgreSQL binaries, unless
+    ``LISTBOSS_REQUIRE_POSTGRES=1`` makes that a failure."""
+    try:
+        server = ThrowawayPostgres()
+    except PostgresUnavailable as error:
+        if os.environ.get("LISTBOSS_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(str(error))
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.destroy(keep_log=keep_log)

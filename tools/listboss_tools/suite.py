@@ -182,6 +182,7 @@ class Suite:
         segmentation_metrics_port: int = 0,
         contacts_metrics_port: int = 0,
         database: str = "sqlite",
+        database_suffix: str = "",
         contacts_replicas: int = 1,
         ingest_replicas: int = 1,
         segmentation_replicas: int = 1,
@@ -192,6 +193,9 @@ class Suite:
         stop_grace: float = STOP_GRACE,
     ):
         check_database_choice(database)
+        # On PostgreSQL, databases named listboss_<service>_<suffix>: a suite of its own on a
+        # server other runs share (tests), instead of the fixed listboss_<service>.
+        self.database_suffix = database_suffix
         self.replicas = {
             "ingest": ingest_replicas,
             "segmentation": segmentation_replicas,
@@ -404,6 +408,8 @@ class Suite:
         return issue_token(self.signing_key, None, ttl_seconds=DEV_TOKEN_TTL_SECONDS)
 
     def database_url(self, service: str) -> str:
+        if self.database_suffix and self.database != "sqlite":
+            return postgres_url(self.database, f"listboss_{service}_{self.database_suffix}")
         return service_database_url(self.database, self.data_dir, service)
 
     def info(self) -> dict[str, object]:
